@@ -1,0 +1,103 @@
+"""The mesh-wide configuration the injector renders pods from.
+
+Read from a YAML file (the ConfigMap mounted into the injector, or ``--config FILE``), validated
+once at start-up, then passed around as a frozen value. Field names in YAML are camelCase like
+the rest of Kubernetes; an unknown or badly typed field is an error naming the field.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Literal
+
+import orjson
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic.alias_generators import to_camel
+
+SYSTEM_NAMESPACES = ("kube-system", "kube-public", "kube-node-lease")
+
+
+class SettingsError(ValueError):
+    """The mesh configuration cannot be used; the message names the field."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", alias_generator=to_camel, populate_by_name=True
+    )
+
+
+class Resources(_Model):
+    """Requests and limits of one container, as Kubernetes quantities ("" leaves one unset)."""
+
+    cpu: str = "100m"
+    memory: str = "64Mi"
+    cpu_limit: str = ""
+    memory_limit: str = ""
+
+
+class ProxySettings(_Model):
+    """The mesh-proxy container."""
+
+    image: str = "envoyproxy/envoy:v1.40.0"
+    resources: Resources = Resources(cpu="100m", memory="64Mi", cpu_limit="2", memory_limit="256Mi")
+    log_level: Literal["trace", "debug", "info", "warning", "error", "critical", "off"] = "warning"
+    concurrency: int = Field(default=2, ge=1, le=64)
+    drain_seconds: int = Field(default=5, ge=0, le=300)
+
+
+class InitSettings(_Model):
+    """The mesh-init container."""
+
+    image: str = "ghcr.io/meshinject/mesh-init:0.1.0"
+    resources: Resources = Resources(cpu="10m", memory="32Mi", cpu_limit="100m", memory_limit="64Mi")
+
+
+class CaptureDefaults(_Model):
+    """Mesh-wide capture defaults; the pod's traffic annotations override them."""
+
+    interception_mode: Literal["REDIRECT", "TPROXY"] = "REDIRECT"
+    exclude_inbound_ports: str = ""
+    exclude_outbound_ports: str = ""
+    exclude_outbound_ip_ranges: str = ""
+
+
+class MeshConfig(_Model):
+    """Everything the injector needs to render a pod, mesh-wide."""
+
+    proxy: ProxySettings = ProxySettings()
+    init: InitSettings = InitSettings()
+    capture: CaptureDefaults = CaptureDefaults()
+    native_sidecars: bool = True
+    injector_namespace: str = "meshinject-system"
+
+    def fingerprint(self) -> str:
+        """A short hash of the whole config: the status annotation records it, so a pod
+        injected under another config can be found and re-rendered."""
+        canonical = orjson.dumps(self.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
+        return hashlib.sha256(canonical).hexdigest()[:16]
+
+
+def config_from_mapping(data: Any) -> MeshConfig:
+    """Validate parsed YAML/JSON into a MeshConfig, with errors that name the field."""
+    if data is None:
+        return MeshConfig()
+    if not isinstance(data, dict):
+        raise SettingsError(f"mesh config must be a mapping, got {type(data).__name__}")
+    try:
+        return MeshConfig.model_validate(data)
+    except ValidationError as err:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']} (got {e.get('input')!r})"
+            for e in err.errors()
+        )
+        raise SettingsError(f"invalid mesh config: {problems}") from None
+
+
+def config_from_yaml(text: str) -> MeshConfig:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise SettingsError(f"mesh config is not valid YAML: {err}") from None
+    return config_from_mapping(data)
