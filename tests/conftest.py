@@ -6,7 +6,7 @@ from what the code produces fails, and so does a golden file no test wrote (stal
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -39,11 +39,26 @@ def golden(request: pytest.FixtureRequest) -> Callable[[str, str], None]:
     return check
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _stale_goldens(request: pytest.FixtureRequest) -> Iterator[None]:
-    """After a full run, a golden no test compared against is stale: fail (or delete on update)."""
-    yield
-    if request.config.getoption("--update-goldens") and _used_goldens:
-        for path in GOLDEN_DIR.rglob("*"):
-            if path.is_file() and path not in _used_goldens:
-                path.unlink()
+def _whole_suite(config: pytest.Config) -> bool:
+    """True when this run collected every test: only then can an unused golden be called stale."""
+    selected = [Path(a.split("::")[0]).resolve() for a in config.args]
+    whole = all(path == Path(__file__).parent.resolve() for path in selected)
+    return whole and not config.getoption("keyword") and not config.getoption("markexpr")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """A golden file that no test compared against is stale: delete it on update, else fail."""
+    if not _used_goldens or not _whole_suite(session.config) or exitstatus != 0:
+        return
+    unused = sorted(
+        p for p in GOLDEN_DIR.rglob("*") if p.is_file() and p not in _used_goldens
+    )
+    if not unused:
+        return
+    if session.config.getoption("--update-goldens"):
+        for path in unused:
+            path.unlink()
+        return
+    names = ", ".join(str(p.relative_to(GOLDEN_DIR)) for p in unused)
+    print(f"\nstale golden files (no test uses them): {names}; run pytest --update-goldens")
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED

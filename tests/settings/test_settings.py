@@ -1,0 +1,48 @@
+"""The mesh config: defaults, YAML parsing, errors that name the field, and the fingerprint."""
+
+from __future__ import annotations
+
+import pytest
+
+from injector.settings import MeshConfig, SettingsError, config_from_yaml
+
+
+def test_an_empty_file_gives_the_defaults() -> None:
+    assert config_from_yaml("") == MeshConfig()
+
+
+def test_fields_are_camel_case_in_yaml() -> None:
+    config = config_from_yaml("proxy:\n  logLevel: debug\n  drainSeconds: 9\nnativeSidecars: false\n")
+    assert config.proxy.log_level == "debug"
+    assert config.proxy.drain_seconds == 9
+    assert config.native_sidecars is False
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ("proxy: {concurrency: 0}", "proxy.concurrency"),
+        ("proxy: {logLevel: loud}", "proxy.logLevel"),
+        ("unknownField: 1", "unknownField"),
+        ("capture: {interceptionMode: NAT}", "capture.interceptionMode"),
+    ],
+)
+def test_a_bad_field_is_named_with_its_value(text: str, named: str) -> None:
+    with pytest.raises(SettingsError, match=named):
+        config_from_yaml(text)
+
+
+def test_a_config_that_is_not_a_mapping_is_refused() -> None:
+    with pytest.raises(SettingsError, match="mapping"):
+        config_from_yaml("- a\n- b\n")
+
+
+def test_invalid_yaml_is_refused_with_the_parser_message() -> None:
+    with pytest.raises(SettingsError, match="not valid YAML"):
+        config_from_yaml("proxy: [unclosed")
+
+
+def test_the_fingerprint_changes_with_the_config_and_only_then() -> None:
+    assert MeshConfig().fingerprint() == MeshConfig().fingerprint()
+    changed = config_from_yaml("proxy: {logLevel: debug}")
+    assert changed.fingerprint() != MeshConfig().fingerprint()
