@@ -12,7 +12,9 @@ def test_an_empty_file_gives_the_defaults() -> None:
 
 
 def test_fields_are_camel_case_in_yaml() -> None:
-    config = config_from_yaml("proxy:\n  logLevel: debug\n  drainSeconds: 9\nnativeSidecars: false\n")
+    config = config_from_yaml(
+        "proxy:\n  logLevel: debug\n  drainSeconds: 9\nnativeSidecars: false\n"
+    )
     assert config.proxy.log_level == "debug"
     assert config.proxy.drain_seconds == 9
     assert config.native_sidecars is False
