@@ -1,0 +1,207 @@
+"""Pod annotations: the names of the user-visible contract, and their parsing into overrides.
+
+A pod tunes its own injection with ``traffic.meshinject.io/*`` (what mesh-init captures) and
+``proxy.meshinject.io/*`` (the proxy container). Everything is validated here, once, into a
+frozen :class:`PodOverrides`; a bad value raises :class:`AnnotationError` naming annotation and
+value, so the webhook can deny the pod with a message the user can act on. The traffic values
+are parsed by mesh-init's own parsers, so the injector can never accept what mesh-init rejects.
+
+Unknown ``proxy.meshinject.io/*`` keys are not errors here: the L7 policy keys (timeouts,
+retries, ...) are validated by their own module, which reads them from
+:attr:`PodOverrides.proxy_annotations`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TypeVar, get_args
+
+from initcontainer import config as capture_config
+from initcontainer.config import CaptureConfig, ConfigError, PortRange
+from injector.errors import AnnotationError, MeshInjectError
+from injector.settings import MeshConfig, ProxySettings, Resources
+
+INJECT = "meshinject.io/inject"
+STATUS = "meshinject.io/status"
+NAMESPACE_ENABLED = "enabled"
+
+TRAFFIC = "traffic.meshinject.io/"
+PROXY = "proxy.meshinject.io/"
+
+EXCLUDE_INBOUND_PORTS = TRAFFIC + "exclude-inbound-ports"
+INCLUDE_INBOUND_PORTS = TRAFFIC + "include-inbound-ports"
+EXCLUDE_OUTBOUND_PORTS = TRAFFIC + "exclude-outbound-ports"
+INCLUDE_OUTBOUND_PORTS = TRAFFIC + "include-outbound-ports"
+EXCLUDE_OUTBOUND_IP_RANGES = TRAFFIC + "exclude-outbound-ip-ranges"
+INCLUDE_OUTBOUND_IP_RANGES = TRAFFIC + "include-outbound-ip-ranges"
+INTERCEPTION_MODE = TRAFFIC + "interception-mode"
+
+PROXY_IMAGE = PROXY + "image"
+PROXY_CPU = PROXY + "cpu"
+PROXY_MEMORY = PROXY + "memory"
+PROXY_CPU_LIMIT = PROXY + "cpu-limit"
+PROXY_MEMORY_LIMIT = PROXY + "memory-limit"
+PROXY_LOG_LEVEL = PROXY + "log-level"
+PROXY_CONCURRENCY = PROXY + "concurrency"
+PROXY_NATIVE_SIDECAR = PROXY + "native-sidecar"
+
+READINESS_PORT = 15021
+PROMETHEUS_PORT = 15090
+# The proxy's own listeners: capturing them would send the kubelet's probes and Prometheus'
+# scrapes into the inbound passthrough instead of to Envoy.
+PROXY_INBOUND_PORTS = (PortRange(READINESS_PORT, READINESS_PORT),
+                       PortRange(PROMETHEUS_PORT, PROMETHEUS_PORT))
+
+_CPU = re.compile(r"^(\d+(\.\d+)?|\.\d+)m?$")
+_MEMORY = re.compile(r"^(\d+(\.\d+)?|\.\d+)([eE]\d+|Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
+_IMAGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]*$")
+_LOG_LEVELS: tuple[str, ...] = get_args(ProxySettings.model_fields["log_level"].annotation)
+_TRUE = ("true", "yes", "on", "1")
+_FALSE = ("false", "no", "off", "0")
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class PodOverrides:
+    """Everything a pod's annotations decide, merged over the mesh defaults."""
+
+    capture: CaptureConfig
+    image: str
+    resources: Resources
+    log_level: str
+    concurrency: int
+    native: bool
+    # every traffic./proxy. annotation, sorted: the L7 module reads its keys from here, and the
+    # status annotation's hash covers them so that changing one re-renders the pod
+    proxy_annotations: tuple[tuple[str, str], ...] = ()
+
+
+def _traffic(name: str, value: str, parse: Callable[[str, str], T]) -> T:
+    try:
+        return parse(name, value)
+    except ConfigError as err:
+        raise AnnotationError(name, value, err.why) from err
+
+
+def _ports_why(name: str, value: str) -> capture_config.Ports:
+    try:
+        return capture_config.parse_ports(name, value)
+    except ConfigError as err:
+        raise AnnotationError(name, value, f"expected ports like 80,8000-8100 ({err.why})") from err
+
+
+def _default(field: str, text: str, parse: Callable[[str, str], T]) -> T:
+    """Mesh defaults are strings in the config; a bad one is the operator's error, not the pod's."""
+    try:
+        return parse(f"mesh config capture.{field}", text)
+    except ConfigError as err:
+        raise MeshInjectError(str(err)) from err
+
+
+def capture_overrides(annotations: Mapping[str, str], *, config: MeshConfig) -> CaptureConfig:
+    """The pod's CaptureConfig: an annotation replaces the mesh default for its setting."""
+    defaults = config.capture
+    get = annotations.get
+    exclude_in = _default("excludeInboundPorts", defaults.exclude_inbound_ports,
+                          capture_config.parse_ports)
+    if (text := get(EXCLUDE_INBOUND_PORTS)) is not None:
+        exclude_in = _ports_why(EXCLUDE_INBOUND_PORTS, text)
+    exclude_out = _default("excludeOutboundPorts", defaults.exclude_outbound_ports,
+                           capture_config.parse_ports)
+    if (text := get(EXCLUDE_OUTBOUND_PORTS)) is not None:
+        exclude_out = _ports_why(EXCLUDE_OUTBOUND_PORTS, text)
+    exclude_cidrs = _default("excludeOutboundIpRanges", defaults.exclude_outbound_ip_ranges,
+                             capture_config.parse_cidrs)
+    if (text := get(EXCLUDE_OUTBOUND_IP_RANGES)) is not None:
+        exclude_cidrs = _traffic(EXCLUDE_OUTBOUND_IP_RANGES, text, capture_config.parse_cidrs)
+    include_in = include_out = None
+    if (text := get(INCLUDE_INBOUND_PORTS)) is not None and text.strip() != "*":
+        include_in = _ports_why(INCLUDE_INBOUND_PORTS, text)
+    if (text := get(INCLUDE_OUTBOUND_PORTS)) is not None and text.strip() != "*":
+        include_out = _ports_why(INCLUDE_OUTBOUND_PORTS, text)
+    include_cidrs = None
+    if (text := get(INCLUDE_OUTBOUND_IP_RANGES)) is not None and text.strip() != "*":
+        include_cidrs = _traffic(INCLUDE_OUTBOUND_IP_RANGES, text, capture_config.parse_cidrs)
+    mode = defaults.interception_mode
+    if (text := get(INTERCEPTION_MODE)) is not None:
+        mode = _traffic(INTERCEPTION_MODE, text, capture_config.parse_mode)
+    return CaptureConfig(
+        include_inbound_ports=include_in,
+        exclude_inbound_ports=capture_config.merge_ranges((*exclude_in, *PROXY_INBOUND_PORTS)),
+        include_outbound_ports=include_out,
+        exclude_outbound_ports=exclude_out,
+        include_outbound_cidrs=include_cidrs,
+        exclude_outbound_cidrs=exclude_cidrs,
+        interception_mode=mode,
+    )
+
+
+def _quantity(name: str, value: str, pattern: re.Pattern[str], example: str) -> str:
+    text = value.strip()
+    if not pattern.match(text):
+        raise AnnotationError(name, value, f"expected a Kubernetes quantity like {example}")
+    return text
+
+
+def _bool(name: str, value: str) -> bool:
+    text = value.strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise AnnotationError(name, value, "expected true or false")
+
+
+def _resources(annotations: Mapping[str, str], base: Resources) -> Resources:
+    changes: dict[str, str] = {}
+    for name, field, pattern, example in (
+        (PROXY_CPU, "cpu", _CPU, '"100m" or "0.5"'),
+        (PROXY_CPU_LIMIT, "cpu_limit", _CPU, '"2" or "500m"'),
+        (PROXY_MEMORY, "memory", _MEMORY, '"64Mi" or "1G"'),
+        (PROXY_MEMORY_LIMIT, "memory_limit", _MEMORY, '"256Mi" or "1Gi"'),
+    ):
+        if (value := annotations.get(name)) is not None:
+            changes[field] = _quantity(name, value, pattern, example)
+    return base.model_copy(update=changes) if changes else base
+
+
+def parse_overrides(annotations: Mapping[str, str], *, config: MeshConfig) -> PodOverrides:
+    """Validate a pod's annotations into overrides of the mesh config; raises AnnotationError."""
+    for key, raw in annotations.items():
+        if key.startswith((TRAFFIC, PROXY)) and not isinstance(raw, str):
+            raise AnnotationError(key, str(raw), "annotation values are strings: quote it")
+    proxy = config.proxy
+    image = proxy.image
+    if (value := annotations.get(PROXY_IMAGE)) is not None:
+        image = value.strip()
+        if not _IMAGE.match(image):
+            raise AnnotationError(PROXY_IMAGE, value, "expected a container image reference")
+    log_level: str = proxy.log_level
+    if (value := annotations.get(PROXY_LOG_LEVEL)) is not None:
+        log_level = value.strip().lower()
+        if log_level not in _LOG_LEVELS:
+            raise AnnotationError(PROXY_LOG_LEVEL, value,
+                                  f"expected one of {', '.join(_LOG_LEVELS)}")
+    concurrency = proxy.concurrency
+    if (value := annotations.get(PROXY_CONCURRENCY)) is not None:
+        text = value.strip()
+        if not text.isdigit() or not 1 <= int(text) <= 64:
+            raise AnnotationError(PROXY_CONCURRENCY, value, "expected a number of workers, 1 to 64")
+        concurrency = int(text)
+    native = config.native_sidecars
+    if (value := annotations.get(PROXY_NATIVE_SIDECAR)) is not None:
+        native = _bool(PROXY_NATIVE_SIDECAR, value)
+    return PodOverrides(
+        capture=capture_overrides(annotations, config=config),
+        image=image,
+        resources=_resources(annotations, proxy.resources),
+        log_level=log_level,
+        concurrency=concurrency,
+        native=native,
+        proxy_annotations=tuple(sorted(
+            (k, v) for k, v in annotations.items() if k.startswith((TRAFFIC, PROXY))
+        )),
+    )

@@ -1,0 +1,170 @@
+"""The Envoy bootstrap, as plain data: lean, static, and loop-free.
+
+Two capture listeners take what mesh-init redirects: outbound on 15001 and inbound on 15006.
+Each restores the original destination (``original_dst`` listener filter) and passes the bytes
+to an ORIGINAL_DST cluster, i.e. on to where the connection was going anyway. A connection
+addressed to the capture port itself would be passed to itself forever, so each listener has a
+filter chain matching its own port that leads to a cluster with no endpoints. Inbound
+passthrough binds its source to 127.0.0.6: the app sees a loopback peer, and mesh-init's rules
+let that traffic back out without capturing it again.
+
+The listeners and clusters are built by small functions so the L7 module can swap the default
+TCP chains for HTTP ones without re-stating the rest. The admin API listens on 127.0.0.1 only;
+readiness (15021) and Prometheus (15090) are exposed through tiny HTTP listeners that route to
+the admin API, so nothing but those two paths is reachable from outside the pod.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from injector.annotations import PROMETHEUS_PORT, READINESS_PORT, PodOverrides
+from injector.settings import MeshConfig
+
+ADMIN_PORT = 15000
+OUTBOUND_PASSTHROUGH = "outbound-passthrough"
+INBOUND_PASSTHROUGH = "inbound-passthrough"
+BLACKHOLE = "blackhole"
+ADMIN_CLUSTER = "admin"
+INBOUND_SOURCE = "127.0.0.6"
+READINESS_PATH = "/healthz/ready"
+PROMETHEUS_PATH = "/stats/prometheus"
+
+_T = "type.googleapis.com/envoy.extensions."
+Json = dict[str, Any]
+
+
+def socket_address(address: str, port: int) -> Json:
+    return {"socket_address": {"address": address, "port_value": port}}
+
+
+def tcp_proxy(*, stat_prefix: str, cluster: str) -> Json:
+    return {
+        "name": "envoy.filters.network.tcp_proxy",
+        "typed_config": {
+            "@type": _T + "filters.network.tcp_proxy.v3.TcpProxy",
+            "stat_prefix": stat_prefix,
+            "cluster": cluster,
+        },
+    }
+
+
+def http_connection_manager(*, stat_prefix: str, routes: list[Json]) -> Json:
+    return {
+        "name": "envoy.filters.network.http_connection_manager",
+        "typed_config": {
+            "@type": _T + "filters.network.http_connection_manager.v3.HttpConnectionManager",
+            "stat_prefix": stat_prefix,
+            "route_config": {
+                "name": stat_prefix,
+                "virtual_hosts": [{"name": stat_prefix, "domains": ["*"], "routes": routes}],
+            },
+            "http_filters": [{
+                "name": "envoy.filters.http.router",
+                "typed_config": {"@type": _T + "filters.http.router.v3.Router"},
+            }],
+        },
+    }
+
+
+def capture_listener(*, name: str, port: int, passthrough: Json, overrides: PodOverrides) -> Json:
+    """A capture listener: loop guard for its own port, ``passthrough`` as the default chain."""
+    listener: Json = {
+        "name": name,
+        "address": socket_address("0.0.0.0", port),
+        "listener_filters": [{
+            "name": "envoy.filters.listener.original_dst",
+            "typed_config": {"@type": _T + "filters.listener.original_dst.v3.OriginalDst"},
+        }],
+        "filter_chains": [{
+            "name": f"{name}-loop-guard",
+            "filter_chain_match": {"destination_port": port},
+            "filters": [tcp_proxy(stat_prefix=f"{name}_loop", cluster=BLACKHOLE)],
+        }],
+        "default_filter_chain": {"name": f"{name}-passthrough", "filters": [passthrough]},
+    }
+    if overrides.capture.interception_mode == "TPROXY":
+        listener["transparent"] = True
+    return listener
+
+
+def outbound_listener(*, overrides: PodOverrides) -> Json:
+    return capture_listener(
+        name="outbound",
+        port=overrides.capture.outbound_port,
+        passthrough=tcp_proxy(stat_prefix="outbound", cluster=OUTBOUND_PASSTHROUGH),
+        overrides=overrides,
+    )
+
+
+def inbound_listener(*, overrides: PodOverrides) -> Json:
+    return capture_listener(
+        name="inbound",
+        port=overrides.capture.inbound_port,
+        passthrough=tcp_proxy(stat_prefix="inbound", cluster=INBOUND_PASSTHROUGH),
+        overrides=overrides,
+    )
+
+
+def admin_route_listener(*, name: str, port: int, path: str, admin_path: str) -> Json:
+    """An HTTP listener that exposes exactly one admin path, under a path of our choosing."""
+    route: Json = {"cluster": ADMIN_CLUSTER}
+    if admin_path != path:
+        route["prefix_rewrite"] = admin_path
+    return {
+        "name": name,
+        "address": socket_address("0.0.0.0", port),
+        "filter_chains": [{"filters": [http_connection_manager(
+            stat_prefix=name, routes=[{"match": {"path": path}, "route": route}],
+        )]}],
+    }
+
+
+def passthrough_cluster(*, name: str, source: str | None = None) -> Json:
+    """An ORIGINAL_DST cluster: connect to wherever the captured connection was going."""
+    cluster: Json = {
+        "name": name,
+        "type": "ORIGINAL_DST",
+        "lb_policy": "CLUSTER_PROVIDED",
+        "connect_timeout": "10s",
+    }
+    if source is not None:
+        cluster["upstream_bind_config"] = {"source_address": {"address": source, "port_value": 0}}
+    return cluster
+
+
+def clusters() -> list[Json]:
+    return [
+        passthrough_cluster(name=OUTBOUND_PASSTHROUGH),
+        passthrough_cluster(name=INBOUND_PASSTHROUGH, source=INBOUND_SOURCE),
+        {"name": BLACKHOLE, "type": "STATIC", "connect_timeout": "1s",
+         "load_assignment": {"cluster_name": BLACKHOLE, "endpoints": []}},
+        {"name": ADMIN_CLUSTER, "type": "STATIC", "connect_timeout": "1s",
+         "load_assignment": {"cluster_name": ADMIN_CLUSTER, "endpoints": [{"lb_endpoints": [
+             {"endpoint": {"address": socket_address("127.0.0.1", ADMIN_PORT)}}]}]}},
+    ]
+
+
+def bootstrap(*, config: MeshConfig, overrides: PodOverrides) -> dict[str, Any]:
+    """The whole static bootstrap for one pod's proxy."""
+    del config  # nothing mesh-wide reaches the bootstrap yet; the L7 module will need it
+    return {
+        "admin": {"address": socket_address("127.0.0.1", ADMIN_PORT)},
+        "static_resources": {
+            "listeners": [
+                outbound_listener(overrides=overrides),
+                inbound_listener(overrides=overrides),
+                admin_route_listener(name="readiness", port=READINESS_PORT,
+                                     path=READINESS_PATH, admin_path="/ready"),
+                admin_route_listener(name="prometheus", port=PROMETHEUS_PORT,
+                                     path=PROMETHEUS_PATH, admin_path=PROMETHEUS_PATH),
+            ],
+            "clusters": clusters(),
+        },
+    }
+
+
+def bootstrap_text(bootstrap: dict[str, Any]) -> str:
+    """Compact JSON (which is YAML) for ``--config-yaml``; sorted keys, so equal in, equal out."""
+    return json.dumps(bootstrap, sort_keys=True, separators=(",", ":"), ensure_ascii=False)

@@ -1,0 +1,111 @@
+"""The two containers meshinject adds: ``mesh-init`` (capture rules) and ``mesh-proxy`` (Envoy).
+
+Both are rendered whole from the mesh config and the pod's overrides, so the pod spec alone says
+what runs: mesh-init's args are the CaptureConfig (the contract mesh-init parses back), and
+mesh-proxy's args carry the entire bootstrap. Security contexts are as tight as each job allows:
+mesh-init needs root with NET_ADMIN and NET_RAW for iptables and nothing else; the proxy runs as
+1337 (the uid/gid mesh-init's rules exempt) with nothing at all, except in TPROXY mode, where
+transparent sockets need NET_ADMIN (and so root, keeping gid 1337 for the exemption).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from initcontainer.config import to_args
+from injector import envoy
+from injector.annotations import PROMETHEUS_PORT, READINESS_PORT, PodOverrides
+from injector.settings import MeshConfig, Resources
+
+INIT_NAME = "mesh-init"
+PROXY_NAME = "mesh-proxy"
+PROXY_UID = 1337
+
+
+def resources(spec: Resources) -> dict[str, Any]:
+    """Kubernetes resources from settings; an empty quantity leaves that entry out."""
+    out: dict[str, Any] = {}
+    requests = {k: v for k, v in (("cpu", spec.cpu), ("memory", spec.memory)) if v}
+    limits = {k: v for k, v in (("cpu", spec.cpu_limit), ("memory", spec.memory_limit)) if v}
+    if limits:
+        out["limits"] = limits
+    if requests:
+        out["requests"] = requests
+    return out
+
+
+def init_container(*, config: MeshConfig, overrides: PodOverrides) -> dict[str, Any]:
+    return {
+        "name": INIT_NAME,
+        "image": config.init.image,
+        "command": ["meshinject-init"],
+        "args": to_args(overrides.capture),
+        "resources": resources(config.init.resources),
+        "securityContext": {
+            "runAsUser": 0,
+            "runAsGroup": 0,
+            "runAsNonRoot": False,
+            "privileged": False,
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"add": ["NET_ADMIN", "NET_RAW"], "drop": ["ALL"]},
+        },
+    }
+
+
+def _probe(*, period: int, failures: int) -> dict[str, Any]:
+    return {
+        "httpGet": {"path": envoy.READINESS_PATH, "port": READINESS_PORT},
+        "periodSeconds": period,
+        "timeoutSeconds": 3,
+        "failureThreshold": failures,
+    }
+
+
+def _proxy_security(overrides: PodOverrides) -> dict[str, Any]:
+    if overrides.capture.interception_mode == "TPROXY":
+        return {
+            "runAsUser": 0,
+            "runAsGroup": overrides.capture.proxy_gid,
+            "runAsNonRoot": False,
+            "readOnlyRootFilesystem": True,
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"add": ["NET_ADMIN"], "drop": ["ALL"]},
+        }
+    return {
+        "runAsUser": overrides.capture.proxy_uid,
+        "runAsGroup": overrides.capture.proxy_gid,
+        "runAsNonRoot": True,
+        "readOnlyRootFilesystem": True,
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+    }
+
+
+def proxy_container(*, config: MeshConfig, overrides: PodOverrides, native: bool) -> dict[str, Any]:
+    """The Envoy sidecar; ``native`` makes it a restartable init container (K8s 1.29+)."""
+    bootstrap = envoy.bootstrap_text(envoy.bootstrap(config=config, overrides=overrides))
+    container: dict[str, Any] = {
+        "name": PROXY_NAME,
+        "image": overrides.image,
+        "command": ["envoy"],
+        "args": [
+            "--config-yaml", bootstrap,
+            "--disable-hot-restart",
+            "--log-level", overrides.log_level,
+            "--concurrency", str(overrides.concurrency),
+            "--drain-time-s", str(config.proxy.drain_seconds),
+        ],
+        "ports": [
+            {"name": "http-envoy-prom", "containerPort": PROMETHEUS_PORT, "protocol": "TCP"},
+            {"name": "mesh-health", "containerPort": READINESS_PORT, "protocol": "TCP"},
+        ],
+        "resources": resources(overrides.resources),
+        "securityContext": _proxy_security(overrides),
+        # poll every second (Envoy is ready in well under one) but give a starved node two
+        # minutes before the kubelet restarts the proxy
+        "startupProbe": _probe(period=1, failures=120),
+        "readinessProbe": _probe(period=5, failures=3),
+    }
+    if native:
+        container["restartPolicy"] = "Always"
+    return container
