@@ -1,0 +1,288 @@
+"""Serving certificates with no manual step: a Secret as the store, the API server as the lock.
+
+Every replica runs the same code and none is a leader. The Secret has a fixed name, so creating
+it is the election: the first ``POST`` wins, every other replica gets 409 and reads the winner's.
+Renewal is a ``PUT`` carrying the ``resourceVersion`` that was read; a replica that loses that
+race (409) re-reads and adopts what the winner wrote. The CA lives ten years and the serving
+certificate one; the serving certificate is reissued when less than a third of its life is left
+(months ahead), by the same CA, so the webhook's caBundle does not change. When the CA itself
+gets old a new one is made and the bundle carries both until the old one expires, so replicas
+still serving the old chain stay trusted while they pick up the new one.
+
+Each replica copies tls.crt/tls.key into ``--cert-dir`` whenever the Secret's differ; the
+server's reloading SSL context picks the files up, no restart. Keys are written before
+certificates, each by atomic rename, so a reader never sees half a file.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import tempfile
+import threading
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+
+from injector import certs
+from injector.kube import Conflict, Kube, KubeError, NotFound
+
+log = logging.getLogger("meshinject.certstore")
+
+Obj = dict[str, Any]
+SECRET_KEYS = ("ca.crt", "ca.key", "tls.crt", "tls.key")
+
+
+@dataclass(frozen=True)
+class CertStoreOptions:
+    """Where the certificates live and who trusts them (``meshinject serve`` flags)."""
+
+    namespace: str
+    secret_name: str
+    webhook_name: str
+    service_name: str
+    cert_dir: str | Path
+    kubeconfig: str | None = None
+    ca_days: int = 3650
+    cert_days: int = 365
+    renew_fraction: float = 1 / 3
+    check_seconds: float = 60.0
+    kube: Kube | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """The Secret's contents; ``resource_version`` is what a renewal must match."""
+
+    ca_crt: bytes
+    ca_key: bytes
+    tls_crt: bytes
+    tls_key: bytes
+    ca_previous: bytes = b""
+    resource_version: str = ""
+
+    def ca_bundle(self, *, now: datetime | None = None) -> bytes:
+        """What the API server must trust: the CA, plus the previous one until it expires."""
+        if self.ca_previous and certs.days_left(self.ca_previous, now=now) > 0:
+            return self.ca_crt + self.ca_previous
+        return self.ca_crt
+
+
+def dns_names(opts: CertStoreOptions) -> list[str]:
+    """Every name the API server may use for the Service (it uses ``svc.ns.svc``)."""
+    svc, ns = opts.service_name, opts.namespace
+    return [svc, f"{svc}.{ns}", f"{svc}.{ns}.svc", f"{svc}.{ns}.svc.cluster.local"]
+
+
+def _kube(opts: CertStoreOptions) -> Kube:
+    return opts.kube if opts.kube is not None else Kube.connect(kubeconfig=opts.kubeconfig)
+
+
+# -- the Secret <-> Bundle ------------------------------------------------------------------
+def _from_secret(secret: Obj) -> Bundle:
+    data = secret.get("data") or {}
+    missing = [k for k in SECRET_KEYS if not data.get(k)]
+    if missing:
+        name = secret.get("metadata", {}).get("name")
+        raise KubeError(f"secret {name} lacks {', '.join(missing)}")
+
+    def raw(key: str) -> bytes:
+        return base64.b64decode(data.get(key) or "")
+
+    return Bundle(
+        ca_crt=raw("ca.crt"),
+        ca_key=raw("ca.key"),
+        tls_crt=raw("tls.crt"),
+        tls_key=raw("tls.key"),
+        ca_previous=raw("ca-previous.crt"),
+        resource_version=str(secret.get("metadata", {}).get("resourceVersion", "")),
+    )
+
+
+def _to_secret(opts: CertStoreOptions, bundle: Bundle) -> Obj:
+    data = {
+        "ca.crt": bundle.ca_crt,
+        "ca.key": bundle.ca_key,
+        "tls.crt": bundle.tls_crt,
+        "tls.key": bundle.tls_key,
+    }
+    if bundle.ca_previous:
+        data["ca-previous.crt"] = bundle.ca_previous
+    metadata: Obj = {
+        "name": opts.secret_name,
+        "namespace": opts.namespace,
+        "labels": {"app.kubernetes.io/name": "meshinject", "app.kubernetes.io/component": "certs"},
+    }
+    if bundle.resource_version:
+        metadata["resourceVersion"] = bundle.resource_version
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "kubernetes.io/tls",
+        "metadata": metadata,
+        "data": {k: base64.b64encode(v).decode() for k, v in data.items()},
+    }
+
+
+# -- issuing and judging certificates -------------------------------------------------------
+def _issue(opts: CertStoreOptions, *, ca: certs.CertPair | None, previous: bytes) -> Bundle:
+    ca = ca or certs.generate_ca(f"meshinject-ca.{opts.namespace}", days=opts.ca_days)
+    serving = certs.generate_serving_cert(ca, dns_names=dns_names(opts), days=opts.cert_days)
+    return Bundle(ca.cert_pem, ca.key_pem, serving.cert_pem, serving.key_pem, previous)
+
+
+def _nearly_expired(pem: bytes, *, fraction: float, now: datetime | None) -> bool:
+    cert = x509.load_pem_x509_certificate(pem)
+    lifetime = cert.not_valid_after_utc - cert.not_valid_before_utc
+    return certs.days_left(pem, now=now) < lifetime.total_seconds() / 86400 * fraction
+
+
+def _serving_fits(opts: CertStoreOptions, bundle: Bundle) -> bool:
+    """The serving cert was signed by this CA and names this Service (a renamed Service or a
+    hand-edited Secret gets a fresh certificate rather than a webhook nobody can call)."""
+    cert = x509.load_pem_x509_certificate(bundle.tls_crt)
+    ca = x509.load_pem_x509_certificate(bundle.ca_crt)
+    try:
+        cert.verify_directly_issued_by(ca)
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except (ValueError, TypeError, x509.ExtensionNotFound, InvalidSignature):
+        return False
+    return set(dns_names(opts)) <= set(sans.get_values_for_type(x509.DNSName))
+
+
+def renewal(
+    opts: CertStoreOptions, bundle: Bundle, *, now: datetime | None = None
+) -> Bundle | None:
+    """The bundle that should replace ``bundle``, or None while it is good."""
+    frac = opts.renew_fraction
+    if _nearly_expired(bundle.ca_crt, fraction=frac, now=now):
+        log.info("CA of secret %s/%s is nearly expired: new CA", opts.namespace, opts.secret_name)
+        fresh = _issue(opts, ca=None, previous=bundle.ca_crt)
+    elif _nearly_expired(bundle.tls_crt, fraction=frac, now=now) or not _serving_fits(opts, bundle):
+        log.info("reissuing the serving certificate in %s/%s", opts.namespace, opts.secret_name)
+        fresh = _issue(
+            opts, ca=certs.CertPair(bundle.ca_crt, bundle.ca_key), previous=bundle.ca_previous
+        )
+    else:
+        return None
+    return replace(fresh, resource_version=bundle.resource_version)
+
+
+# -- the API-facing steps -------------------------------------------------------------------
+def find_or_create(kube: Kube, opts: CertStoreOptions) -> Bundle:
+    """Read the Secret; if absent create it. Losing the create race (409) means reading the
+    winner's, so every replica ends up with the same CA."""
+    try:
+        return _from_secret(kube.get_secret(opts.namespace, opts.secret_name))
+    except NotFound:
+        pass
+    fresh = _issue(opts, ca=None, previous=b"")
+    try:
+        created = kube.create_secret(opts.namespace, _to_secret(opts, fresh))
+        log.info("created certificate secret %s/%s", opts.namespace, opts.secret_name)
+        return _from_secret(created)
+    except Conflict:
+        log.info("another replica created %s/%s first: using it", opts.namespace, opts.secret_name)
+        return _from_secret(kube.get_secret(opts.namespace, opts.secret_name))
+
+
+def renew_if_due(
+    kube: Kube, opts: CertStoreOptions, bundle: Bundle, *, now: datetime | None = None
+) -> Bundle:
+    fresh = renewal(opts, bundle, now=now)
+    if fresh is None:
+        return bundle
+    try:
+        stored = kube.replace_secret(opts.namespace, opts.secret_name, _to_secret(opts, fresh))
+        return _from_secret(stored)
+    except Conflict:
+        log.info("another replica renewed %s/%s first: using it", opts.namespace, opts.secret_name)
+        return _from_secret(kube.get_secret(opts.namespace, opts.secret_name))
+
+
+def ensure_ca_bundle(kube: Kube, webhook_name: str, ca_bundle: bytes, *, attempts: int = 5) -> int:
+    """Set caBundle on every webhook of the configuration that lacks it; returns how many were
+    changed (0: nothing written). The patch pins the resourceVersion read, so a concurrent edit
+    makes it fail with 409 and we read again instead of overwriting."""
+    want = base64.b64encode(ca_bundle).decode()
+    for _ in range(attempts):
+        config = kube.get_webhook_config(webhook_name)
+        ops: list[Obj] = []
+        for index, hook in enumerate(config.get("webhooks") or []):
+            if (hook.get("clientConfig") or {}).get("caBundle") != want:
+                path = f"/webhooks/{index}/clientConfig/caBundle"
+                ops.append({"op": "add", "path": path, "value": want})
+        if not ops:
+            return 0
+        version = config.get("metadata", {}).get("resourceVersion", "")
+        pin = {"op": "replace", "path": "/metadata/resourceVersion", "value": version}
+        try:
+            kube.json_patch_webhook_config(webhook_name, [pin, *ops])
+        except Conflict:
+            continue
+        log.info("patched caBundle of %d webhook(s) in %s", len(ops), webhook_name)
+        return len(ops)
+    raise KubeError(f"mutatingwebhookconfiguration {webhook_name}: caBundle kept conflicting")
+
+
+def _write_atomic(path: Path, data: bytes, *, mode: int) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        os.fchmod(fd, mode)
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def write_files(cert_dir: str | Path, bundle: Bundle) -> bool:
+    """Copy the serving pair (and CA) into ``cert_dir`` if they differ; True when written."""
+    where = Path(cert_dir)
+    where.mkdir(parents=True, exist_ok=True)
+    crt, key = where / "tls.crt", where / "tls.key"
+    if (
+        crt.exists()
+        and key.exists()
+        and crt.read_bytes() == bundle.tls_crt
+        and key.read_bytes() == bundle.tls_key
+    ):
+        return False
+    _write_atomic(key, bundle.tls_key, mode=0o600)
+    _write_atomic(where / "ca.crt", bundle.ca_crt, mode=0o644)
+    _write_atomic(crt, bundle.tls_crt, mode=0o644)
+    return True
+
+
+# -- what cmd_serve calls -------------------------------------------------------------------
+def sync_once(
+    opts: CertStoreOptions, *, kube: Kube | None = None, now: datetime | None = None
+) -> Bundle:
+    """One full pass: find or create, renew if due, files, caBundle. Idempotent."""
+    api = kube or _kube(opts)
+    bundle = renew_if_due(api, opts, find_or_create(api, opts), now=now)
+    if write_files(opts.cert_dir, bundle):
+        log.info("serving certificate written to %s", opts.cert_dir)
+    ensure_ca_bundle(api, opts.webhook_name, bundle.ca_bundle(now=now))
+    return bundle
+
+
+def bootstrap(opts: CertStoreOptions) -> Bundle:
+    """At start-up, before the server listens: fails loudly (the pod restarts) if it cannot."""
+    return sync_once(opts)
+
+
+def keep_renewed(opts: CertStoreOptions, stop: threading.Event) -> None:
+    """Every ``check_seconds`` until ``stop`` is set; an API error is logged and retried on the
+    next tick (the certificate in hand is good for months, so there is no hurry)."""
+    api = _kube(opts)
+    while not stop.wait(opts.check_seconds):
+        try:
+            sync_once(opts, kube=api, now=datetime.now(UTC))
+        except KubeError as err:
+            log.warning("certificate check failed, will retry: %s", err)

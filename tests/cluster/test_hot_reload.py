@@ -1,0 +1,98 @@
+"""Renewal under load: the store rewrites the files, the server's context follows them, and no
+handshake fails on the way (clients verify against the caBundle, as the API server does)."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import socket
+import ssl
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from injector import certs, certstore
+from tests.cluster.fakeapi import Running
+from tests.cluster.test_certstore import HOOK, NS, SVC, _opts, _seed_webhook
+
+
+class _Ok(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def test_renewal_under_load_swaps_the_served_cert_without_a_failed_handshake(
+    fake: Running, tmp_path: Path
+) -> None:
+    _seed_webhook(fake)
+    opts = _opts(fake, tmp_path / "certs")
+    first = certstore.bootstrap(opts)
+    reloading = certs.ReloadingSSLContext(
+        tmp_path / "certs" / "tls.crt", tmp_path / "certs" / "tls.key", interval=0.02
+    ).start()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Ok)
+    server.daemon_threads = True
+    server.socket = reloading.context.wrap_socket(server.socket, server_side=True)
+    serving = threading.Thread(target=server.serve_forever, daemon=True)
+    serving.start()
+    config = fake.api.get("mutatingwebhookconfigurations", "", HOOK)
+    assert config is not None
+    trust = ssl.create_default_context(
+        cadata=base64.b64decode(config["webhooks"][0]["clientConfig"]["caBundle"]).decode()
+    )
+    seen: set[bytes] = set()
+    failures: list[str] = []
+    done = threading.Event()
+    port = server.server_address[1]
+
+    def client() -> None:
+        while not done.is_set():
+            try:
+                with (
+                    socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+                    trust.wrap_socket(raw, server_hostname=f"{SVC}.{NS}.svc") as tls,
+                ):
+                    peer = tls.getpeercert(binary_form=True)
+                    assert peer is not None
+                    seen.add(peer)
+                    tls.sendall(b"GET / HTTP/1.0\r\nHost: webhook\r\n\r\n")
+                    answer = b""
+                    while chunk := tls.recv(4096):
+                        answer += chunk
+                    assert answer.startswith(b"HTTP/1.0 200") and answer.endswith(b"ok"), answer
+            except (OSError, AssertionError) as err:
+                failures.append(repr(err))
+
+    clients = [threading.Thread(target=client) for _ in range(4)]
+    try:
+        for c in clients:
+            c.start()
+        renewed = certstore.sync_once(opts, now=dt.datetime.now(dt.UTC) + dt.timedelta(days=300))
+        want = x509.load_pem_x509_certificate(renewed.tls_crt).public_bytes(
+            serialization.Encoding.DER
+        )
+        deadline = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=10)
+        while want not in seen and dt.datetime.now(dt.UTC) < deadline:
+            done.wait(0.05)
+        done.wait(0.3)  # keep the load on a little after the swap
+    finally:
+        done.set()
+        for c in clients:
+            c.join(timeout=10)
+        server.shutdown()
+        server.server_close()
+        reloading.stop()
+    old = x509.load_pem_x509_certificate(first.tls_crt).public_bytes(serialization.Encoding.DER)
+    assert failures == []
+    assert {old, want} <= seen
+    assert reloading.reloads >= 1
