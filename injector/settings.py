@@ -51,7 +51,9 @@ class InitSettings(_Model):
     """The mesh-init container."""
 
     image: str = "ghcr.io/meshinject/mesh-init:0.1.0"
-    resources: Resources = Resources(cpu="10m", memory="32Mi", cpu_limit="100m", memory_limit="64Mi")
+    resources: Resources = Resources(
+        cpu="10m", memory="32Mi", cpu_limit="100m", memory_limit="64Mi"
+    )
 
 
 class CaptureDefaults(_Model):
@@ -63,12 +65,42 @@ class CaptureDefaults(_Model):
     exclude_outbound_ip_ranges: str = ""
 
 
+_DURATION = r"^\s*(\d+(\.\d+)?|\.\d+)(ms|s|m|h)\s*$"
+_UINT32 = 2**32 - 1
+
+
+class TrafficDefaults(_Model):
+    """Mesh-wide L7 policy; each ``proxy.meshinject.io/*`` annotation overrides its field.
+
+    Durations are written like the annotations ("250ms", "2s"; "0s" turns a timeout off). The
+    defaults change nothing an app could notice: no request timeout, retries only where the
+    request never reached the app, limits far above any one pod's load, ejection only observed.
+    """
+
+    timeout: str = Field(default="0s", pattern=_DURATION)
+    retries: int = Field(default=2, ge=0, le=10)
+    retry_on: str = "connect-failure,refused-stream,reset-before-request"
+    per_try_timeout: str = Field(default="0s", pattern=_DURATION)
+    retry_backoff: str = Field(default="25ms", pattern=_DURATION)
+    retry_budget_percent: float = Field(default=20.0, ge=0, le=100)
+    retry_min_concurrency: int = Field(default=3, ge=0, le=_UINT32)
+    max_connections: int = Field(default=_UINT32, ge=1, le=_UINT32)
+    max_pending_requests: int = Field(default=_UINT32, ge=1, le=_UINT32)
+    max_requests: int = Field(default=_UINT32, ge=1, le=_UINT32)
+    outlier_consecutive_5xx: int = Field(default=5, ge=0, le=_UINT32)
+    outlier_ejection_time: str = Field(default="30s", pattern=_DURATION)
+    access_log: bool = True
+    opaque_ports: str = "25,587,3306,4444,5432,6379,9300,11211"
+    protocol_detection_timeout: str = Field(default="1s", pattern=_DURATION)
+
+
 class MeshConfig(_Model):
     """Everything the injector needs to render a pod, mesh-wide."""
 
     proxy: ProxySettings = ProxySettings()
     init: InitSettings = InitSettings()
     capture: CaptureDefaults = CaptureDefaults()
+    traffic: TrafficDefaults = TrafficDefaults()
     native_sidecars: bool = True
     injector_namespace: str = "meshinject-system"
 
