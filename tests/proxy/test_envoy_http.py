@@ -1,0 +1,76 @@
+"""The rendered L7 parts: their shape (golden files) and Envoy's own verdict (validate mode)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+import pytest
+
+from injector import envoy_http
+from injector import traffic_policy as tp
+from injector.settings import MeshConfig
+from injector.traffic_policy import TrafficPolicy, parse_traffic_policy
+from tests.proxy.bootstrap import bootstrap
+from tests.proxy.envoy_bin import validate
+
+FULL = {
+    tp.TIMEOUT: "2s", tp.RETRIES: "3", tp.RETRY_ON: "5xx,reset,429", tp.PER_TRY_TIMEOUT: "500ms",
+    tp.RETRY_BUDGET_PERCENT: "25", tp.MAX_CONNECTIONS: "100", tp.MAX_PENDING_REQUESTS: "10",
+    tp.MAX_REQUESTS: "50", tp.OUTLIER_CONSECUTIVE_5XX: "4", tp.OUTLIER_EJECTION_TIME: "15s",
+    tp.FAULT_DELAY: "100ms@10", tp.FAULT_ABORT: "503@0.5", tp.OPAQUE_PORTS: "3306,7000-7010",
+}
+POLICIES: dict[str, dict[str, str]] = {
+    "defaults": {},
+    "full": FULL,
+    "quiet": {tp.ACCESS_LOG: "false", tp.RETRIES: "0", tp.OUTLIER_CONSECUTIVE_5XX: "0",
+              tp.OPAQUE_PORTS: "5432"},
+}
+
+
+def policy(name: str) -> TrafficPolicy:
+    return parse_traffic_policy(POLICIES[name], config=MeshConfig())
+
+
+def parts(p: TrafficPolicy) -> dict[str, object]:
+    return {
+        "listener_filter": envoy_http.detection_listener_filter(p),
+        "listener_options": envoy_http.listener_options(p),
+        "outbound_chain": envoy_http.http_filter_chain(p, direction="outbound"),
+        "inbound_chain": envoy_http.http_filter_chain(p, direction="inbound"),
+        "clusters": envoy_http.clusters(p),
+    }
+
+
+@pytest.mark.parametrize("name", sorted(POLICIES))
+def test_the_l7_parts_match_their_golden(name: str, golden: Callable[[str, str], None]) -> None:
+    golden(f"proxy/{name}.json", json.dumps(parts(policy(name)), indent=1, sort_keys=True) + "\n")
+
+
+@pytest.mark.envoy
+@pytest.mark.parametrize("name", sorted(POLICIES))
+def test_envoy_accepts_the_bootstrap(name: str) -> None:
+    result = validate(bootstrap(policy(name)))
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_percentages_keep_their_precision() -> None:
+    assert envoy_http.fraction(0.5) == {"numerator": 5000, "denominator": "MILLION"}
+    assert envoy_http.fraction(100) == {"numerator": 1_000_000, "denominator": "MILLION"}
+
+
+def test_opaque_ports_switch_the_inspector_off_and_nothing_else() -> None:
+    one = envoy_http.detection_listener_filter(policy("quiet"))
+    assert one["filter_disabled"] == {"destination_port_range": {"start": 5432, "end": 5433}}
+    none = envoy_http.detection_listener_filter(
+        parse_traffic_policy({tp.OPAQUE_PORTS: ""}, config=MeshConfig()))
+    assert "filter_disabled" not in none
+
+
+def test_only_the_outbound_route_retries_and_times_out() -> None:
+    p = policy("full")
+    inbound = envoy_http.route_config(p, direction="inbound")["virtual_hosts"][0]["routes"][0]
+    outbound = envoy_http.route_config(p, direction="outbound")["virtual_hosts"][0]["routes"][0]
+    assert inbound["route"] == {"cluster": "inbound_http", "timeout": "0s"}
+    assert outbound["route"]["timeout"] == "2.000s"
+    assert outbound["route"]["retry_policy"]["retriable_status_codes"] == [429]
