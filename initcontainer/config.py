@@ -91,7 +91,7 @@ class RunOptions:
 
 def parse_port(flag: str, text: str) -> int:
     text = text.strip()
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):  # "²".isdigit() is True, int("²") is not
         raise ConfigError(flag, text, "expected a port number from 1 to 65535")
     port = int(text)
     if not 1 <= port <= 65535:
@@ -101,7 +101,7 @@ def parse_port(flag: str, text: str) -> int:
 
 def parse_id(flag: str, text: str) -> int:
     text = text.strip()
-    if not text.isdigit() or int(text) > 2**32 - 2:
+    if not (text.isascii() and text.isdigit()) or int(text) > 2**32 - 2:
         raise ConfigError(flag, text, "expected a numeric user or group id")
     return int(text)
 
@@ -229,7 +229,9 @@ def _collect(argv: Sequence[str], env: Mapping[str, str]) -> dict[str, tuple[str
     return raw
 
 
-def parse(argv: Sequence[str], env: Mapping[str, str] | None = None) -> tuple[CaptureConfig, RunOptions]:
+def parse(
+    argv: Sequence[str], env: Mapping[str, str] | None = None
+) -> tuple[CaptureConfig, RunOptions]:
     """Parse mesh-init's flags (and ``MESH_INIT_*`` variables) into config and run options."""
     raw = _collect(argv, env or {})
 
@@ -258,7 +260,9 @@ def parse(argv: Sequence[str], env: Mapping[str, str] | None = None) -> tuple[Ca
         kwargs["interception_mode"] = parse_mode(*item)
     config = CaptureConfig(**kwargs)  # type: ignore[arg-type]
     if config.inbound_port == config.outbound_port:
-        raise ConfigError("--inbound-port", str(config.inbound_port), "must differ from --outbound-port")
+        raise ConfigError(
+            "--inbound-port", str(config.inbound_port), "must differ from --outbound-port"
+        )
 
     backend = parse_backend(*raw["backend"]) if "backend" in raw else "auto"
     options = RunOptions(

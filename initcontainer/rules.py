@@ -130,7 +130,7 @@ def _dports(ports: Ports) -> list[str]:
 def _inbound(config: CaptureConfig, target: str, *, before: tuple[str, ...] = ()) -> list[str]:
     """MESH_INBOUND's body (either table): exclusions RETURN, ``before``, then capture."""
     out = [
-        _rule(INBOUND, m, f"proxy's own port {p} is not captured", "RETURN")
+        _rule(INBOUND, m, f"proxy port {p} (health, metrics) is not captured", "RETURN")
         for p, m in ((p, f"-p tcp -m tcp --dport {p}") for p in PROXY_OWN_PORTS)
     ]
     out += [
@@ -155,7 +155,7 @@ def _output(config: CaptureConfig, fam: _Family) -> list[str]:
         _rule(
             OUTPUT,
             f"-s {fam.passthrough} -o lo",
-            "proxy's inbound passthrough is not looped",
+            "proxy inbound passthrough is not looped",
             "RETURN",
         ),
         _rule(
@@ -234,7 +234,7 @@ def _tables(config: CaptureConfig, fam: _Family) -> dict[str, tuple[list[str], l
         )
         mangle_rules = [
             _rule(DIVERT, "", "mark for local delivery", f"MARK --set-xmark {mark}"),
-            _rule(DIVERT, "", "deliver to the proxy's socket", "ACCEPT"),
+            _rule(DIVERT, "", "deliver to the proxy socket", "ACCEPT"),
             *_inbound(config, TPROXY, before=(established,)),
             _rule(
                 TPROXY,

@@ -1,0 +1,94 @@
+"""``meshinject-init``: install (or remove) the pod's traffic capture, then exit.
+
+Exit codes: 0 done, 2 a flag or variable has a bad value (the message names both), 1 iptables or
+netlink refused (the message carries their error). Start-up is kept light on purpose (the init
+container delays every pod start): only the config, rules and iptables modules load on the
+default path; pyroute2 only when TPROXY routing must be set or removed.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Mapping, Sequence
+
+from initcontainer import netlink
+from initcontainer.config import VALUE_FLAGS, CaptureConfig, ConfigError, env_name, parse
+from initcontainer.iptables import ApplyError, apply, detect, remove
+from initcontainer.rules import Installed, NetInfo, RuleSets, render
+
+USAGE = (
+    "usage: meshinject-init [--dry-run] [--cleanup] "
+    + " ".join(f"[--{f}=VALUE]" for f in VALUE_FLAGS)
+    + f"\nevery flag can also be set as an environment variable, e.g. {env_name('inbound-port')}"
+)
+
+
+def log(message: str) -> None:
+    print(f"mesh-init: {message}", file=sys.stderr, flush=True)
+
+
+def _describe(config: CaptureConfig, net: NetInfo, sets: RuleSets) -> str:
+    families = [f"IPv{v}" for v, text in ((4, sets.ipv4), (6, sets.ipv6)) if text is not None]
+    return (
+        f"{config.interception_mode} capture for {'+'.join(families) or 'no family'} "
+        f"(pod addresses: {', '.join(map(str, (*net.ipv4, *net.ipv6))) or 'none'}); "
+        f"outbound -> :{config.outbound_port}, inbound -> :{config.inbound_port}, "
+        f"uid {config.proxy_uid} / gid {config.proxy_gid} not captured"
+    )
+
+
+def _tproxy_versions(before: Mapping[int, Installed]) -> set[int]:
+    """Families where a TPROXY run left mangle chains, hence policy routing to remove."""
+    return {v for v, inst in before.items() if any(t == "mangle" for t, _ in inst.chains)}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if any(a in ("-h", "--help") for a in args):
+        print(USAGE)
+        return 0
+    started = time.monotonic()
+    try:
+        config, options = parse(args, os.environ)
+    except ConfigError as err:
+        log(f"bad configuration: {err}")
+        return 2
+    net = netlink.discover()
+    if options.dry_run:
+        sets = render(config, net)
+        for version, text in ((4, sets.ipv4), (6, sets.ipv6)):
+            if text is not None:
+                print(f"# IPv{version}: iptables-restore --noflush\n{text}", end="")
+        return 0
+    try:
+        tools = detect(options.backend)
+        if options.cleanup:
+            found = remove(tools)
+            routed = _tproxy_versions(found)
+            if routed:
+                netlink.remove_tproxy_routing(routed)
+            count = sum(len(i.chains) for i in found.values())
+            log(f"removed {count} chains and their jumps ({tools.backend} backend)")
+            return 0
+        applied = apply(tools, config, net)
+        versions = {v for v, t in ((4, applied.sets.ipv4), (6, applied.sets.ipv6)) if t}
+        stale_routing = _tproxy_versions(applied.before)
+        if config.interception_mode == "TPROXY":
+            netlink.ensure_tproxy_routing(versions)
+        elif stale_routing:
+            netlink.remove_tproxy_routing(stale_routing)
+    except ApplyError as err:
+        log(f"failed: {err}")
+        return 1
+    except OSError as err:  # netlink refused (pyroute2 raises OSError subclasses)
+        log(f"failed to set TPROXY policy routing: {err}")
+        return 1
+    elapsed = (time.monotonic() - started) * 1000
+    log(f"{_describe(config, net, applied.sets)}; {tools.backend} backend; {elapsed:.0f} ms")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
