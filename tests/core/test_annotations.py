@@ -1,0 +1,152 @@
+"""Pod annotations: every one accepted with a good value, refused by name with a bad one."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+import pytest
+
+from initcontainer.config import CaptureConfig, PortRange
+from injector.annotations import parse_overrides
+from injector.errors import AnnotationError, MeshInjectError
+from injector.settings import CaptureDefaults, MeshConfig
+from tests.core.pods import CONFIG
+
+T = "traffic.meshinject.io/"
+P = "proxy.meshinject.io/"
+PROXY_PORTS = (PortRange(15021, 15021), PortRange(15090, 15090))
+
+
+def net(text: str) -> Any:
+    return ipaddress.ip_network(text)
+
+
+GOOD_TRAFFIC: list[tuple[str, str, str, Any]] = [
+    ("exclude-inbound-ports", "22,8000-8100", "exclude_inbound_ports",
+     (PortRange(22, 22), PortRange(8000, 8100), *PROXY_PORTS)),
+    ("include-inbound-ports", "80, 443", "include_inbound_ports",
+     (PortRange(80, 80), PortRange(443, 443))),
+    ("include-inbound-ports", "*", "include_inbound_ports", None),
+    ("exclude-outbound-ports", "5432", "exclude_outbound_ports", (PortRange(5432, 5432),)),
+    ("include-outbound-ports", "80,443", "include_outbound_ports",
+     (PortRange(80, 80), PortRange(443, 443))),
+    ("exclude-outbound-ip-ranges", "169.254.169.254/32,fd00::/8", "exclude_outbound_cidrs",
+     (net("169.254.169.254/32"), net("fd00::/8"))),
+    ("include-outbound-ip-ranges", "10.0.0.0/8", "include_outbound_cidrs", (net("10.0.0.0/8"),)),
+    ("include-outbound-ip-ranges", "*", "include_outbound_cidrs", None),
+    ("interception-mode", "TPROXY", "interception_mode", "TPROXY"),
+    ("interception-mode", "redirect", "interception_mode", "REDIRECT"),
+]
+
+BAD_TRAFFIC = [
+    ("exclude-inbound-ports", "abc"),
+    ("include-inbound-ports", "0"),
+    ("exclude-outbound-ports", "70000"),
+    ("include-outbound-ports", "90-80"),
+    ("exclude-outbound-ip-ranges", "10.0.0.1/8"),
+    ("include-outbound-ip-ranges", "not-a-cidr"),
+    ("interception-mode", "TEE"),
+]
+
+
+@pytest.mark.parametrize(("key", "value", "field", "expected"), GOOD_TRAFFIC)
+def test_a_good_traffic_annotation_reaches_the_capture_config(
+    key: str, value: str, field: str, expected: Any
+) -> None:
+    overrides = parse_overrides({T + key: value}, config=CONFIG)
+    assert getattr(overrides.capture, field) == expected
+
+
+@pytest.mark.parametrize(("key", "value"), BAD_TRAFFIC)
+def test_a_bad_traffic_annotation_is_refused_naming_annotation_and_value(
+    key: str, value: str
+) -> None:
+    with pytest.raises(AnnotationError) as caught:
+        parse_overrides({T + key: value}, config=CONFIG)
+    message = str(caught.value)
+    assert f'annotation {T}{key}="{value}" is invalid: ' in message
+    assert (caught.value.annotation, caught.value.value) == (T + key, value)
+
+
+def test_a_bad_port_list_says_what_ports_look_like() -> None:
+    with pytest.raises(AnnotationError, match="expected ports like 80,8000-8100"):
+        parse_overrides({T + "exclude-inbound-ports": "abc"}, config=CONFIG)
+
+
+def test_the_proxys_own_ports_are_never_captured_inbound() -> None:
+    assert parse_overrides({}, config=CONFIG).capture.exclude_inbound_ports == PROXY_PORTS
+    overrides = parse_overrides({T + "exclude-inbound-ports": "15000-15030"}, config=CONFIG)
+    assert overrides.capture.exclude_inbound_ports == (PortRange(15000, 15030),
+                                                        PortRange(15090, 15090))
+
+
+def test_mesh_defaults_apply_until_an_annotation_replaces_them() -> None:
+    config = MeshConfig(capture=CaptureDefaults(
+        interception_mode="TPROXY", exclude_outbound_ports="25",
+        exclude_outbound_ip_ranges="169.254.0.0/16"))
+    capture = parse_overrides({}, config=config).capture
+    assert capture == CaptureConfig(
+        exclude_inbound_ports=PROXY_PORTS, exclude_outbound_ports=(PortRange(25, 25),),
+        exclude_outbound_cidrs=(net("169.254.0.0/16"),), interception_mode="TPROXY")
+    replaced = parse_overrides({T + "exclude-outbound-ports": "26"}, config=config).capture
+    assert replaced.exclude_outbound_ports == (PortRange(26, 26),)
+
+
+def test_a_bad_mesh_default_is_blamed_on_the_mesh_config_not_the_pod() -> None:
+    config = MeshConfig(capture=CaptureDefaults(exclude_outbound_ports="x"))
+    with pytest.raises(MeshInjectError, match="mesh config capture.excludeOutboundPorts") as caught:
+        parse_overrides({}, config=config)
+    assert not isinstance(caught.value, AnnotationError)
+
+
+GOOD_PROXY: list[tuple[str, str, str, Any]] = [
+    ("image", "registry.local/envoy:1.40@sha256:abc", "image",
+     "registry.local/envoy:1.40@sha256:abc"),
+    ("log-level", "DEBUG", "log_level", "debug"),
+    ("concurrency", "4", "concurrency", 4),
+    ("native-sidecar", "false", "native", False),
+    ("native-sidecar", "true", "native", True),
+]
+
+
+@pytest.mark.parametrize(("key", "value", "field", "expected"), GOOD_PROXY)
+def test_a_good_proxy_annotation_overrides_the_mesh_default(
+    key: str, value: str, field: str, expected: Any
+) -> None:
+    assert getattr(parse_overrides({P + key: value}, config=CONFIG), field) == expected
+
+
+@pytest.mark.parametrize(("key", "value"), [
+    ("cpu", "100m"), ("cpu", "0.5"), ("cpu", "2"), ("memory", "64Mi"), ("memory", "1G"),
+    ("cpu-limit", "1500m"), ("memory-limit", "128974848"), ("memory-limit", "129e6"),
+])
+def test_resource_annotations_accept_kubernetes_quantities(key: str, value: str) -> None:
+    resources = parse_overrides({P + key: value}, config=CONFIG).resources
+    assert getattr(resources, key.replace("-", "_")) == value
+
+
+@pytest.mark.parametrize(("key", "value"), [
+    ("cpu", "lots"), ("cpu", "100Mi"), ("memory", "64MB"), ("memory", "-1Gi"),
+    ("cpu-limit", ""), ("memory-limit", "1.5.0Gi"), ("image", "has space"), ("image", ""),
+    ("log-level", "verbose"), ("concurrency", "0"), ("concurrency", "65"),
+    ("concurrency", "two"), ("native-sidecar", "maybe"),
+])
+def test_a_bad_proxy_annotation_is_refused_naming_annotation_and_value(
+    key: str, value: str
+) -> None:
+    with pytest.raises(AnnotationError) as caught:
+        parse_overrides({P + key: value}, config=CONFIG)
+    assert f'annotation {P}{key}="{value}" is invalid: ' in str(caught.value)
+
+
+def test_an_unquoted_number_in_yaml_is_refused_with_advice() -> None:
+    with pytest.raises(AnnotationError, match="quote it"):
+        parse_overrides({P + "concurrency": 4}, config=CONFIG)  # type: ignore[dict-item]
+
+
+def test_unknown_proxy_keys_are_left_to_the_l7_module_and_recorded() -> None:
+    annotations = {P + "timeout": "anything", T + "interception-mode": "REDIRECT", "x": "y"}
+    overrides = parse_overrides(annotations, config=CONFIG)
+    assert overrides.proxy_annotations == (
+        (P + "timeout", "anything"), (T + "interception-mode", "REDIRECT"))

@@ -1,0 +1,209 @@
+"""Injection end to end on single pods: what is added, the patch, re-injection, upgrades."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import pytest
+
+from initcontainer import config as capture_config
+from injector.annotations import parse_overrides
+from injector.errors import AnnotationError
+from injector.patch import inject_pod, strip_injection
+from injector.settings import MeshConfig, ProxySettings
+from tests.core.pods import CONFIG, apply, names, pod
+
+
+def inject(p: dict[str, Any], config: MeshConfig = CONFIG) -> dict[str, Any]:
+    result = inject_pod(p, config=config, namespace="shop")
+    assert result.decision.inject, result.decision.reason
+    assert apply(result.patch, p) == result.pod
+    return result.pod
+
+
+def status(p: dict[str, Any]) -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads(p["metadata"]["annotations"]["meshinject.io/status"])
+    return loaded
+
+
+def test_a_native_injection_puts_init_then_proxy_before_the_users_init_containers() -> None:
+    spec = {"initContainers": [{"name": "migrate", "image": "m"}],
+            "containers": [{"name": "app", "image": "a"}]}
+    out = inject(pod(spec=spec))
+    assert names(out["spec"]["initContainers"]) == ["mesh-init", "mesh-proxy", "migrate"]
+    assert names(out["spec"]["containers"]) == ["app"]
+    assert out["spec"]["initContainers"][1]["restartPolicy"] == "Always"
+    assert status(out) == {"initContainers": ["mesh-init", "mesh-proxy"], "containers": [],
+                           "volumes": [], "configHash": status(out)["configHash"]}
+
+
+def test_classic_mode_puts_the_proxy_first_among_containers() -> None:
+    spec = {"containers": [{"name": "app", "image": "a"}, {"name": "log", "image": "l"}]}
+    out = inject(pod(spec=spec, annotations={"proxy.meshinject.io/native-sidecar": "false"}))
+    assert names(out["spec"]["initContainers"]) == ["mesh-init"]
+    assert names(out["spec"]["containers"]) == ["mesh-proxy", "app", "log"]
+    assert "restartPolicy" not in out["spec"]["containers"][0]
+    assert status(out)["containers"] == ["mesh-proxy"]
+    assert names(inject(pod(spec=spec), MeshConfig(native_sidecars=False))["spec"]["containers"]) \
+        == ["mesh-proxy", "app", "log"]
+
+
+def test_the_users_containers_and_probes_are_left_exactly_as_they_were() -> None:
+    app = {"name": "app", "image": "a", "ports": [{"containerPort": 8080}],
+           "readinessProbe": {"httpGet": {"path": "/ready", "port": 8080}},
+           "livenessProbe": {"tcpSocket": {"port": 8080}}}
+    spec = {"containers": [app, {"name": "side", "image": "s"}], "volumes": [{"name": "v",
+            "emptyDir": {}}]}
+    out = inject(pod(spec=spec))
+    assert out["spec"]["containers"] == spec["containers"]
+    assert out["spec"]["volumes"] == spec["volumes"]
+
+
+def test_the_proxy_container_runs_envoy_locked_down() -> None:
+    proxy = inject(pod())["spec"]["initContainers"][1]
+    assert proxy["command"] == ["envoy"]
+    args = proxy["args"]
+    assert args[0] == "--config-yaml" and json.loads(args[1])["admin"]
+    assert args[2:] == ["--disable-hot-restart", "--log-level", "warning", "--concurrency", "2",
+                        "--drain-time-s", "5"]
+    assert proxy["securityContext"] == {
+        "runAsUser": 1337, "runAsGroup": 1337, "runAsNonRoot": True,
+        "readOnlyRootFilesystem": True, "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]}}
+    assert {p["containerPort"] for p in proxy["ports"]} == {15021, 15090}
+    for probe in ("startupProbe", "readinessProbe"):
+        assert proxy[probe]["httpGet"] == {"path": "/healthz/ready", "port": 15021}
+
+
+def test_the_init_container_is_root_with_only_net_admin_and_net_raw() -> None:
+    init = inject(pod())["spec"]["initContainers"][0]
+    assert init["command"] == ["meshinject-init"]
+    security = init["securityContext"]
+    assert (security["runAsUser"], security["runAsNonRoot"]) == (0, False)
+    assert security["capabilities"] == {"add": ["NET_ADMIN", "NET_RAW"], "drop": ["ALL"]}
+    assert init["resources"] == {"limits": {"cpu": "100m", "memory": "64Mi"},
+                                 "requests": {"cpu": "10m", "memory": "32Mi"}}
+
+
+def test_resource_annotations_override_the_proxys_resources() -> None:
+    annotations = {"proxy.meshinject.io/cpu": "250m", "proxy.meshinject.io/memory-limit": "1Gi"}
+    proxy = inject(pod(annotations=annotations))["spec"]["initContainers"][1]
+    assert proxy["resources"] == {"limits": {"cpu": "2", "memory": "1Gi"},
+                                  "requests": {"cpu": "250m", "memory": "64Mi"}}
+
+
+@pytest.mark.parametrize("annotations", [
+    {},
+    {"traffic.meshinject.io/exclude-inbound-ports": "22,9000-9100",
+     "traffic.meshinject.io/include-outbound-ip-ranges": "10.0.0.0/8,fd00::/8"},
+    {"traffic.meshinject.io/include-inbound-ports": "8080",
+     "traffic.meshinject.io/exclude-outbound-ports": "5432,6379",
+     "traffic.meshinject.io/exclude-outbound-ip-ranges": "169.254.169.254/32",
+     "traffic.meshinject.io/interception-mode": "TPROXY"},
+    {"traffic.meshinject.io/include-outbound-ports": "80,443"},
+])
+def test_the_init_args_parse_back_to_the_capture_config_that_rendered_them(
+    annotations: dict[str, str],
+) -> None:
+    init = inject(pod(annotations=annotations))["spec"]["initContainers"][0]
+    parsed, options = capture_config.parse(init["args"])
+    assert parsed == parse_overrides(annotations, config=CONFIG).capture
+    assert not options.dry_run and not options.cleanup
+
+
+def test_injecting_twice_equals_injecting_once_with_an_empty_patch() -> None:
+    once = inject(pod(spec={"initContainers": [{"name": "i", "image": "i"}],
+                            "containers": [{"name": "a", "image": "a"}]}))
+    again = inject_pod(once, config=CONFIG, namespace="shop")
+    assert again.pod == once
+    assert again.patch == []
+
+
+def test_strip_undoes_injection_exactly() -> None:
+    for original in (pod(), pod(annotations={"a": "b"}, spec={
+            "initContainers": [{"name": "i", "image": "i"}],
+            "containers": [{"name": "a", "image": "a"}]})):
+        assert strip_injection(inject(original)) == original
+        classic = inject(original, MeshConfig(native_sidecars=False))
+        assert strip_injection(classic) == original
+
+
+def test_a_config_change_upgrades_an_injected_pod_in_place() -> None:
+    old = inject(pod())
+    newer = MeshConfig(proxy=ProxySettings(image="envoyproxy/envoy:v1.41.0"),
+                       native_sidecars=False)
+    result = inject_pod(old, config=newer, namespace="shop")
+    assert names(result.pod["spec"]["initContainers"]) == ["mesh-init"]
+    assert names(result.pod["spec"]["containers"]) == ["mesh-proxy", "app"]
+    assert result.pod["spec"]["containers"][0]["image"] == "envoyproxy/envoy:v1.41.0"
+    assert status(result.pod)["configHash"] != status(old)["configHash"]
+    assert apply(result.patch, old) == result.pod
+
+
+def test_changing_an_annotation_changes_the_config_hash() -> None:
+    plain = status(inject(pod()))["configHash"]
+    tuned = status(inject(pod(annotations={"proxy.meshinject.io/timeout": "3s"})))["configHash"]
+    assert plain != tuned
+
+
+def test_a_pod_without_annotations_gets_the_annotations_map_added_whole() -> None:
+    result = inject_pod(pod(), config=CONFIG, namespace="shop")
+    adds = [op for op in result.patch if op["path"].startswith("/metadata")]
+    assert adds == [{"op": "add", "path": "/metadata/annotations",
+                     "value": result.pod["metadata"]["annotations"]}]
+
+
+def test_a_pod_with_annotations_gets_only_the_status_key_added() -> None:
+    result = inject_pod(pod(annotations={"a": "b"}), config=CONFIG, namespace="shop")
+    paths = [op["path"] for op in result.patch]
+    assert paths == ["/metadata/annotations/meshinject.io~1status", "/spec/initContainers"]
+
+
+def test_a_template_without_metadata_gets_metadata_added() -> None:
+    template: dict[str, Any] = {"spec": {"containers": [{"name": "a", "image": "a"}]}}
+    result = inject_pod(template, config=CONFIG, namespace="shop")
+    assert result.patch[0]["path"] == "/metadata"
+    assert apply(result.patch, template) == result.pod
+
+
+def test_managed_fields_are_not_part_of_the_patch() -> None:
+    p = pod()
+    p["metadata"]["managedFields"] = [{"manager": "kubectl", "operation": "Update"}]
+    result = inject_pod(p, config=CONFIG, namespace="shop")
+    assert not any("managedFields" in op["path"] for op in result.patch)
+
+
+def test_a_skipped_pod_is_returned_unchanged_with_an_empty_patch() -> None:
+    p = pod(labels={"meshinject.io/inject": "false"},
+            annotations={"traffic.meshinject.io/interception-mode": "bogus"})
+    result = inject_pod(p, config=CONFIG, namespace="shop")
+    assert (result.decision.code, result.pod, result.patch) == ("opted-out", p, [])
+
+
+def test_a_bad_annotation_on_a_pod_to_inject_raises() -> None:
+    with pytest.raises(AnnotationError, match="interception-mode"):
+        inject_pod(pod(annotations={"traffic.meshinject.io/interception-mode": "bogus"}),
+                   config=CONFIG, namespace="shop")
+
+
+def test_the_input_pod_is_never_modified() -> None:
+    p = pod(annotations={"a": "b"}, spec={"initContainers": [{"name": "i", "image": "i"}],
+                                          "containers": [{"name": "a", "image": "a"}]})
+    snapshot = json.dumps(p)
+    inject_pod(p, config=MeshConfig(native_sidecars=False), namespace="shop")
+    assert json.dumps(p) == snapshot
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_a_pod_with_2000_env_vars_injects_in_well_under_50_ms(native: bool) -> None:
+    env = [{"name": f"VAR_{i}", "value": f"value-{i}"} for i in range(2000)]
+    p = pod(spec={"containers": [{"name": "app", "image": "a", "env": env}]})
+    config = MeshConfig(native_sidecars=native)
+    times = []
+    for _ in range(5):
+        start = time.perf_counter()
+        inject_pod(p, config=config, namespace="shop")
+        times.append(time.perf_counter() - start)
+    assert min(times) < 0.050
