@@ -18,7 +18,9 @@ replicas instead.
 from __future__ import annotations
 
 import argparse
+import atexit
 import logging
+import shutil
 import ssl
 import sys
 import tempfile
@@ -137,6 +139,8 @@ def cert_files(args: argparse.Namespace, stop: threading.Event) -> tuple[Path, P
         raise UsageError("give exactly one of --tls-cert/--tls-key, --self-signed, --cert-secret")
     if args.self_signed:
         where = Path(args.cert_dir or tempfile.mkdtemp(prefix="meshinject-certs-"))
+        if not args.cert_dir:
+            atexit.register(shutil.rmtree, where, ignore_errors=True)
         ca_file, cert_file, key_file = self_signed(where, args.dns_name)
         print(f"meshinject: CA certificate: {ca_file}", flush=True)
         return cert_file, key_file
