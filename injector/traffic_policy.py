@@ -157,16 +157,20 @@ def parse_retry_on(name: str, value: str) -> tuple[tuple[str, ...], tuple[int, .
 def parse_fault(name: str, value: str, *, abort: bool) -> Fault:
     """``"100ms@10"`` (delay) or ``"503@5"`` (abort); without ``@`` the fault hits every request."""
     what, sep, pct = value.strip().partition("@")
-    percent = parse_percent(name, pct) if sep else 100.0
-    if abort:
-        text = what.strip()
-        if not text.isdigit() or not 200 <= int(text) <= 599:
-            raise AnnotationError(name, value, 'expected "STATUS@PERCENT" like "503@5", '
-                                  "status 200 to 599")
-        return Fault(int(text), percent)
-    if not _DURATION.match(what.strip()):
-        raise AnnotationError(name, value, 'expected "DELAY@PERCENT" like "100ms@10"')
-    return Fault(parse_duration_ms(name, what, allow_zero=False), percent)
+    try:
+        percent = parse_percent(name, pct) if sep else 100.0
+        if not abort:
+            if not _DURATION.match(what.strip()):
+                raise AnnotationError(name, what, "the delay is a duration")
+            return Fault(parse_duration_ms(name, what, allow_zero=False), percent)
+    except AnnotationError as err:
+        shape = '"DELAY@PERCENT" like "100ms@10"' if not abort else '"STATUS@PERCENT"'
+        raise AnnotationError(name, value, f"expected {shape}: {err.why}") from err
+    text = what.strip()
+    if not text.isdigit() or not 200 <= int(text) <= 599:
+        raise AnnotationError(name, value, 'expected "STATUS@PERCENT" like "503@5", '
+                              "status 200 to 599")
+    return Fault(int(text), percent)
 
 
 def _opaque(name: str, value: str) -> tuple[PortRange, ...]:
