@@ -114,7 +114,10 @@ def parse_ports(flag: str, text: str) -> Ports:
             continue
         sep = "-" if "-" in item else ":" if ":" in item else None
         if sep is None:
-            port = parse_port(flag, item)
+            try:
+                port = parse_port(flag, item)
+            except ConfigError:  # name the whole value, not just the item, so it can be found
+                raise ConfigError(flag, text, f"bad port {item!r} (1 to 65535)") from None
             ranges.append(PortRange(port, port))
             continue
         low, _, high = item.partition(sep)
