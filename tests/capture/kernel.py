@@ -1,0 +1,43 @@
+"""Helpers for the real-kernel capture tests: run mesh-init in a namespace, read iptables back."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+from injector.netns import Netns
+
+MESH_INIT = str(Path(sys.executable).parent / "meshinject-init")
+BACKENDS = ("nft", "legacy")
+
+
+def mesh_init(ns: Netns, *args: str, env: dict[str, str] | None = None, check: bool = True) -> str:
+    """Run the installed console script in ``ns``; returns stderr (its log lines)."""
+    prefix = ["env", *(f"{k}={v}" for k, v in (env or {}).items())] if env else []
+    proc = ns.run([*prefix, MESH_INIT, *args], check=False)
+    if check:
+        assert proc.returncode == 0, f"mesh-init {args} exited {proc.returncode}: {proc.stderr}"
+    return proc.stderr if check else f"{proc.returncode}\n{proc.stderr}"
+
+
+def save(ns: Netns, backend: str, version: int = 4) -> str:
+    """``iptables-save`` without its timestamp comments and counters, so runs compare equal."""
+    tool = ("iptables" if version == 4 else "ip6tables") + f"-{backend}-save"
+    text = ns.run([tool]).stdout
+    lines = [re.sub(r"\[\d+:\d+\]", "[0:0]", x) for x in text.splitlines() if not x.startswith("#")]
+    return "\n".join(lines) + "\n"
+
+
+def without_empty_tables(text: str) -> str:
+    """Drop tables holding nothing but built-in chains with ACCEPT policy and no rules.
+
+    A table, once touched, stays registered in a namespace (legacy lists every table a module
+    instantiated; nft keeps the table); an empty one is the same as none for traffic.
+    """
+    out: list[str] = []
+    for block in re.findall(r"^\*.*?^COMMIT$", text, flags=re.S | re.M):
+        body = block.splitlines()[1:-1]
+        if any(not re.match(r":\S+ ACCEPT \[0:0\]$", line) for line in body):
+            out.append(block)
+    return "\n".join(out)
