@@ -95,7 +95,7 @@ def test_mesh_defaults_apply_until_an_annotation_replaces_them() -> None:
 
 def test_a_bad_mesh_default_is_blamed_on_the_mesh_config_not_the_pod() -> None:
     config = MeshConfig(capture=CaptureDefaults(exclude_outbound_ports="x"))
-    with pytest.raises(MeshInjectError, match="mesh config capture.excludeOutboundPorts") as caught:
+    with pytest.raises(MeshInjectError, match=r"capture\.excludeOutboundPorts") as caught:
         parse_overrides({}, config=config)
     assert not isinstance(caught.value, AnnotationError)
 

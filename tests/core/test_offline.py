@@ -1,0 +1,162 @@
+"""``meshinject inject`` and ``check``: goldens, pass-through, errors, and the exit codes."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from injector import cli, workloads
+from injector.cmd_offline import dump_documents, inject_documents, load_documents
+from tests.core.pods import CONFIG
+
+HERE = Path(__file__).parent
+MANIFESTS = sorted((HERE / "manifests").glob("*.yaml"))
+SAMPLE = HERE.parents[1] / "examples" / "sample-app.yaml"
+MESHINJECT = HERE.parents[1] / ".venv" / "bin" / "meshinject"
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("path", [*MANIFESTS, SAMPLE], ids=lambda p: p.name)
+def test_injected_manifests_match_their_goldens(
+    path: Path, capsys: pytest.CaptureFixture[str], golden: Callable[[str, str], None]
+) -> None:
+    code, out, err = run(capsys, "inject", "-f", str(path))
+    assert code == 0, err
+    golden(f"core/{path.stem}.injected.yaml", out)
+    golden(f"core/{path.stem}.stderr.txt", err)
+    assert run(capsys, "inject", "-f", str(path))[1] == out
+
+
+def test_inject_reads_stdin_and_output_reinjects_to_the_same_bytes(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = run(capsys, "inject", "-f", str(SAMPLE))[1]
+    monkeypatch.setattr(sys, "stdin", io.StringIO(first))
+    code, again, _ = run(capsys, "inject", "-f", "-")
+    assert (code, again) == (0, first)
+
+
+def test_non_workloads_pass_through_in_order() -> None:
+    docs = load_documents((HERE / "manifests" / "mixed-list.yaml").read_text())
+    out, notes = inject_documents(docs, config=CONFIG)
+    items = out[0]["items"]
+    assert [i["kind"] for i in items] == ["Pod", "Service", "Pod", "DaemonSet", "Deployment"]
+    assert items[1:] == docs[0]["items"][1:]
+    assert len(notes) == 3
+
+
+def test_workloads_are_found_in_every_kind_that_makes_pods() -> None:
+    template = {"spec": {"containers": [{"name": "a", "image": "a"}]}}
+    for kind, path in workloads.TEMPLATE_PATHS.items():
+        head: dict[str, object] = {"kind": kind, "metadata": {"name": "x", "namespace": "n"}}
+        doc = _nest(head, path, template) if path else {**head, **template}
+        found = list(workloads.find(doc))
+        assert [(w.kind, w.namespace, w.path) for w in found] == [(kind, "n", path)]
+        pod = template if path else doc
+        assert found[0].pod is pod
+        if path:
+            replaced = workloads.replace(doc, path, {"spec": {}})
+            assert next(workloads.find(replaced)).pod == {"spec": {}}
+            assert next(workloads.find(doc)).pod is template  # the original is untouched
+
+
+def _nest(doc: dict[str, object], path: tuple[str, ...], value: object) -> dict[str, object]:
+    out: dict[str, object] = dict(doc)
+    cursor = out
+    for key in path[:-1]:
+        cursor[key] = {}
+        cursor = cursor[key]  # type: ignore[assignment]
+    cursor[path[-1]] = value
+    return out
+
+
+def test_invalid_yaml_is_a_clear_error_and_nothing_on_stdout(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("kind: Pod\nmetadata: {name: [unclosed\n")
+    code, out, err = run(capsys, "inject", "-f", str(bad))
+    assert (code, out) == (1, "")
+    assert "not valid YAML" in err and "line" in err
+
+
+def test_a_bad_annotation_names_document_annotation_and_value(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(SAMPLE.read_text().replace("log-level: info", "log-level: loud"))
+    code, out, err = run(capsys, "inject", "-f", str(bad))
+    assert (code, out) == (1, "")
+    assert "document 2 (Deployment demo/hello)" in err
+    assert 'annotation proxy.meshinject.io/log-level="loud" is invalid' in err
+    code, out, _ = run(capsys, "check", "-f", str(bad))
+    assert code == 1
+    assert 'proxy.meshinject.io/log-level="loud"' in out
+
+
+def test_a_missing_file_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "inject", "-f", "/nonexistent/app.yaml")
+    assert code == 1 and "cannot read /nonexistent/app.yaml" in err
+
+
+def test_check_explains_each_workload(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "check", "-f", str(HERE / "manifests" / "mixed-list.yaml"))
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].split() == ["WORKLOAD", "INJECT", "REASON"]
+    verdicts = {line.split()[1]: line.split()[2] for line in lines[1:]}
+    assert verdicts == {"default/legacy": "yes", "default/no-mesh": "no",
+                        "default/node-agent": "no", "kube-system/coredns-extra": "no"}
+
+
+def test_check_with_namespace_labels_judges_like_the_webhook(
+    capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(capsys, "check", "-f", str(SAMPLE), "--namespace-label", "team=a")
+    assert code == 0 and "no      namespace demo does not have label" in out
+    code, out, _ = run(capsys, "check", "-f", str(SAMPLE),
+                       "--namespace-label", "meshinject.io/inject=enabled", "hello")
+    assert code == 0 and "Deployment demo/hello  yes" in out
+    code, _, err = run(capsys, "check", "-f", str(SAMPLE), "--namespace-label", "oops")
+    assert code == 1 and "--namespace-label 'oops'" in err
+
+
+def test_check_uses_the_given_namespace_for_workloads_that_name_none(
+    capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(capsys, "check", "-f", str(HERE / "manifests" / "mixed-list.yaml"),
+                       "-n", "meshinject-system", "legacy")
+    assert code == 0 and "injector's own namespace" in out
+
+
+def test_a_mesh_config_file_changes_the_rendering(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "mesh.yaml"
+    config.write_text("nativeSidecars: false\nproxy: {image: my/envoy:1}\n")
+    code, out, _ = run(capsys, "inject", "-f", str(SAMPLE), "--config", str(config))
+    assert code == 0 and "image: my/envoy:1" in out
+    config.write_text("proxy: {imag: typo}\n")
+    code, out, err = run(capsys, "inject", "-f", str(SAMPLE), "--config", str(config))
+    assert (code, out) == (2, "") and "proxy.imag" in err
+
+
+def test_the_console_script_pipes_a_manifest_through() -> None:
+    if not MESHINJECT.exists():
+        pytest.skip("meshinject is not installed in .venv")
+    text = SAMPLE.read_text()
+    done = subprocess.run([str(MESHINJECT), "inject", "-f", "-"], input=text,
+                          capture_output=True, text=True, timeout=30, check=False)
+    assert done.returncode == 0, done.stderr
+    assert dump_documents(load_documents(done.stdout)) == done.stdout
+    assert "mesh-proxy" in done.stdout
