@@ -1,0 +1,305 @@
+"""The kustomize base: valid objects, a webhook scoped the way the policy decides, least RBAC."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib
+import shlex
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+
+from injector import certstore, cli
+from injector.certstore import CertStoreOptions
+from injector.policy import decide
+from injector.settings import SYSTEM_NAMESPACES, config_from_yaml
+from tests.cluster.fakeapi import Running
+from tests.cluster.render import MANIFESTS, Obj, kubectl_kustomize, one, render, render_here
+from tests.cluster.test_certstore import _seed_webhook
+
+K8S_VERSION = "1.33"
+DOCS = render()
+WEBHOOK = one(DOCS, "MutatingWebhookConfiguration", "meshinject")
+DEPLOYMENT = one(DOCS, "Deployment", "meshinject")
+CONTAINER = DEPLOYMENT["spec"]["template"]["spec"]["containers"][0]
+MESH = config_from_yaml(one(DOCS, "ConfigMap", "meshinject-config")["data"]["mesh.yaml"])
+
+
+def _serve_args() -> Any:
+    """The container's args parsed by the real ``meshinject serve`` parser."""
+    module = importlib.import_module(cli.SUBCOMMANDS["serve"][0])
+    parser = argparse.ArgumentParser()
+    module.register(parser.add_subparsers(dest="command"), "serve")
+    return parser.parse_args(CONTAINER["args"])
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda d: f"{d['kind']}/{d['metadata']['name']}")
+def test_every_rendered_object_validates_against_the_kubernetes_schema(doc: Obj) -> None:
+    kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+
+
+def test_the_python_renderer_agrees_with_kubectl_kustomize() -> None:
+    by_kubectl = kubectl_kustomize(MANIFESTS / "base")
+    if by_kubectl is None:
+        pytest.skip("kubectl is not installed: only the Python renderer is exercised")
+    key = lambda d: (d["kind"], d["metadata"]["name"])  # noqa: E731
+    assert sorted(by_kubectl, key=key) == sorted(render_here(MANIFESTS / "base"), key=key)
+
+
+def test_the_webhook_reviews_only_pod_creation_with_v1_and_no_side_effects() -> None:
+    for hook in WEBHOOK["webhooks"]:
+        assert hook["admissionReviewVersions"] == ["v1"]
+        assert hook["sideEffects"] == "None"
+        assert hook["rules"] == [
+            {
+                "operations": ["CREATE"],
+                "apiGroups": [""],
+                "apiVersions": ["v1"],
+                "resources": ["pods"],
+                "scope": "Namespaced",
+            }
+        ]
+
+
+def test_the_webhook_fails_closed_quickly_and_is_reinvoked_if_needed() -> None:
+    for hook in WEBHOOK["webhooks"]:
+        assert hook["failurePolicy"] == "Fail"
+        assert 1 <= hook["timeoutSeconds"] <= 5
+        assert hook["reinvocationPolicy"] == "IfNeeded"
+
+
+def test_the_webhook_calls_the_service_the_deployment_serves() -> None:
+    service = one(DOCS, "Service", "meshinject")
+    port = service["spec"]["ports"][0]
+    assert port["port"] == 443
+    assert port["targetPort"] == CONTAINER["ports"][0]["name"]
+    assert CONTAINER["ports"][0]["containerPort"] == _serve_args().port == 8443
+    assert (
+        service["spec"]["selector"].items()
+        <= DEPLOYMENT["spec"]["template"]["metadata"]["labels"].items()
+    )
+    for hook in WEBHOOK["webhooks"]:
+        assert hook["clientConfig"]["service"] == {
+            "name": "meshinject",
+            "namespace": "meshinject-system",
+            "path": "/mutate",
+            "port": 443,
+        }
+        assert "caBundle" not in hook["clientConfig"]  # the cert store fills it in
+
+
+def _matches(selector: Obj, labels: dict[str, str]) -> bool:
+    """A LabelSelector, evaluated the way the API server does."""
+    for key, value in (selector.get("matchLabels") or {}).items():
+        if labels.get(key) != value:
+            return False
+    for expr in selector.get("matchExpressions") or []:
+        key, op, values = expr["key"], expr["operator"], expr.get("values", [])
+        ok = {
+            "In": key in labels and labels[key] in values,
+            "NotIn": key not in labels or labels[key] not in values,
+            "Exists": key in labels,
+            "DoesNotExist": key not in labels,
+        }[op]
+        if not ok:
+            return False
+    return True
+
+
+NAMESPACES = {
+    "enabled": {"meshinject.io/inject": "enabled"},
+    "plain": {},
+    "disabled": {"meshinject.io/inject": "disabled"},
+    "kube-system": {"meshinject.io/inject": "enabled"},
+    "kube-public": {"meshinject.io/inject": "enabled"},
+    "kube-node-lease": {},
+    "meshinject-system": {"meshinject.io/inject": "enabled"},
+}
+POD_LABELS = [None, "true", "false", "enabled", "disabled", "maybe"]
+
+
+@pytest.mark.parametrize("namespace", list(NAMESPACES))
+@pytest.mark.parametrize("pod_label", POD_LABELS)
+def test_the_webhook_is_called_exactly_when_the_policy_would_inject(
+    namespace: str, pod_label: str | None
+) -> None:
+    ns_labels = {**NAMESPACES[namespace], "kubernetes.io/metadata.name": namespace}
+    pod_labels = {"app": "x"} | ({"meshinject.io/inject": pod_label} if pod_label else {})
+    called = [
+        h["name"]
+        for h in WEBHOOK["webhooks"]
+        if _matches(h["namespaceSelector"], ns_labels) and _matches(h["objectSelector"], pod_labels)
+    ]
+    pod = {"metadata": {"labels": pod_labels}, "spec": {"containers": [{"name": "app"}]}}
+    decision = decide(pod, namespace=namespace, namespace_labels=ns_labels, config=MESH)
+    assert len(called) == (1 if decision.inject else 0), (called, decision.reason)
+
+
+def test_system_namespaces_and_the_injectors_own_are_excluded_by_name_in_every_entry() -> None:
+    never = {*SYSTEM_NAMESPACES, MESH.injector_namespace}
+    for hook in WEBHOOK["webhooks"]:
+        by_name = [
+            e
+            for e in hook["namespaceSelector"]["matchExpressions"]
+            if e["key"] == "kubernetes.io/metadata.name"
+        ]
+        assert by_name and by_name[0]["operator"] == "NotIn"
+        assert never <= set(by_name[0]["values"])
+
+
+def test_no_rbac_rule_uses_a_wildcard() -> None:
+    for doc in DOCS:
+        for rule in doc.get("rules", []):
+            for field in ("apiGroups", "resources", "verbs", "resourceNames", "nonResourceURLs"):
+                assert "*" not in (rule.get(field) or []), (doc["metadata"]["name"], rule)
+                assert not any("*" in v for v in rule.get(field) or []), rule
+
+
+def _sa_rules() -> list[tuple[str, Obj]]:
+    """(namespace or "", rule) for every rule bound to the injector's ServiceAccount."""
+    rules = []
+    for binding in (d for d in DOCS if d["kind"] in ("RoleBinding", "ClusterRoleBinding")):
+        subject = {"kind": "ServiceAccount", "name": "meshinject", "namespace": "meshinject-system"}
+        if subject not in binding["subjects"]:
+            continue
+        role = one(DOCS, binding["roleRef"]["kind"], binding["roleRef"]["name"])
+        ns = binding["metadata"].get("namespace", "")
+        rules += [(ns, r) for r in role["rules"]]
+    return rules
+
+
+def allowed(verb: str, group: str, resource: str, name: str, namespace: str) -> bool:
+    for ns, rule in _sa_rules():
+        if ns and ns != namespace:
+            continue
+        names = rule.get("resourceNames")
+        if (
+            verb in rule["verbs"]
+            and group in rule["apiGroups"]
+            and resource in rule["resources"]
+            and (not names or name in names)
+        ):
+            return True
+    return False
+
+
+def test_the_injector_may_touch_only_its_secret_and_its_webhook_configuration() -> None:
+    args = _serve_args()
+    ns, secret = args.cert_secret.split("/")
+    assert allowed("get", "", "secrets", secret, ns) and allowed(
+        "update", "", "secrets", secret, ns
+    )
+    assert allowed("create", "", "secrets", secret, ns)
+    assert not allowed("get", "", "secrets", "someone-elses", ns)
+    assert not allowed("create", "", "secrets", secret, "default")
+    assert not allowed("list", "", "secrets", "", ns)
+    hooks = "mutatingwebhookconfigurations"
+    assert allowed("patch", "admissionregistration.k8s.io", hooks, args.webhook_config, "")
+    assert not allowed("patch", "admissionregistration.k8s.io", hooks, "other", "")
+    for resource in ("pods", "namespaces", "configmaps"):
+        assert not allowed("get", "", resource, "", "meshinject-system")
+
+
+def test_two_replicas_spread_over_nodes_and_one_always_stays() -> None:
+    spec = DEPLOYMENT["spec"]
+    assert spec["replicas"] == 2
+    assert spec["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    pod = spec["template"]["spec"]
+    keys = {c["topologyKey"] for c in pod["topologySpreadConstraints"]}
+    assert "kubernetes.io/hostname" in keys
+    pdb = one(DOCS, "PodDisruptionBudget", "meshinject")
+    assert pdb["spec"]["minAvailable"] == 1
+    assert pdb["spec"]["selector"]["matchLabels"] == spec["selector"]["matchLabels"]
+
+
+def test_the_injector_runs_hardened_with_probes_and_requests() -> None:
+    pod = DEPLOYMENT["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    sc = CONTAINER["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert CONTAINER["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert CONTAINER["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    for probe in (CONTAINER["readinessProbe"], CONTAINER["livenessProbe"]):
+        assert probe["httpGet"]["scheme"] == "HTTPS"
+    assert {"cpu", "memory"} <= set(CONTAINER["resources"]["requests"])
+
+
+def test_the_serve_flags_point_at_mounted_volumes() -> None:
+    args = _serve_args()
+    mounts = {m["mountPath"]: m["name"] for m in CONTAINER["volumeMounts"]}
+    volumes = {v["name"]: v for v in DEPLOYMENT["spec"]["template"]["spec"]["volumes"]}
+    assert "emptyDir" in volumes[mounts[args.cert_dir]]
+    config_dir = str(Path(args.config).parent)
+    assert volumes[mounts[config_dir]]["configMap"]["name"] == "meshinject-config"
+    assert args.cert_secret.split("/")[0] == DEPLOYMENT["metadata"]["namespace"]
+
+
+def test_the_mesh_config_names_the_injectors_namespace_and_its_release_of_mesh_init() -> None:
+    assert MESH.injector_namespace == DEPLOYMENT["metadata"]["namespace"]
+    # mesh-init parses the args this injector renders: the two ship as one release
+    assert MESH.init.image.rsplit(":", 1)[1] == CONTAINER["image"].rsplit(":", 1)[1]
+
+
+def test_every_image_is_pinned_to_a_version() -> None:
+    images = [c["image"] for c in DEPLOYMENT["spec"]["template"]["spec"]["containers"]]
+    images += [MESH.proxy.image, MESH.init.image]
+    for image in images:
+        tag = image.rsplit("@", 1)[0].rsplit(":", 1)
+        assert "@sha256:" in image or (len(tag) == 2 and tag[1] not in ("latest", "")), image
+
+
+def test_the_cert_manager_overlay_serves_its_secret_and_drops_the_api_permissions() -> None:
+    docs = kubectl_kustomize(MANIFESTS / "overlays" / "cert-manager")
+    if docs is None:
+        pytest.skip("kubectl is not installed: cannot render the overlay's component")
+    deployment = one(docs, "Deployment", "meshinject")
+    args = shlex.join(deployment["spec"]["template"]["spec"]["containers"][0]["args"])
+    assert "--tls-cert=" in args and "--cert-secret" not in args
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["certs"] == {
+        "name": "certs",
+        "secret": {"secretName": "meshinject-tls", "defaultMode": 0o440},
+    }
+    hook = one(docs, "MutatingWebhookConfiguration")
+    assert hook["metadata"]["annotations"]["cert-manager.io/inject-ca-from"] == (
+        "meshinject-system/meshinject-serving"
+    )
+    serving = one(docs, "Certificate", "meshinject-serving")
+    assert serving["spec"]["secretName"] == "meshinject-tls"
+    assert not [d for d in docs if d["kind"] in ("RoleBinding", "ClusterRoleBinding")]
+    for doc in docs:
+        if doc["kind"] not in ("Certificate", "Issuer"):
+            kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+
+
+def test_every_call_the_cert_store_makes_is_allowed_by_the_injectors_rbac(
+    fake: Running, tmp_path: Path
+) -> None:
+    args = _serve_args()
+    ns, secret = args.cert_secret.split("/")
+    _seed_webhook(fake)
+    opts = CertStoreOptions(
+        namespace=ns,
+        secret_name=secret,
+        webhook_name=args.webhook_config,
+        service_name=args.service_name,
+        cert_dir=tmp_path,
+        kubeconfig=fake.kubeconfig,
+    )
+    certstore.bootstrap(opts)
+    certstore.sync_once(opts, now=dt.datetime.now(dt.UTC) + dt.timedelta(days=3000))
+    verbs = {"GET": "get", "POST": "create", "PUT": "update", "PATCH": "patch"}
+    assert {m for m, _ in fake.api.requests} == set(verbs)
+    for method, path in fake.api.requests:
+        parts = path.strip("/").split("/")
+        if parts[0] == "apis":
+            group, resource, name, where = parts[1], parts[3], parts[4], ""
+        else:
+            group, resource, where = "", parts[4], parts[3]
+            name = parts[5] if len(parts) > 5 else secret
+        assert allowed(verbs[method], group, resource, name, where), (method, path)
