@@ -142,6 +142,21 @@ def test_a_config_change_upgrades_an_injected_pod_in_place() -> None:
     assert apply(result.patch, old) == result.pod
 
 
+@pytest.mark.parametrize("first", [True, False])
+@pytest.mark.parametrize("second", [True, False])
+def test_every_switch_between_native_and_classic_patches_correctly(
+    first: bool, second: bool
+) -> None:
+    spec = {"initContainers": [{"name": "i", "image": "i"}],
+            "containers": [{"name": "a", "image": "a", "env": [{"name": "X", "value": "1"}]},
+                           {"name": "b", "image": "b"}]}
+    before = inject(pod(spec=spec), MeshConfig(native_sidecars=first))
+    result = inject_pod(before, config=MeshConfig(native_sidecars=second), namespace="shop")
+    assert apply(result.patch, before) == result.pod
+    assert result.pod == inject(pod(spec=spec), MeshConfig(native_sidecars=second))
+    assert (result.patch == []) == (first == second)
+
+
 def test_changing_an_annotation_changes_the_config_hash() -> None:
     plain = status(inject(pod()))["configHash"]
     tuned = status(inject(pod(annotations={"proxy.meshinject.io/timeout": "3s"})))["configHash"]
