@@ -173,9 +173,18 @@ def run_check(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+_DESCRIPTIONS = {
+    "inject": "Inject every pod template in a multi-document YAML manifest (or List) and write "
+              "the result to stdout; other documents pass through untouched, skip reasons go "
+              "to stderr. Namespace labels are ignored; opt-outs and hard skips are honoured.",
+    "check": "Say, per workload, whether it would be injected and why. With -f, from a "
+             "manifest (--namespace-label judges as the webhook would for a namespace with "
+             "those labels); without -f, from a live cluster.",
+}
+
+
 def register(subparsers: Any, name: str) -> None:
-    parser = subparsers.add_parser(name, description=__doc__.split("\n\n")[1 if name == "inject"
-                                                                           else 2])
+    parser = subparsers.add_parser(name, description=_DESCRIPTIONS[name])
     parser.add_argument("--config", metavar="FILE", help="mesh config YAML (default: built-in)")
     if name == "inject":
         parser.add_argument("-f", "--filename", required=True, metavar="FILE",
