@@ -17,6 +17,7 @@ the admin API, so nothing but those two paths is reachable from outside the pod.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from injector.annotations import PROMETHEUS_PORT, READINESS_PORT, PodOverrides
@@ -68,42 +69,57 @@ def http_connection_manager(*, stat_prefix: str, routes: list[Json]) -> Json:
     }
 
 
-def capture_listener(*, name: str, port: int, passthrough: Json, overrides: PodOverrides) -> Json:
-    """A capture listener: loop guard for its own port, ``passthrough`` as the default chain."""
+def capture_listener(
+    *,
+    name: str,
+    port: int,
+    passthrough: Json,
+    overrides: PodOverrides,
+    listener_filters: Sequence[Json] = (),
+    chains: Sequence[Json] = (),
+    options: Mapping[str, Any] | None = None,
+) -> Json:
+    """A capture listener: loop guard for its own port first, then ``chains`` (the L7 module's
+    HTTP chains, after its ``listener_filters``), then ``passthrough`` as the default chain."""
     listener: Json = {
         "name": name,
         "address": socket_address("0.0.0.0", port),
         "listener_filters": [{
             "name": "envoy.filters.listener.original_dst",
             "typed_config": {"@type": _T + "filters.listener.original_dst.v3.OriginalDst"},
-        }],
+        }, *listener_filters],
         "filter_chains": [{
             "name": f"{name}-loop-guard",
             "filter_chain_match": {"destination_port": port},
             "filters": [tcp_proxy(stat_prefix=f"{name}_loop", cluster=BLACKHOLE)],
-        }],
+        }, *chains],
         "default_filter_chain": {"name": f"{name}-passthrough", "filters": [passthrough]},
+        **(options or {}),
     }
     if overrides.capture.interception_mode == "TPROXY":
         listener["transparent"] = True
     return listener
 
 
-def outbound_listener(*, overrides: PodOverrides) -> Json:
+def outbound_listener(*, overrides: PodOverrides, **extras: Any) -> Json:
+    """``extras``: capture_listener's listener_filters, chains, options."""
     return capture_listener(
         name="outbound",
         port=overrides.capture.outbound_port,
         passthrough=tcp_proxy(stat_prefix="outbound", cluster=OUTBOUND_PASSTHROUGH),
         overrides=overrides,
+        **extras,
     )
 
 
-def inbound_listener(*, overrides: PodOverrides) -> Json:
+def inbound_listener(*, overrides: PodOverrides, **extras: Any) -> Json:
+    """``extras``: capture_listener's listener_filters, chains, options."""
     return capture_listener(
         name="inbound",
         port=overrides.capture.inbound_port,
         passthrough=tcp_proxy(stat_prefix="inbound", cluster=INBOUND_PASSTHROUGH),
         overrides=overrides,
+        **extras,
     )
 
 

@@ -173,3 +173,18 @@ def test_a_connection_straight_to_a_capture_port_hits_the_loop_guard(running_env
     assert int(counters["tcp.outbound_loop.downstream_cx_total"]) == 1
     assert int(counters["tcp.inbound_loop.downstream_cx_total"]) == 1
     assert int(counters["cluster.blackhole.upstream_cx_none_healthy"]) == 2
+
+
+def test_the_l7_module_can_add_chains_after_the_loop_guard_and_before_passthrough() -> None:
+    overrides = parse_overrides({}, config=CONFIG)
+    http_chain = {"name": "http", "filter_chain_match": {"application_protocols": ["http/1.1"]},
+                  "filters": []}
+    built = envoy.outbound_listener(
+        overrides=overrides, chains=[http_chain],
+        listener_filters=[{"name": "envoy.filters.listener.http_inspector"}],
+        options={"continue_on_listener_filters_timeout": True})
+    assert [c["name"] for c in built["filter_chains"]] == ["outbound-loop-guard", "http"]
+    assert [f["name"] for f in built["listener_filters"]] == [
+        "envoy.filters.listener.original_dst", "envoy.filters.listener.http_inspector"]
+    assert built["continue_on_listener_filters_timeout"] is True
+    assert built["default_filter_chain"]["name"] == "outbound-passthrough"

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import kubernetes_validate
 import pytest
 
 from injector import cli, workloads
@@ -160,3 +161,10 @@ def test_the_console_script_pipes_a_manifest_through() -> None:
     assert done.returncode == 0, done.stderr
     assert dump_documents(load_documents(done.stdout)) == done.stdout
     assert "mesh-proxy" in done.stdout
+
+
+@pytest.mark.parametrize("path", [*MANIFESTS, SAMPLE], ids=lambda p: p.name)
+def test_injected_hand_made_manifests_validate_against_kubernetes_1_33(path: Path) -> None:
+    injected, _ = inject_documents(load_documents(path.read_text()), config=CONFIG)
+    for doc in injected:
+        kubernetes_validate.validate(doc, "1.33", strict=True)

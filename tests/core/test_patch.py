@@ -222,3 +222,17 @@ def test_a_pod_with_2000_env_vars_injects_in_well_under_50_ms(native: bool) -> N
         inject_pod(p, config=config, namespace="shop")
         times.append(time.perf_counter() - start)
     assert min(times) < 0.050
+
+
+def test_our_container_names_are_reserved_even_without_a_status() -> None:
+    copied = inject(pod())
+    del copied["metadata"]["annotations"]["meshinject.io/status"]
+    result = inject_pod(copied, config=CONFIG, namespace="shop")
+    assert names(result.pod["spec"]["initContainers"]) == ["mesh-init", "mesh-proxy"]
+
+
+def test_an_unreadable_status_is_replaced_not_trusted() -> None:
+    broken = inject(pod())
+    broken["metadata"]["annotations"]["meshinject.io/status"] = "{not json"
+    result = inject_pod(broken, config=CONFIG, namespace="shop")
+    assert result.pod == inject(pod())
