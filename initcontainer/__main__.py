@@ -15,8 +15,8 @@ from collections.abc import Mapping, Sequence
 
 from initcontainer import netlink
 from initcontainer.config import VALUE_FLAGS, CaptureConfig, ConfigError, env_name, parse
-from initcontainer.iptables import ApplyError, apply, detect, remove
-from initcontainer.rules import Installed, NetInfo, RuleSets, render
+from initcontainer.iptables import Applied, ApplyError, Tools, apply, detect, remove
+from initcontainer.rules import Installed, NetInfo, RuleSets, families, render
 
 USAGE = (
     "usage: meshinject-init [--dry-run] [--cleanup] "
@@ -44,6 +44,33 @@ def _tproxy_versions(before: Mapping[int, Installed]) -> set[int]:
     return {v for v, inst in before.items() if any(t == "mangle" for t, _ in inst.chains)}
 
 
+def _cleanup(tools: Tools) -> str:
+    found = remove(tools)
+    routed = _tproxy_versions(found)
+    if routed:
+        netlink.remove_tproxy_routing(routed)
+    count = sum(len(i.chains) for i in found.values())
+    return f"removed {count} chains and their jumps ({tools.backend} backend)"
+
+
+def _install(tools: Tools, config: CaptureConfig, net: NetInfo) -> Applied:
+    """The rules, and in TPROXY mode the policy routing, set up in a forked child meanwhile."""
+    routing = None
+    if config.interception_mode == "TPROXY":
+        v4, v6 = families(net)
+        versions = {v for v, wanted in ((4, v4), (6, v6)) if wanted}
+        routing = netlink.fork(netlink.ensure_tproxy_routing, versions)
+    try:
+        applied = apply(tools, config, net)
+    finally:
+        if routing is not None:
+            routing.wait()
+    stale_routing = _tproxy_versions(applied.before)
+    if config.interception_mode != "TPROXY" and stale_routing:
+        netlink.remove_tproxy_routing(stale_routing)
+    return applied
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if any(a in ("-h", "--help") for a in args):
@@ -65,20 +92,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         tools = detect(options.backend)
         if options.cleanup:
-            found = remove(tools)
-            routed = _tproxy_versions(found)
-            if routed:
-                netlink.remove_tproxy_routing(routed)
-            count = sum(len(i.chains) for i in found.values())
-            log(f"removed {count} chains and their jumps ({tools.backend} backend)")
+            log(_cleanup(tools))
             return 0
-        applied = apply(tools, config, net)
-        versions = {v for v, t in ((4, applied.sets.ipv4), (6, applied.sets.ipv6)) if t}
-        stale_routing = _tproxy_versions(applied.before)
-        if config.interception_mode == "TPROXY":
-            netlink.ensure_tproxy_routing(versions)
-        elif stale_routing:
-            netlink.remove_tproxy_routing(stale_routing)
+        applied = _install(tools, config, net)
     except ApplyError as err:
         log(f"failed: {err}")
         return 1

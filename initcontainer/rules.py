@@ -274,7 +274,7 @@ def _family_text(config: CaptureConfig, fam: _Family, installed: Installed) -> s
     return "\n".join(lines) + "\n"
 
 
-def _families(net: NetInfo) -> tuple[bool, bool]:
+def families(net: NetInfo) -> tuple[bool, bool]:
     """IPv6 only where the pod has it; IPv4 unless the pod is IPv6-only (fail closed)."""
     return bool(net.ipv4) or not net.ipv6, bool(net.ipv6)
 
@@ -284,7 +284,7 @@ def render(
 ) -> RuleSets:
     """The restore text per family; ``installed`` (by IP version) is what the namespace holds."""
     have = installed or {}
-    v4, v6 = _families(net)
+    v4, v6 = families(net)
     return RuleSets(
         ipv4=_family_text(config, _V4, have.get(4, NOTHING)) if v4 else None,
         ipv6=_family_text(config, _V6, have.get(6, NOTHING)) if v6 else None,
