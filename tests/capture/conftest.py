@@ -46,6 +46,9 @@ def make_netns(netns_ok: None) -> Iterator[Callable[[str], netns.Netns]]:
     yield make
     for ns in reversed(created):
         netns.delete(ns)
+    listing = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False)
+    left = {line.split()[0] for line in listing.stdout.splitlines() if line.strip()}
+    assert not left & {ns.name for ns in created}, f"namespaces left behind: {left}"
 
 
 @pytest.fixture
