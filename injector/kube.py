@@ -185,6 +185,15 @@ class Kube:
         found = self._call(f"list pods in {namespace}", self.core.list_namespaced_pod, namespace)
         return list(found.get("items") or [])
 
+    def list_all_pods(self, *, label_selector: str) -> list[Obj]:
+        """Pods in every namespace carrying a label (the object-selector opt-ins)."""
+        found = self._call(
+            f"list pods with {label_selector}",
+            self.core.list_pod_for_all_namespaces,
+            label_selector=label_selector,
+        )
+        return list(found.get("items") or [])
+
     def pod_proxy_get(self, namespace: str, pod: str, *, port: int, path: str) -> str:
         """GET through the API server's pod proxy (needs ``pods/proxy`` get): how inspect reads
         a proxy's Prometheus stats without a port-forward."""

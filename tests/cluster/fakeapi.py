@@ -37,6 +37,7 @@ TOKEN = "fake-token"
 _NAMESPACED = re.compile(
     r"^/api/v1/namespaces/(?P<ns>[^/]+)/(?P<res>[a-z]+)(?:/(?P<name>[^/]+))?(?P<rest>/.*)?$"
 )
+_ALL_PODS = re.compile(r"^/api/v1/pods$")
 _NAMESPACES = re.compile(r"^/api/v1/namespaces(?:/(?P<name>[^/]+))?$")
 _WEBHOOKS = re.compile(
     r"^/apis/admissionregistration\.k8s\.io/v1/mutatingwebhookconfigurations(?:/(?P<name>[^/]+))?$"
@@ -144,6 +145,8 @@ class FakeApi:
             res, ns, name, rest = m["res"], m["ns"], m["name"], m["rest"]
             if res == "pods" and rest and rest.startswith("/proxy"):
                 return self._proxy(ns, name or "", rest)
+        elif _ALL_PODS.match(path):
+            res, ns, name = "pods", "", None
         elif m := _NAMESPACES.match(path):
             res, ns, name = "namespaces", "", m["name"]
         elif m := _WEBHOOKS.match(path):

@@ -1,0 +1,141 @@
+"""``meshinject inspect`` and live ``check`` against a seeded fake cluster; outputs are goldens
+(tests/golden/cluster/), which the README quotes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from injector import cli
+from injector.cmd_inspect import summarize_stats
+from tests.cluster.fakeapi import Running
+from tests.cluster.livecluster import STATS, seed
+
+Golden = Callable[[str, str], None]
+
+
+def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = cli.main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture
+def cluster(fake: Running, tmp_path: Path) -> Running:
+    seed(fake, tmp_path)
+    return fake
+
+
+def test_inspect_lists_every_pod_of_mesh_enabled_namespaces_and_label_opt_ins(
+    cluster: Running, capsys: pytest.CaptureFixture[str], golden: Golden
+) -> None:
+    code, out, _ = _run(capsys, "inspect", "-A", "--kubeconfig", cluster.kubeconfig)
+    golden("cluster/inspect_all.txt", out)
+    assert code == 1  # a pod is missing its proxy
+    rows = {line.split()[1]: line.split() for line in out.splitlines()[1:] if line.count(" ") > 6}
+    assert rows["web-6d4b9-x2x9q"][2:] == ["yes", "ready", "native", "REDIRECT", "0", "current"]
+    assert rows["cart-5f7c8-k8d2m"][2:] == [
+        "yes",
+        "NOT",
+        "READY",
+        "native",
+        "TPROXY",
+        "3",
+        "current",
+    ]
+    assert rows["payments-7b5d-qq7zn"][-1] == "STALE"
+    assert rows["reports-68f9-bx4lp"][2] == "MISSING"
+    assert rows["batch-0"][2] == "no" and rows["node-agent-9zz"][2] == "no"
+    assert rows["canary-1"][2] == "yes" and "plain-1" not in rows
+
+
+def test_inspect_of_one_pod_shows_its_settings_and_live_proxy_stats(
+    cluster: Running, capsys: pytest.CaptureFixture[str], golden: Golden
+) -> None:
+    code, out, _ = _run(
+        capsys, "inspect", "-n", "shop", "web-6d4b9-x2x9q", "--kubeconfig", cluster.kubeconfig
+    )
+    golden("cluster/inspect_pod.txt", out)
+    assert code == 0
+    assert "inbound-passthrough     connections 1204" in out
+    assert ("GET", "/api/v1/namespaces/shop/pods/web-6d4b9-x2x9q:15090/proxy/stats/prometheus") in (
+        cluster.api.requests
+    )
+
+
+def test_inspect_of_a_pod_whose_proxy_cannot_be_reached_says_so(
+    cluster: Running, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = _run(
+        capsys, "inspect", "-n", "shop", "cart-5f7c8-k8d2m", "--kubeconfig", cluster.kubeconfig
+    )
+    assert code == 1 and "unavailable: " in out and "HTTP 503" in out
+
+
+def test_check_of_a_namespace_explains_each_pod_and_the_webhook(
+    cluster: Running, capsys: pytest.CaptureFixture[str], golden: Golden
+) -> None:
+    code, out, _ = _run(capsys, "check", "-n", "shop", "--kubeconfig", cluster.kubeconfig)
+    golden("cluster/check_namespace.txt", out)
+    assert code == 1
+    assert "serving certificate (secret meshinject-system/meshinject-certs) verifies" in out
+    assert "injector: 2/2 pods ready in meshinject-system" in out
+
+
+def test_check_of_a_pod_missing_its_proxy_says_to_recreate_it(
+    cluster: Running, capsys: pytest.CaptureFixture[str], golden: Golden
+) -> None:
+    code, out, _ = _run(
+        capsys, "check", "reports-68f9-bx4lp", "-n", "shop", "--kubeconfig", cluster.kubeconfig
+    )
+    golden("cluster/check_missing.txt", out)
+    assert code == 1 and "NOT injected, but it should be" in out
+
+
+def test_check_of_an_annotation_opt_in_says_the_webhook_selects_by_label(
+    cluster: Running, capsys: pytest.CaptureFixture[str], golden: Golden
+) -> None:
+    code, out, _ = _run(
+        capsys, "check", "annotated-1", "-n", "legacy", "--kubeconfig", cluster.kubeconfig
+    )
+    golden("cluster/check_annotation.txt", out)
+    assert "no entry selects this pod" in out and "use label meshinject.io/inject=true" in out
+    assert code == 1
+
+
+def test_check_of_an_opted_out_pod_passes(
+    cluster: Running, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = _run(
+        capsys, "check", "batch-0", "-n", "shop", "--kubeconfig", cluster.kubeconfig
+    )
+    assert code == 0
+    assert "the pod opts out with label meshinject.io/inject=false" in out
+
+
+def test_check_reports_a_webhook_whose_ca_bundle_is_missing(
+    cluster: Running, capsys: pytest.CaptureFixture[str]
+) -> None:
+    hook = cluster.api.get("mutatingwebhookconfigurations", "", "meshinject")
+    assert hook is not None
+    del hook["webhooks"][1]["clientConfig"]["caBundle"]
+    cluster.api.put(hook)
+    code, out, _ = _run(
+        capsys, "check", "web-6d4b9-x2x9q", "-n", "shop", "--kubeconfig", cluster.kubeconfig
+    )
+    assert code == 1 and "caBundle is empty" in out
+
+
+def test_check_without_a_cluster_exits_2_with_the_reason(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = _run(capsys, "check", "-n", "shop", "--kubeconfig", str(tmp_path / "none"))
+    assert code == 2 and "cannot load Kubernetes credentials" in err
+
+
+def test_stats_summary_skips_zero_counters() -> None:
+    text = "\n".join(summarize_stats(STATS))
+    assert "blackhole" not in text and "connect failures 2" in text
+    assert "uptime 3605 s, 12.4 MiB allocated" in text
