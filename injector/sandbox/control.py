@@ -1,0 +1,155 @@
+"""What ``sandbox up``/``down``/``status``/``logs`` and the demo do, apart from printing.
+
+``up`` writes the plan, forks the supervisor (its own session: it outlives the CLI) and waits
+until every pod is ready, failing fast, with the container's last log lines, when a container
+cannot start. ``down`` works from the state directory alone: it stops the supervisor (checking
+the recorded start time, so a recycled pid is never signalled), kills any container it recorded,
+deletes every journaled namespace and hosts directory, and removes the directory only when
+nothing is left; so it cleans up after a crashed or killed ``up`` as well as a running sandbox.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from injector.sandbox import network, nsnet
+from injector.sandbox.errors import SandboxError
+from injector.sandbox.model import ContainerPlan, PodPlan, SandboxPlan
+from injector.sandbox.state import StateDir, same_process
+
+READINESS = (15021, "/healthz/ready")
+
+
+def tail(state: StateDir, pod: str, container: str, lines: int = 8) -> str:
+    try:
+        text = state.log_path(pod, container).read_text(errors="replace")
+    except OSError:
+        return ""
+    shown = (ln if len(ln) <= 240 else ln[:240] + " ..." for ln in text.splitlines()[-lines:])
+    return "\n".join("    | " + line for line in shown)
+
+
+def _problem(state: StateDir, pod: PodPlan, info: dict[str, Any]) -> str | None:
+    """Why a pod will not come up, or None while it still may."""
+    if str(info.get("phase", "")).startswith("Failed"):
+        return f"pod {pod.key}: {info['phase'][8:]}"
+    for name, c in (info.get("containers") or {}).items():
+        crashed = c["state"] == "terminated" and c["exit_code"] not in (0, None)
+        if crashed and (c["role"] == "init" or c["restarts"] >= 2):
+            return (f"pod {pod.key}: container {name} exited with code {c['exit_code']}"
+                    f" (restarts: {c['restarts']}); its log ends:\n{tail(state, pod.key, name)}")
+    return None
+
+
+def pod_ready(pod: PodPlan, info: dict[str, Any]) -> bool:
+    if info.get("phase") != "Running":
+        return False
+    containers = info.get("containers") or {}
+    for c in pod.containers:
+        got = containers.get(c.name) or {}
+        if c.role == "sidecar" and not (got.get("state") == "running" and got.get("started")):
+            return False
+        if c.role == "app" and got.get("state") not in ("running", "completed"):
+            return False
+        if c.role == "app" and got.get("state") == "running" and not _app_ready(c, info):
+            return False
+    return True
+
+
+def _app_ready(c: ContainerPlan, info: dict[str, Any]) -> bool:
+    """Its readiness probe passes or, without one, its declared ports accept connections."""
+    ns, probe = info.get("netns", ""), c.readiness_probe
+    if probe is not None:
+        return nsnet.probe(ns, kind=probe.kind, port=probe.port, path=probe.path)
+    return all(nsnet.probe(ns, kind="tcp", port=port) for port in c.ports)
+
+
+def start(state: StateDir, plan: SandboxPlan) -> int:
+    """Write the plan and fork the supervisor; returns its pid."""
+    if state.exists():
+        raise SandboxError(
+            f"a sandbox already lives in {state.root}: run `meshinject sandbox down` first "
+            "(or choose another --state-dir)"
+        )
+    state.create(plan)
+    with open(state.root / "supervisor.log", "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "injector.sandbox.supervisor", str(state.root)],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    state.record_owner(proc.pid)
+    return proc.pid
+
+
+def wait_ready(
+    state: StateDir, plan: SandboxPlan, *, supervisor: int, timeout: float = 60,
+    progress: Callable[[int, int], None] | None = None,
+) -> None:
+    """Block until every pod is ready; SandboxError (with the reason) otherwise."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status = state.status()
+        if status.get("phase") == "failed":
+            raise SandboxError(f"the sandbox failed to start: {status.get('error')}")
+        pods = status.get("pods") or {}
+        ready = 0
+        for pod in plan.pods:
+            info = pods.get(pod.key) or {}
+            if (why := _problem(state, pod, info)) is not None:
+                raise SandboxError(why)
+            ready += pod_ready(pod, info)
+        if progress is not None:
+            progress(ready, len(plan.pods))
+        if ready == len(plan.pods):
+            return
+        if not same_process(supervisor, None):
+            raise SandboxError(f"the supervisor exited; see {state.root / 'supervisor.log'}")
+        if time.monotonic() > deadline:
+            raise SandboxError(
+                f"pods not ready after {timeout:.0f}s: see `meshinject sandbox status`"
+            )
+        time.sleep(0.1)
+
+
+def _killpg(pid: int, started: int | None) -> None:
+    if same_process(pid, started):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+
+
+def down(state: StateDir, *, timeout: float = 15) -> list[str]:
+    """Remove everything the sandbox in ``state`` made; returns what could not be removed."""
+    owner = state.owner()
+    if owner is not None and same_process(*owner):
+        os.kill(owner[0], signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while same_process(*owner) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if same_process(*owner):
+            os.kill(owner[0], signal.SIGKILL)
+    for info in (state.status().get("pods") or {}).values():
+        for c in (info.get("containers") or {}).values():
+            if c.get("pid"):
+                _killpg(int(c["pid"]), c.get("pid_start"))
+    network.teardown(state)
+    left = network.leftovers(state)
+    if not left:
+        state.remove()
+    return left
+
+
+def readiness(namespace: str) -> str:
+    """The proxy's readiness as ``status`` shows it: ready, not ready, or down."""
+    try:
+        code, _ = nsnet.http_get(namespace, READINESS[0], READINESS[1], timeout=1)
+    except OSError:
+        return "down"
+    return "ready" if code == 200 else f"not ready ({code})"

@@ -1,0 +1,162 @@
+"""``meshinject demo``: the whole mission in one command, then everything removed again.
+
+Three small services (:mod:`injector.sandbox.demo_manifest`) are injected and run in the sandbox;
+a bounded stream of requests goes from the node to the frontend's Service; then, per pod, what
+its Envoy saw (requests in and out, by destination and response code, retries) and what the app
+saw (its own log: plain requests from 127.0.0.6, no proxy settings), and a one-paragraph summary.
+Everything is torn down at the end, also on Ctrl-C, SIGTERM or any failure.
+"""
+
+from __future__ import annotations
+
+import signal
+import tempfile
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from types import FrameType
+
+from injector.sandbox import control, demo_manifest, network, nsnet, stats
+from injector.sandbox.model import SandboxPlan
+from injector.sandbox.plan import build_plan
+from injector.sandbox.progress import Progress, bar
+from injector.sandbox.state import StateDir
+from injector.settings import MeshConfig
+
+WORKERS = 8
+
+
+def request(node: str, address: str, *, host: str, timeout: float = 5) -> int:
+    """One GET from the node namespace; the status, or 599 when no answer came."""
+    try:
+        code, _ = nsnet.http_get(node, 80, "/", host=address, timeout=timeout, header_host=host)
+    except OSError:
+        return 599
+    return code
+
+
+def send(node: str, address: str, *, host: str, count: int, seconds: float,
+         progress: Progress) -> tuple[Counter[str], float]:
+    """``count`` requests spread evenly over ``seconds`` by a few workers; codes and duration."""
+    results: Counter[str] = Counter()
+    lock, next_index = threading.Lock(), iter(range(count))
+    start = time.monotonic()
+
+    def work() -> None:
+        while True:
+            with lock:
+                i = next(next_index, None)
+            if i is None:
+                return
+            time.sleep(max(0.0, start + i * seconds / count - time.monotonic()))
+            code = request(node, address, host=host)
+            with lock:
+                results[str(code)] += 1
+
+    workers = [threading.Thread(target=work, daemon=True) for _ in range(WORKERS)]
+    for worker in workers:
+        worker.start()
+    while any(w.is_alive() for w in workers):
+        done = sum(results.values())
+        progress.update(f"{bar(done / count)} {done}/{count}  {stats.codes(results)}")
+        time.sleep(0.1)
+    return results, time.monotonic() - start
+
+
+def app_log(state: StateDir, pod: str, container: str) -> tuple[Counter[str], Counter[str]]:
+    """From the app's own log: requests by peer address, and by status."""
+    peers: Counter[str] = Counter()
+    statuses: Counter[str] = Counter()
+    path = state.log_path(pod, container)
+    for line in path.read_text(errors="replace").splitlines() if path.exists() else []:
+        parts = line.split()
+        if len(parts) == 5 and parts[3] == "->":
+            peers[parts[0]] += 1
+            statuses[parts[4]] += 1
+    return peers, statuses
+
+
+def _settle(plan: SandboxPlan, state: StateDir, sent: int) -> None:
+    """Envoy flushes access logs each second: wait until the frontend's proxy logged them all."""
+    deadline = time.monotonic() + 3
+    entry = plan.pods[0].key
+    while time.monotonic() < deadline:
+        text = state.log_path(entry, "mesh-proxy").read_text(errors="replace")
+        if sum(e.get("direction") == "inbound" for e in stats.access_entries(text)) >= sent:
+            return
+        time.sleep(0.2)
+
+
+def report(plan: SandboxPlan, state: StateDir, namespaces: dict[str, str]) -> list[str]:
+    """Per pod: what its proxy carried and what its app saw. Returns summary facts."""
+    print("\nwhat each pod's proxy carried (Envoy's own counters and access log):")
+    flaky_attempts, retried = 0, 0
+    for pod in plan.pods:
+        log = state.log_path(pod.key, "mesh-proxy").read_text(errors="replace")
+        traffic = stats.summarize(stats.fetch(namespaces[pod.key]), stats.access_entries(log))
+        inbound = sum(traffic.requests_in.values())
+        print(f"  {pod.name:<11} in : {inbound:>4} requests   {stats.codes(traffic.requests_in)}"
+              f"   ({traffic.connections_in} connections via :15006)")
+        for authority, got in sorted(traffic.requests_out.items()):
+            tries = traffic.attempts_out[authority]
+            extra = f", {tries} attempts ({tries - sum(got.values())} retried)" if tries > sum(
+                got.values()) else ""
+            print(f"  {'':<11} out: {sum(got.values()):>4} requests   {stats.codes(got)}"
+                  f"   -> {authority}{extra}")
+            retried += tries - sum(got.values())
+        if pod.name.startswith(demo_manifest.FLAKY):
+            flaky_attempts = inbound
+    print("\nwhat the apps saw (their own logs; they run stdlib http.server, unchanged):")
+    for pod in plan.pods:
+        app = next(c for c in pod.containers if c.role == "app")
+        peers, statuses = app_log(state, pod.key, app.name)
+        print(f"  {pod.name:<11} {sum(peers.values()):>4} requests from {', '.join(peers) or '-'}"
+              f"   answered {stats.codes(statuses)};  uid {app.uid}, no proxy settings")
+    return [str(flaky_attempts), str(retried)]
+
+
+def run(*, requests: int = 300, seconds: float = 10, state_dir: str | None = None) -> int:
+    """The demo, start to finish; always tears down. Exit code 0 when every request got a 200."""
+    started = time.monotonic()
+
+    def on_term(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    root = Path(state_dir or tempfile.mkdtemp(prefix="meshinject-demo-", dir="/run"))
+    state = StateDir(root)
+    plan = build_plan(demo_manifest.documents(), config=MeshConfig(), namespace="demo")
+    print("meshinject demo: three unmodified HTTP services, injected and run in network namespaces")
+    flaky = demo_manifest.FLAKY
+    print(f"  frontend -> catalog, {flaky}   ({flaky} answers 503 to every "
+          f"{demo_manifest.FAIL_EVERY}th request; the frontend's pod asks its proxy to retry 5xx)")
+    ok = False
+    try:
+        pid = control.start(state, plan)
+        boot = Progress(f"starting {len(plan.pods)} pods (mesh-init, Envoy as uid 1337, app)")
+        control.wait_ready(state, plan, supervisor=pid, timeout=45,
+                           progress=lambda r, t: boot.update(f"{r}/{t} ready"))
+        boot.done(f"{len(plan.pods)}/{len(plan.pods)} ready")
+        owner = int(state.status()["owner"])
+        namespaces = {p.key: p.netns(owner) for p in plan.pods}
+        entry = next(s for s in plan.services if s.name == demo_manifest.ENTRY)
+        host = f"{entry.name}.{entry.namespace}"
+        load = Progress(f"traffic to http://{host}/")
+        results, took = send(network.node_name(owner), str(entry.vip), host=host, count=requests,
+                             seconds=seconds, progress=load)
+        load.done(f"{requests} requests in {took:.1f}s: {stats.codes(results)}")
+        _settle(plan, state, requests)
+        flaky, retried = report(plan, state, namespaces)
+        good = results.get("200", 0)
+        ok = good == requests
+        print(f"\nsummary: {good}/{requests} requests succeeded; {demo_manifest.FLAKY} failed "
+              f"{int(retried)} of {flaky} calls, and the frontend's proxy retried every one.")
+        print("  Every connection in and out of every pod went through its Envoy; no app changed.")
+    finally:
+        cleanup = time.monotonic()
+        left = control.down(state)
+        print(f"removed everything ({time.monotonic() - cleanup:.1f}s); "
+              f"demo took {time.monotonic() - started:.1f}s"
+              + (f"; could not remove: {', '.join(left)}" if left else ""))
+    return 0 if ok else 1
