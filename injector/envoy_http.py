@@ -65,6 +65,29 @@ def cluster_name(direction: Direction) -> str:
     return f"{direction}_http"
 
 
+def proxy_args(policy: TrafficPolicy) -> list[str]:
+    """Envoy flags the policy needs: the drain window the preStop hook starts (closing idle
+    keep-alive connections at once, so peers reconnect elsewhere), and access logs flushed each
+    second rather than Envoy's default ten."""
+    return ["--drain-time-s", str(policy.drain_seconds), "--drain-strategy", "immediate",
+            "--file-flush-interval-msec", "1000"]
+
+
+def prestop_command(policy: TrafficPolicy, *, admin_port: int = 15000) -> list[str]:
+    """The mesh-proxy's preStop: start Envoy's graceful drain of the inbound listener (the app's
+    own outbound calls keep working meanwhile), then hold termination for the drain time. Envoy exits at once on SIGTERM, so the kubelet's SIGTERM must come only after
+    in-flight requests finished and peers stopped sending here. The admin API wants a POST and
+    the envoyproxy/envoy image (Ubuntu) has bash but no curl: bash's /dev/tcp sends it
+    (HTTP/1.1: the admin answers HTTP/1.0 with 426)."""
+    request = ("POST /drain_listeners?graceful&inboundonly HTTP/1.1\\r\\nHost: admin\\r\\n"
+               "Content-Length: 0\\r\\nConnection: close\\r\\n\\r\\n")
+    script = (
+        f"exec 3<>/dev/tcp/127.0.0.1/{admin_port} && printf '{request}' >&3 && cat <&3 >/dev/null"
+        f"; sleep {policy.drain_seconds}"
+    )
+    return ["/bin/bash", "-c", script]
+
+
 def detection_listener_filter(policy: TrafficPolicy) -> JSON:
     """The http_inspector, disabled on opaque ports so it never waits for a client that won't
     speak first. Goes after the original_dst filter, which restores the port it matches on."""

@@ -1,4 +1,4 @@
-"""Fixtures for the real-Envoy tests: two meshed pods, gone when the test ends, pass or fail."""
+"""Fixtures for the real-Envoy tests: meshed pods, gone when the test ends, pass or fail."""
 
 from __future__ import annotations
 
@@ -12,14 +12,14 @@ import pytest
 
 from injector import netns
 from tests.proxy.envoy_bin import need_envoy
-from tests.proxy.mesh import CLIENT_IP, SERVER_IP, Mesh, Pod
+from tests.proxy.mesh import CLIENT_IP, SERVER_IP, Lab, Mesh
 
 
 @pytest.fixture(scope="session")
 def can_mesh() -> None:
     if os.geteuid() != 0:
         pytest.skip("needs root")
-    for tool in ("ip", "setpriv", "curl", "iptables-restore"):
+    for tool in ("ip", "setpriv", "curl", "iptables-restore", "bash"):
         if shutil.which(tool) is None:
             pytest.skip(f"needs {tool}")
     need_envoy()
@@ -27,7 +27,8 @@ def can_mesh() -> None:
 
 
 @pytest.fixture
-def mesh(can_mesh: None, tmp_path: Path) -> Iterator[Mesh]:
+def lab(can_mesh: None, tmp_path: Path) -> Iterator[Lab]:
+    """Namespaces and processes for one test; all stopped and deleted at teardown."""
     created: list[netns.Netns] = []
     started: list[subprocess.Popen[bytes]] = []
 
@@ -37,15 +38,17 @@ def mesh(can_mesh: None, tmp_path: Path) -> Iterator[Mesh]:
         return proc
 
     try:
-        client_ns = netns.create("l7cli")
-        created.append(client_ns)
-        server_ns = netns.create("l7srv")
-        created.append(server_ns)
-        netns.veth(client_ns, server_ns, a_addr=f"{CLIENT_IP}/24", b_addr=f"{SERVER_IP}/24")
-        yield Mesh(Pod(client_ns, CLIENT_IP, spawn, tmp_path),
-                   Pod(server_ns, SERVER_IP, spawn, tmp_path))
+        yield Lab(created, spawn, tmp_path)
     finally:
         for proc in reversed(started):
             netns.stop(proc)
         for ns in reversed(created):
             netns.delete(ns)
+
+
+@pytest.fixture
+def mesh(lab: Lab) -> Mesh:
+    """A client pod (198.18.5.1) and a server pod (198.18.5.2) joined by a veth."""
+    client, server = lab.pod("l7cli", CLIENT_IP), lab.pod("l7srv", SERVER_IP)
+    netns.veth(client.ns, server.ns, a_addr=f"{CLIENT_IP}/24", b_addr=f"{SERVER_IP}/24")
+    return Mesh(client, server)

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from initcontainer.config import CaptureConfig, PortRange, to_args
-from injector import netns
+from injector import envoy_http, netns
+from injector.traffic_policy import TrafficPolicy
 
 CLIENT_IP = "198.18.5.1"
 SERVER_IP = "198.18.5.2"
@@ -52,6 +53,8 @@ class Pod:
     def start_proxy(self, bootstrap: dict[str, Any], *, extra: Sequence[str] = ()) -> None:
         cmd = [envoy_path(), "--config-yaml", json.dumps(bootstrap), "--disable-hot-restart",
                "-l", "warning", "--concurrency", "1", *extra]
+        if "--drain-time-s" not in extra:
+            cmd += envoy_http.proxy_args(TrafficPolicy())
         self.proxy = self.spawn(self.ns, cmd, uid=1337, gid=1337,
                                 log_path=str(self.logdir / f"envoy-{self.ns.name}.log"))
         deadline = time.monotonic() + 15
@@ -91,6 +94,23 @@ class Pod:
         out = self.ns.run(cmd, timeout=timeout).stdout
         result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
         return result
+
+
+@dataclass
+class Lab:
+    """What one test created: namespaces (deleted at teardown) and a process starter."""
+
+    created: list[netns.Netns]
+    spawn: Spawn
+    logdir: Path
+
+    def ns(self, role: str) -> netns.Netns:
+        ns = netns.create(role)
+        self.created.append(ns)
+        return ns
+
+    def pod(self, role: str, ip: str) -> Pod:
+        return Pod(self.ns(role), ip, self.spawn, self.logdir)
 
 
 @dataclass

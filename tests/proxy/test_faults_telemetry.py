@@ -1,0 +1,102 @@
+"""Inbound fault injection, protocol detection (server-first protocols), stats and access logs,
+through two real proxies and real capture."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+
+import pytest
+
+from injector import traffic_policy as tp
+from tests.proxy.mesh import PY, SERVER_IP, Mesh
+from tests.proxy.test_resilience import boot
+
+pytestmark = [pytest.mark.netns, pytest.mark.envoy, pytest.mark.slow]
+
+BANNER_CLIENT = (
+    "import socket,sys,time\n"
+    "t=time.monotonic(); s=socket.create_connection((sys.argv[1],int(sys.argv[2])),5)\n"
+    "s.settimeout(5); first=s.recv(100); waited=time.monotonic()-t\n"
+    "s.sendall(b'hi\\n'); echo=s.recv(100)\n"
+    "print(waited); print(first.decode().strip()); print(echo.decode().strip())\n"
+)
+
+
+def test_abort_50_percent_over_1000_requests_is_within_statistical_bounds(mesh: Mesh) -> None:
+    mesh.start(boot(), boot(**{tp.FAULT_ABORT: "503@50"}))
+    mesh.server.start_upstream(8080)
+    n = 1000
+    result = mesh.client.load(SERVER_IP, 8080, "--requests", str(n), "--concurrency", "4")
+    aborted = result["outcomes"].get("503", 0)
+    assert aborted + result["outcomes"].get("200", 0) == n
+    bound = 5 * math.sqrt(n * 0.5 * 0.5)  # five standard deviations: 1 in 1.7 million flakes
+    assert abs(aborted - n / 2) <= bound, aborted
+    injected = mesh.server.stats("http.inbound_http.fault.aborts_injected")
+    assert injected == {"http.inbound_http.fault.aborts_injected": aborted}
+
+
+def test_a_delay_fault_slows_the_chosen_requests(mesh: Mesh) -> None:
+    mesh.start(boot(), boot(**{tp.FAULT_DELAY: "150ms@100"}))
+    mesh.server.start_upstream(8080)
+    result = mesh.client.load(SERVER_IP, 8080, "--requests", "5")
+    assert result["outcomes"] == {"200": 5}
+    assert result["p50"] >= 0.15
+
+
+def banner(mesh: Mesh, port: int) -> tuple[float, str, str]:
+    out = mesh.client.ns.run([PY, "-c", BANNER_CLIENT, SERVER_IP, str(port)]).stdout.split("\n")
+    return float(out[0]), out[1], out[2]
+
+
+def test_a_server_first_protocol_on_an_opaque_port_answers_immediately(mesh: Mesh) -> None:
+    mesh.start(boot(), boot())
+    mesh.server.start_upstream(3306, "--banner")
+    waited, first, echo = banner(mesh, 3306)
+    assert first.startswith("220 hello") and echo == "echo hi"
+    assert waited < 0.2, waited
+    tcp = mesh.client.stats("cluster.outbound_passthrough.upstream_cx_total")
+    assert tcp["cluster.outbound_passthrough.upstream_cx_total"] == 1
+
+
+def test_a_server_first_protocol_elsewhere_works_after_the_detection_timeout(
+    mesh: Mesh,
+) -> None:
+    quick = {tp.PROTOCOL_DETECTION_TIMEOUT: "300ms"}
+    mesh.start(boot(**quick), boot(**quick))
+    mesh.server.start_upstream(7000, "--banner")
+    waited, first, echo = banner(mesh, 7000)
+    assert first.startswith("220 hello") and echo == "echo hi"
+    assert 0.25 <= waited < 1.5, waited  # each proxy waits once for the client to speak
+
+
+def test_http_stats_have_clear_prefixes_and_access_logs_are_json_lines(mesh: Mesh) -> None:
+    mesh.start(boot(), boot())
+    mesh.server.start_upstream(8080, "--body-bytes", "1024")
+    assert mesh.client.load(SERVER_IP, 8080, "--requests", "20")["outcomes"] == {"200": 20}
+    prom = mesh.client.admin("/stats/prometheus")
+    for metric in ("envoy_http_downstream_rq_xx{envoy_response_code_class=\"2\","
+                   "envoy_http_conn_manager_prefix=\"outbound_http\"} 20",
+                   "envoy_cluster_upstream_rq_retry{envoy_cluster_name=\"outbound_http\"}",
+                   "envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name=\"outbound_http\"",
+                   "envoy_cluster_upstream_cx_rx_bytes_total{envoy_cluster_name=\"outbound_http\"}",
+                   "envoy_cluster_outlier_detection_ejections_enforced_total{"
+                   "envoy_cluster_name=\"outbound_http\"}"):
+        assert metric in prom, metric
+    inbound = mesh.server.stats("http.inbound_http.downstream_rq_2xx")
+    assert inbound == {"http.inbound_http.downstream_rq_2xx": 20}
+    time.sleep(1.2)  # the stdout logger flushes on a timer
+    lines = [json.loads(line) for line in mesh.client.log().splitlines() if line.startswith("{")]
+    assert len(lines) == 20, mesh.client.log()[:3000]
+    assert lines[0]["direction"] == "outbound" and lines[0]["response_code"] == 200
+    assert lines[0]["upstream_host"] == f"{SERVER_IP}:8080" and lines[0]["bytes_sent"] == 1024
+
+
+def test_access_logs_are_off_by_annotation(mesh: Mesh) -> None:
+    off = boot(**{tp.ACCESS_LOG: "off"})
+    mesh.start(off, off)
+    mesh.server.start_upstream(8080)
+    assert mesh.client.load(SERVER_IP, 8080, "--requests", "5")["outcomes"] == {"200": 5}
+    time.sleep(1.2)
+    assert not [line for line in mesh.client.log().splitlines() if line.startswith("{")]
