@@ -74,11 +74,15 @@ def proxy_args(policy: TrafficPolicy) -> list[str]:
 
 
 def prestop_command(policy: TrafficPolicy, *, admin_port: int = 15000) -> list[str]:
-    """The mesh-proxy's preStop: start Envoy's graceful drain of the inbound listener (the app's
-    own outbound calls keep working meanwhile), then hold termination for the drain time. Envoy exits at once on SIGTERM, so the kubelet's SIGTERM must come only after
-    in-flight requests finished and peers stopped sending here. The admin API wants a POST and
-    the envoyproxy/envoy image (Ubuntu) has bash but no curl: bash's /dev/tcp sends it
-    (HTTP/1.1: the admin answers HTTP/1.0 with 426)."""
+    """The mesh-proxy's preStop: start Envoy's graceful drain of the inbound listener, then hold
+    termination for the drain time.
+
+    Envoy exits at once on SIGTERM, so the kubelet's SIGTERM must come only after in-flight
+    requests finished and peers stopped sending here. During the drain the listener still
+    accepts (endpoint removal takes a moment to reach every node) but answers each request with
+    ``Connection: close``, so pooled connections move to other endpoints; the app's own outbound
+    calls keep working. The admin API wants a POST (HTTP/1.1: it answers 1.0 with 426), and the
+    envoyproxy/envoy image (Ubuntu) has bash but no curl: bash's /dev/tcp sends it."""
     request = ("POST /drain_listeners?graceful&inboundonly HTTP/1.1\\r\\nHost: admin\\r\\n"
                "Content-Length: 0\\r\\nConnection: close\\r\\n\\r\\n")
     script = (
