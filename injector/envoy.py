@@ -29,6 +29,7 @@ INBOUND_PASSTHROUGH = "inbound-passthrough"
 BLACKHOLE = "blackhole"
 ADMIN_CLUSTER = "admin"
 INBOUND_SOURCE = "127.0.0.6"
+INBOUND_SOURCE6 = "::6"  # mesh-init's rules let both back out uncaptured
 READINESS_PATH = "/healthz/ready"
 PROMETHEUS_PATH = "/stats/prometheus"
 
@@ -38,6 +39,15 @@ Json = dict[str, Any]
 
 def socket_address(address: str, port: int) -> Json:
     return {"socket_address": {"address": address, "port_value": port}}
+
+
+def any_address(port: int) -> Json:
+    """Every IPv4 address as the listener's address, every IPv6 one as an additional address:
+    mesh-init captures IPv6 too where the pod has it, and IPv6-only kubelets probe over IPv6."""
+    return {
+        "address": socket_address("0.0.0.0", port),
+        "additional_addresses": [{"address": socket_address("::", port)}],
+    }
 
 
 def tcp_proxy(*, stat_prefix: str, cluster: str) -> Json:
@@ -83,7 +93,7 @@ def capture_listener(
     HTTP chains, after its ``listener_filters``), then ``passthrough`` as the default chain."""
     listener: Json = {
         "name": name,
-        "address": socket_address("0.0.0.0", port),
+        **any_address(port),
         "listener_filters": [{
             "name": "envoy.filters.listener.original_dst",
             "typed_config": {"@type": _T + "filters.listener.original_dst.v3.OriginalDst"},
@@ -130,14 +140,16 @@ def admin_route_listener(*, name: str, port: int, path: str, admin_path: str) ->
         route["prefix_rewrite"] = admin_path
     return {
         "name": name,
-        "address": socket_address("0.0.0.0", port),
+        **any_address(port),
         "filter_chains": [{"filters": [http_connection_manager(
             stat_prefix=name, routes=[{"match": {"path": path}, "route": route}],
         )]}],
     }
 
 
-def passthrough_cluster(*, name: str, source: str | None = None) -> Json:
+def passthrough_cluster(
+    *, name: str, source: str | None = None, source6: str | None = None
+) -> Json:
     """An ORIGINAL_DST cluster: connect to wherever the captured connection was going."""
     cluster: Json = {
         "name": name,
@@ -146,14 +158,19 @@ def passthrough_cluster(*, name: str, source: str | None = None) -> Json:
         "connect_timeout": "10s",
     }
     if source is not None:
-        cluster["upstream_bind_config"] = {"source_address": {"address": source, "port_value": 0}}
+        bind: Json = {"source_address": {"address": source, "port_value": 0}}
+        if source6 is not None:
+            # Envoy picks the source of the upstream's family
+            bind["extra_source_addresses"] = [{"address": {"address": source6, "port_value": 0}}]
+        cluster["upstream_bind_config"] = bind
     return cluster
 
 
 def clusters() -> list[Json]:
     return [
         passthrough_cluster(name=OUTBOUND_PASSTHROUGH),
-        passthrough_cluster(name=INBOUND_PASSTHROUGH, source=INBOUND_SOURCE),
+        passthrough_cluster(name=INBOUND_PASSTHROUGH, source=INBOUND_SOURCE,
+                            source6=INBOUND_SOURCE6),
         {"name": BLACKHOLE, "type": "STATIC", "connect_timeout": "1s",
          "load_assignment": {"cluster_name": BLACKHOLE, "endpoints": []}},
         {"name": ADMIN_CLUSTER, "type": "STATIC", "connect_timeout": "1s",

@@ -62,6 +62,9 @@ def test_admin_listens_on_loopback_only_and_captures_on_all_addresses() -> None:
     ports = {x["name"]: x["address"]["socket_address"]["port_value"]
              for x in boot["static_resources"]["listeners"]}
     assert ports == {"outbound": 15001, "inbound": 15006, "readiness": 15021, "prometheus": 15090}
+    for x in boot["static_resources"]["listeners"]:
+        assert x["address"]["socket_address"]["address"] == "0.0.0.0"
+        assert x["additional_addresses"][0]["address"]["socket_address"]["address"] == "::"
 
 
 def test_each_capture_listener_guards_its_own_port_against_loops() -> None:
@@ -155,6 +158,10 @@ def test_a_started_proxy_is_ready_serves_metrics_and_hides_admin(running_envoy: 
     assert curl(ns, f"http://{POD_IP}:15021/healthz/ready")[0] == 200
     assert curl(ns, f"http://{POD_IP}:15090/stats/prometheus")[0] == 200
     assert curl(ns, f"http://{POD_IP}:15000/ready")[0] == 0
+    # IPv6 too: mesh-init captures it where the pod has it, and IPv6-only kubelets probe over it
+    assert curl(ns, "http://[::1]:15021/healthz/ready")[0] == 200
+    assert curl(ns, "http://[::1]:15090/stats/prometheus")[0] == 200
+    assert curl(ns, "http://[::1]:15000/ready")[0] == 0
     assert curl(ns, "http://127.0.0.1:15000/ready")[0] == 200
 
 
@@ -162,17 +169,17 @@ def test_a_started_proxy_is_ready_serves_metrics_and_hides_admin(running_envoy: 
 def test_a_connection_straight_to_a_capture_port_hits_the_loop_guard(running_envoy: str) -> None:
     ns = running_envoy
     wait_ready(ns)
-    for port in (15001, 15006):
-        probe = (f"import socket; s=socket.create_connection(('127.0.0.1',{port}),2);"
+    for host, port in (("127.0.0.1", 15001), ("127.0.0.1", 15006), ("::1", 15001)):
+        probe = (f"import socket; s=socket.create_connection(('{host}',{port}),2);"
                  "s.settimeout(2); print(s.recv(10))")
         run = subprocess.run(["ip", "netns", "exec", ns, "python3", "-c", probe],
                              capture_output=True, text=True, timeout=15, check=False)
         assert run.stdout.strip() == "b''", run.stderr  # closed at once, no loop
     _, stats = curl(ns, "http://127.0.0.1:15000/stats?filter=loop|blackhole")
     counters = dict(line.split(": ", 1) for line in stats.splitlines() if ": " in line)
-    assert int(counters["tcp.outbound_loop.downstream_cx_total"]) == 1
+    assert int(counters["tcp.outbound_loop.downstream_cx_total"]) == 2
     assert int(counters["tcp.inbound_loop.downstream_cx_total"]) == 1
-    assert int(counters["cluster.blackhole.upstream_cx_none_healthy"]) == 2
+    assert int(counters["cluster.blackhole.upstream_cx_none_healthy"]) == 3
 
 
 def test_the_l7_module_can_add_chains_after_the_loop_guard_and_before_passthrough() -> None:
