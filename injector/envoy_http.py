@@ -28,6 +28,7 @@ JSON = dict[str, Any]
 
 HTTP_PROTOCOLS = ("http/1.0", "http/1.1", "h2c")
 INBOUND_SOURCE = "127.0.0.6"
+INBOUND_SOURCE6 = "::6"  # as the TCP passthrough: mesh-init lets both back out uncaptured
 _T = "type.googleapis.com/envoy.extensions."
 
 # One JSON object per request; names follow Envoy's command operators, kept short and stable.
@@ -259,7 +260,9 @@ def inbound_cluster() -> JSON:
     (Envoy's default of 1,024 would cap the pod's concurrency for no reason)."""
     cluster = _cluster("inbound")
     cluster["upstream_bind_config"] = {
-        "source_address": {"address": INBOUND_SOURCE, "port_value": 0}
+        "source_address": {"address": INBOUND_SOURCE, "port_value": 0},
+        # Envoy picks the source of the upstream's family
+        "extra_source_addresses": [{"address": {"address": INBOUND_SOURCE6, "port_value": 0}}],
     }
     cluster["circuit_breakers"] = {
         "thresholds": [_thresholds(connections=UINT32, pending=UINT32, requests=UINT32)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Callable
 
 import pytest
@@ -74,3 +75,20 @@ def test_only_the_outbound_route_retries_and_times_out() -> None:
     assert inbound["route"] == {"cluster": "inbound_http", "timeout": "0s"}
     assert outbound["route"]["timeout"] == "2.000s"
     assert outbound["route"]["retry_policy"]["retriable_status_codes"] == [429]
+
+
+def test_the_prestop_hook_drains_inbound_then_waits_the_drain_time() -> None:
+    p = parse_traffic_policy({tp.DRAIN_TIME: "7s"}, config=MeshConfig())
+    command = envoy_http.prestop_command(p)
+    assert command[:2] == ["/bin/bash", "-c"]
+    assert "POST /drain_listeners?graceful&inboundonly HTTP/1.1" in command[2]
+    assert command[2].endswith("; sleep 7")
+    assert envoy_http.proxy_args(p)[:4] == ["--drain-time-s", "7", "--drain-strategy", "immediate"]
+
+
+@pytest.mark.envoy
+def test_the_prestop_script_is_valid_bash() -> None:
+    command = envoy_http.prestop_command(policy("defaults"))
+    result = subprocess.run(["bash", "-n", "-c", command[2]], capture_output=True, text=True,
+                            check=False)
+    assert result.returncode == 0, result.stderr
