@@ -65,7 +65,11 @@ def inject_documents(docs: list[Any], *, config: MeshConfig) -> tuple[list[Any],
     out: list[Any] = []
     notes: list[str] = []
     for index, doc in enumerate(docs, start=1):
-        for found in workloads.find(doc):
+        try:
+            found_all = list(workloads.find(doc))
+        except ManifestError as err:
+            raise ManifestError(err.why, document=index, kind=err.kind) from err
+        for found in found_all:
             try:
                 result = inject_pod(found.pod, config=config, namespace=found.namespace)
             except MeshInjectError as err:

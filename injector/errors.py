@@ -30,12 +30,10 @@ class ManifestError(MeshInjectError):
     """An offline manifest we cannot read: says which document, of what kind, and why."""
 
     def __init__(self, why: str, *, document: int | None = None, kind: str | None = None) -> None:
-        where = []
         if document is not None:
-            where.append(f"document {document}")
-        if kind:
-            where.append(f"({kind})")
-        prefix = " ".join(where)
+            prefix = f"document {document} ({kind})" if kind else f"document {document}"
+        else:
+            prefix = kind or ""
         super().__init__(f"{prefix}: {why}" if prefix else why)
         self.why = why
         self.document = document

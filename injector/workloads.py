@@ -12,6 +12,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from injector.errors import ManifestError
+
 # kind -> path from the document to its pod (template); a Pod is its own template
 TEMPLATE_PATHS: dict[str, tuple[str, ...]] = {
     "Pod": (),
@@ -70,8 +72,36 @@ def find(doc: Any, *, prefix: Path = ()) -> Iterator[Workload]:
         metadata = {}
     name = metadata.get("name") or metadata.get("generateName") or "<unnamed>"
     namespace = metadata.get("namespace") or DEFAULT_NAMESPACE
+    where = ".".join(TEMPLATE_PATHS[kind]) or "pod"
+    problem = shape_problem(template)
+    if problem:
+        raise ManifestError(f"{where}{problem}", kind=f"{kind} {namespace}/{name}")
     yield Workload(kind=kind, name=str(name), namespace=str(namespace),
                    path=(*prefix, *TEMPLATE_PATHS[kind]), pod=template)
+
+
+def shape_problem(pod: Mapping[str, Any]) -> str | None:
+    """Why this pod (template) is not shaped like one, as a field suffix and reason, or None.
+
+    The API server decodes pods into typed structs before a webhook sees them; a file has no
+    such guarantee, and injection must not trip over a string where a list belongs."""
+    metadata = pod.get("metadata")
+    if metadata is not None and not isinstance(metadata, Mapping):
+        return ".metadata must be a mapping"
+    if isinstance(metadata, Mapping):
+        for key in ("labels", "annotations"):
+            if metadata.get(key) is not None and not isinstance(metadata[key], Mapping):
+                return f".metadata.{key} must be a mapping"
+    spec = pod.get("spec")
+    if not isinstance(spec, Mapping):
+        return ".spec must be a mapping"
+    for key in ("containers", "initContainers", "volumes"):
+        items = spec.get(key)
+        if items is None:
+            continue
+        if not isinstance(items, list) or not all(isinstance(i, Mapping) for i in items):
+            return f".spec.{key} must be a list of mappings"
+    return None
 
 
 def replace(doc: Any, path: Path, value: Any) -> Any:

@@ -169,3 +169,21 @@ def test_injected_hand_made_manifests_validate_against_kubernetes_1_33(path: Pat
     for doc in injected:
         for item in doc["items"] if doc["kind"] == "List" else [doc]:  # List has no schema
             kubernetes_validate.validate(item, "1.33", strict=True)
+
+
+@pytest.mark.parametrize(("spec", "field"), [
+    ("spec: oops", "spec.template.spec must be a mapping"),
+    ("spec: {containers: nginx}", "spec.template.spec.containers must be a list"),
+    ("spec: {containers: [nginx]}", "spec.template.spec.containers must be a list"),
+    ("metadata: {annotations: [a]}\n    spec: {containers: []}",
+     "spec.template.metadata.annotations must be a mapping"),
+])
+def test_a_template_not_shaped_like_a_pod_is_a_clear_error(
+    spec: str, field: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("kind: Service\n---\nkind: Deployment\nmetadata: {name: w}\n"
+                   f"spec:\n  template:\n    {spec}\n")
+    code, out, err = run(capsys, "inject", "-f", str(bad))
+    assert (code, out) == (1, "")
+    assert "document 2" in err and "Deployment default/w" in err and field in err
