@@ -74,6 +74,18 @@ def register(subparsers: Any, name: str) -> None:
         help="where to write tls.crt/tls.key (--cert-secret, --self-signed)",
     )
     p.add_argument(
+        "--loop",
+        default="auto",
+        choices=["auto", "asyncio", "uvloop"],
+        help="event loop (auto: uvloop when installed)",
+    )
+    p.add_argument(
+        "--http",
+        default="auto",
+        choices=["auto", "h11", "httptools"],
+        help="HTTP/1.1 parser (auto: httptools when installed)",
+    )
+    p.add_argument(
         "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
     )
     p.set_defaults(run=run)
@@ -178,6 +190,8 @@ def run(args: argparse.Namespace) -> int:
         log_level=args.log_level,
         timeout_keep_alive=KEEP_ALIVE_SECONDS,
         workers=1,
+        loop=args.loop,
+        http=args.http,
     )
     try:
         uvicorn.Server(server_config).run()
