@@ -39,6 +39,7 @@ def _namespace(state: StateDir, name: str, plan: SandboxPlan, pod: PodPlan | Non
     state.record(namespace=name, hosts_dir=str(hosts_dir))
     hosts_dir.mkdir(parents=True, exist_ok=True)
     (hosts_dir / "hosts").write_text(services.hosts_file(plan, pod=pod))
+    (hosts_dir / "resolv.conf").write_text(services.resolv_conf(pod))
     _ip("ip", "netns", "add", name)
     _ip("ip", "-n", name, "link", "set", "lo", "up")
     return netns.Netns(name)

@@ -34,6 +34,17 @@ def hosts_file(plan: SandboxPlan, *, pod: PodPlan | None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def resolv_conf(pod: PodPlan | None) -> str:
+    """No DNS server in the sandbox: point the resolver at the pod's own (closed) port 53, so a
+    lookup the hosts file cannot answer fails at once instead of timing out against the host's
+    servers, which the pod cannot reach (Python's http.server resolves its own name at start:
+    five seconds per app otherwise). The search list is a cluster's, for the record."""
+    search = f"{pod.namespace}.svc.cluster.local svc.cluster.local cluster.local" if pod else ""
+    lines = [f"search {search}"] if search else []
+    lines += ["nameserver 127.0.0.1", "options ndots:1 timeout:1 attempts:1"]
+    return "\n".join(lines) + "\n"
+
+
 def nat_rules(plan: SandboxPlan) -> str:
     """iptables-restore input for the node namespace: each Service port DNATed to its pods.
 

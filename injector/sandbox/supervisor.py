@@ -103,6 +103,7 @@ class Supervisor:
                 self._wait_started(container, ns)
         with self.lock:
             self.pod_phase[pod.key] = "Running"
+        print(f"{time.strftime('%T')} pod {pod.key}: all containers started", flush=True)
 
     def _wait_started(self, container: Container, ns: str) -> None:
         probe = container.plan.startup_probe
@@ -141,7 +142,10 @@ class Supervisor:
         signal.signal(signal.SIGINT, on_signal)
         code = 0
         try:
+            begun = time.monotonic()
             names = network.build(self.state, self.plan, owner=self.owner)
+            took = time.monotonic() - begun
+            print(f"{time.strftime('%T')} network for {len(names)} pods in {took:.2f}s", flush=True)
             for pod in self.plan.pods:
                 ns = netns.Netns(names[pod.key])
                 self.pods[pod.key] = [
