@@ -90,13 +90,12 @@ def check_documents(
     rows: list[tuple[str, str, str]] = []
     ok = True
     for doc in docs:
-        for found in workloads.find(doc):
-            namespace = found.namespace
-            if default_namespace and not (doc.get("metadata") or {}).get("namespace"):
-                namespace = default_namespace
-            title = f"{found.kind} {namespace}/{found.name}"
-            decision = decide(found.pod, namespace=namespace, namespace_labels=namespace_labels,
-                              config=config)
+        for found in workloads.find(
+            doc, default_namespace=default_namespace or workloads.DEFAULT_NAMESPACE
+        ):
+            title = found.title
+            decision = decide(found.pod, namespace=found.namespace,
+                              namespace_labels=namespace_labels, config=config)
             if decision.inject:
                 try:
                     parse_overrides((found.pod.get("metadata") or {}).get("annotations") or {},

@@ -53,14 +53,18 @@ def _at(doc: Any, path: tuple[str, ...]) -> Any:
     return doc
 
 
-def find(doc: Any, *, prefix: Path = ()) -> Iterator[Workload]:
-    """Every pod template in ``doc`` (a parsed YAML document), in document order."""
+def find(
+    doc: Any, *, prefix: Path = (), default_namespace: str = DEFAULT_NAMESPACE
+) -> Iterator[Workload]:
+    """Every pod template in ``doc`` (a parsed YAML document), in document order; workloads
+    that name no namespace are in ``default_namespace``."""
     if not isinstance(doc, Mapping):
         return
     kind = doc.get("kind")
     if kind == "List" or (isinstance(kind, str) and kind.endswith("List") and "items" in doc):
         for index, item in enumerate(doc.get("items") or []):
-            yield from find(item, prefix=(*prefix, "items", index))
+            yield from find(item, prefix=(*prefix, "items", index),
+                            default_namespace=default_namespace)
         return
     if not isinstance(kind, str) or kind not in TEMPLATE_PATHS:
         return
@@ -71,7 +75,7 @@ def find(doc: Any, *, prefix: Path = ()) -> Iterator[Workload]:
     if not isinstance(metadata, Mapping):
         metadata = {}
     name = metadata.get("name") or metadata.get("generateName") or "<unnamed>"
-    namespace = metadata.get("namespace") or DEFAULT_NAMESPACE
+    namespace = metadata.get("namespace") or default_namespace
     where = ".".join(TEMPLATE_PATHS[kind]) or "pod"
     problem = shape_problem(template)
     if problem:

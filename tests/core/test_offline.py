@@ -136,8 +136,10 @@ def test_check_uses_the_given_namespace_for_workloads_that_name_none(
     capsys: pytest.CaptureFixture[str]
 ) -> None:
     code, out, _ = run(capsys, "check", "-f", str(HERE / "manifests" / "mixed-list.yaml"),
-                       "-n", "meshinject-system", "legacy")
-    assert code == 0 and "injector's own namespace" in out
+                       "-n", "meshinject-system")
+    assert code == 0 and "Pod meshinject-system/legacy" in out
+    assert "injector's own namespace" in out
+    assert "Deployment kube-system/coredns-extra" in out  # named its own namespace
 
 
 def test_a_mesh_config_file_changes_the_rendering(
