@@ -235,6 +235,7 @@ def _tables(config: CaptureConfig, fam: _Family) -> dict[str, tuple[list[str], l
         mangle_rules = [
             _rule(DIVERT, "", "mark for local delivery", f"MARK --set-xmark {mark}"),
             _rule(DIVERT, "", "deliver to the proxy socket", "ACCEPT"),
+            _rule(INBOUND, "-i lo", "loopback is for the nat rules, never TPROXY", "RETURN"),
             *_inbound(config, TPROXY, before=(established,)),
             _rule(
                 TPROXY,

