@@ -172,3 +172,35 @@ def test_an_ipv6_failure_rolls_the_ipv4_rules_back(make_netns: MakeNs, backend: 
     assert proc.returncode == 3, proc.stderr
     assert "IPv6" in proc.stdout and "no NAT here" in proc.stdout
     assert without_empty_tables(save(pod, backend)) == without_empty_tables(before)
+
+
+IPV6_RUN = """
+import ipaddress, sys
+from initcontainer import config, iptables, rules
+tools = iptables.detect({backend!r})
+net = rules.NetInfo(ipv4=(ipaddress.IPv4Address("198.18.0.2"),),
+                    ipv6=(ipaddress.IPv6Address("2001:2::2"),))
+if sys.argv[1] == "apply":
+    iptables.apply(tools, config.parse(sys.argv[2:])[0], net)
+else:
+    iptables.remove(tools)
+"""
+
+
+@pytest.mark.parametrize("mode", ["REDIRECT", "TPROXY"])
+def test_ipv6_rules_apply_rerun_and_clean_up_on_the_real_kernel(
+    make_netns: MakeNs, backend: str, mode: str
+) -> None:
+    """The IPv6 address is pretended (test hosts get 198.18.0.0/15 only); ip6tables is real."""
+    pod = _pod(make_netns)
+    before = save(pod, backend, 6)
+    script = IPV6_RUN.format(backend=backend)
+    args = ["--exclude-outbound-cidrs=fd00::/8,10.0.0.0/8", f"--interception-mode={mode}"]
+    pod.run([sys.executable, "-c", script, "apply", *args])
+    first = save(pod, backend, 6)
+    assert "-s ::6/128 -o lo" in first and "-d fd00::/8" in first and "10.0.0.0" not in first
+    pod.run([sys.executable, "-c", script, "apply", *args])
+    assert save(pod, backend, 6) == first
+    pod.run([sys.executable, "-c", script, "remove"])
+    assert without_empty_tables(save(pod, backend, 6)) == without_empty_tables(before)
+    assert "MESH_" not in save(pod, backend, 4)
