@@ -111,11 +111,13 @@ def detection_listener_filter(policy: TrafficPolicy) -> JSON:
     return inspector
 
 
-def listener_options(policy: TrafficPolicy) -> JSON:
-    """Listener fields: how long detection may wait before the connection goes on as TCP."""
+def listener_options(policy: TrafficPolicy, *, direction: Direction) -> JSON:
+    """Listener fields: how long detection may wait before the connection goes on as TCP, and
+    the direction (the preStop drains only inbound listeners: the app's calls go on)."""
     return {
         "listener_filters_timeout": seconds(policy.detection_timeout_ms),
         "continue_on_listener_filters_timeout": True,
+        "traffic_direction": direction.upper(),
     }
 
 

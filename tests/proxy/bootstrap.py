@@ -28,13 +28,12 @@ def _listener(policy: TrafficPolicy, direction: envoy_http.Direction, port: int)
         "name": direction,
         "address": {"socket_address": {"address": "0.0.0.0", "port_value": port}},
         "use_original_dst": True,
-        "traffic_direction": direction.upper(),
         "listener_filters": [
             {"name": "envoy.filters.listener.original_dst", "typed_config": {
                 "@type": _T + "filters.listener.original_dst.v3.OriginalDst"}},
             envoy_http.detection_listener_filter(policy),
         ],
-        **envoy_http.listener_options(policy),
+        **envoy_http.listener_options(policy, direction=direction),
         "filter_chains": [
             {"filter_chain_match": {"destination_port": port},
              "filters": [_tcp("blackhole", "loop")]},

@@ -36,7 +36,7 @@ def policy(name: str) -> TrafficPolicy:
 def parts(p: TrafficPolicy) -> dict[str, object]:
     return {
         "listener_filter": envoy_http.detection_listener_filter(p),
-        "listener_options": envoy_http.listener_options(p),
+        "listener_options": envoy_http.listener_options(p, direction="inbound"),
         "outbound_chain": envoy_http.http_filter_chain(p, direction="outbound"),
         "inbound_chain": envoy_http.http_filter_chain(p, direction="inbound"),
         "clusters": envoy_http.clusters(p),
