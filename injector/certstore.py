@@ -84,16 +84,35 @@ def _kube(opts: CertStoreOptions) -> Kube:
 
 
 # -- the Secret <-> Bundle ------------------------------------------------------------------
+class BadSecret(KubeError):
+    """The Secret exists but cannot be used (keys missing, not PEM); it is reissued in place."""
+
+    def __init__(self, message: str, *, resource_version: str) -> None:
+        super().__init__(message)
+        self.resource_version = resource_version
+
+
 def _from_secret(secret: Obj) -> Bundle:
     data = secret.get("data") or {}
+    meta = secret.get("metadata", {})
+    version = str(meta.get("resourceVersion", ""))
     missing = [k for k in SECRET_KEYS if not data.get(k)]
     if missing:
-        name = secret.get("metadata", {}).get("name")
-        raise KubeError(f"secret {name} lacks {', '.join(missing)}")
+        raise BadSecret(
+            f"secret {meta.get('name')} lacks {', '.join(missing)}", resource_version=version
+        )
 
     def raw(key: str) -> bytes:
         return base64.b64decode(data.get(key) or "")
 
+    try:
+        for key in ("ca.crt", "tls.crt"):
+            x509.load_pem_x509_certificate(raw(key))
+    except ValueError as err:
+        raise BadSecret(
+            f"secret {meta.get('name')}: {key} is not a PEM certificate ({err})",
+            resource_version=version,
+        ) from err
     return Bundle(
         ca_crt=raw("ca.crt"),
         ca_key=raw("ca.key"),
@@ -181,6 +200,10 @@ def find_or_create(kube: Kube, opts: CertStoreOptions) -> Bundle:
         return _from_secret(kube.get_secret(opts.namespace, opts.secret_name))
     except NotFound:
         pass
+    except BadSecret as err:
+        log.warning("%s: replacing it with a fresh CA and certificate", err)
+        fresh = replace(_issue(opts, ca=None, previous=b""), resource_version=err.resource_version)
+        return renew_to(kube, opts, fresh)
     fresh = _issue(opts, ca=None, previous=b"")
     try:
         created = kube.create_secret(opts.namespace, _to_secret(opts, fresh))
@@ -195,8 +218,11 @@ def renew_if_due(
     kube: Kube, opts: CertStoreOptions, bundle: Bundle, *, now: datetime | None = None
 ) -> Bundle:
     fresh = renewal(opts, bundle, now=now)
-    if fresh is None:
-        return bundle
+    return bundle if fresh is None else renew_to(kube, opts, fresh)
+
+
+def renew_to(kube: Kube, opts: CertStoreOptions, fresh: Bundle) -> Bundle:
+    """PUT ``fresh`` over the version it was derived from; on 409 adopt the winner's."""
     try:
         stored = kube.replace_secret(opts.namespace, opts.secret_name, _to_secret(opts, fresh))
         return _from_secret(stored)
@@ -211,7 +237,12 @@ def ensure_ca_bundle(kube: Kube, webhook_name: str, ca_bundle: bytes, *, attempt
     makes it fail with 409 and we read again instead of overwriting."""
     want = base64.b64encode(ca_bundle).decode()
     for _ in range(attempts):
-        config = kube.get_webhook_config(webhook_name)
+        try:
+            config = kube.get_webhook_config(webhook_name)
+        except NotFound:
+            # not applied yet (or renamed): serving is still right, the next tick patches it
+            log.warning("mutatingwebhookconfiguration %s not found: caBundle not set", webhook_name)
+            return 0
         ops: list[Obj] = []
         for index, hook in enumerate(config.get("webhooks") or []):
             if (hook.get("clientConfig") or {}).get("caBundle") != want:
@@ -286,3 +317,5 @@ def keep_renewed(opts: CertStoreOptions, stop: threading.Event) -> None:
             sync_once(opts, kube=api, now=datetime.now(UTC))
         except KubeError as err:
             log.warning("certificate check failed, will retry: %s", err)
+        except Exception:  # this thread must outlive any one bad tick
+            log.exception("certificate check crashed, will retry")

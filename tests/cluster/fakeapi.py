@@ -107,6 +107,7 @@ class FakeApi:
     proxied: dict[tuple[str, str, str], str] = field(default_factory=dict)
     requests: list[tuple[str, str]] = field(default_factory=list)
     hooks: list[Callable[[str, str], None]] = field(default_factory=list)
+    forbidden: set[tuple[str, str]] = field(default_factory=set)  # (method, path): RBAC says no
     lock: threading.Lock = field(default_factory=threading.Lock)
     version: int = 100
 
@@ -141,6 +142,8 @@ class FakeApi:
         self.requests.append((method, path))
         for hook in self.hooks:
             hook(method, path)
+        if (method, path) in self.forbidden:
+            return _status(403, "Forbidden", f'cannot {method.lower()} "{path}" (RBAC)')
         if m := _NAMESPACED.match(path):
             res, ns, name, rest = m["res"], m["ns"], m["name"], m["rest"]
             if res == "pods" and rest and rest.startswith("/proxy"):

@@ -229,3 +229,30 @@ def test_keep_renewed_follows_a_secret_another_replica_renewed(
         stop.set()
         thread.join(timeout=5)
     assert not thread.is_alive()
+
+
+def test_an_unusable_secret_is_replaced_in_place(fake: Running, tmp_path: Path) -> None:
+    _seed_webhook(fake)
+    fake.api.put(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": SECRET, "namespace": NS},
+            "data": {"ca.crt": base64.b64encode(b"not a certificate").decode()},
+        }
+    )
+    bundle = certstore.bootstrap(_opts(fake, tmp_path / "certs"))
+    stored = fake.api.get("secrets", NS, SECRET)
+    assert stored is not None and set(stored["data"]) == {"ca.crt", "ca.key", "tls.crt", "tls.key"}
+    assert fake.api.count("PUT", f"/secrets/{SECRET}") == 1
+    assert _ca_bundles(fake) == [bundle.ca_crt] * 2
+
+
+def test_a_missing_webhook_configuration_does_not_stop_the_server(
+    fake: Running, tmp_path: Path
+) -> None:
+    bundle = certstore.bootstrap(_opts(fake, tmp_path / "certs"))
+    assert (tmp_path / "certs" / "tls.crt").read_bytes() == bundle.tls_crt
+    _seed_webhook(fake)  # applied later: the next pass patches it
+    certstore.sync_once(_opts(fake, tmp_path / "certs"))
+    assert _ca_bundles(fake) == [bundle.ca_crt] * 2

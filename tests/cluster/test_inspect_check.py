@@ -139,3 +139,17 @@ def test_stats_summary_skips_zero_counters() -> None:
     text = "\n".join(summarize_stats(STATS))
     assert "blackhole" not in text and "connect failures 2" in text
     assert "uptime 3605 s, 12.4 MiB allocated" in text
+
+
+def test_check_without_permission_to_read_the_secret_still_reports_the_ca(
+    cluster: Running, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cluster.api.forbidden.add(
+        ("GET", "/api/v1/namespaces/meshinject-system/secrets/meshinject-certs")
+    )
+    code, out, _ = _run(
+        capsys, "check", "web-6d4b9-x2x9q", "-n", "shop", "--kubeconfig", cluster.kubeconfig
+    )
+    assert code == 0
+    assert "CA CN=meshinject-ca.meshinject-system: 3650 days left" in out
+    assert "not checked: no permission to read secret meshinject-system/meshinject-certs" in out
