@@ -1,0 +1,131 @@
+"""The whole chain the API server relies on: ``meshinject serve --cert-secret`` (a real process)
+creates its certificates through the API, patches the caBundle, and answers an AdmissionReview
+over TLS that verifies against that caBundle under the Service's DNS name."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.cluster.fakeapi import Running
+from tests.cluster.render import MANIFESTS
+from tests.cluster.test_certstore import HOOK, NS, SVC, _ca_bundles, _seed_webhook
+
+MESHINJECT = Path(sys.executable).parent / "meshinject"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def served(fake: Running, tmp_path: Path) -> Iterator[tuple[int, Running]]:
+    _seed_webhook(fake)
+    config = tmp_path / "mesh.yaml"
+    base = yaml.safe_load((MANIFESTS / "base" / "config.yaml").read_text())
+    config.write_text(base["data"]["mesh.yaml"])
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k != "KUBERNETES_SERVICE_HOST"}
+    env["KUBECONFIG"] = fake.kubeconfig
+    proc = subprocess.Popen(
+        [
+            str(MESHINJECT),
+            "serve",
+            "--host",
+            "127.0.0.1",
+            f"--port={port}",
+            f"--cert-secret={NS}/meshinject-certs",
+            f"--webhook-config={HOOK}",
+            f"--service-name={SVC}",
+            f"--cert-dir={tmp_path / 'certs'}",
+            f"--config={config}",
+            "--log-level=warning",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, proc.communicate()[0]
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        yield port, fake
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def _review() -> bytes:
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "web", "namespace": "shop", "labels": {"app": "web"}},
+        "spec": {"containers": [{"name": "web", "image": "nginx:1.27"}]},
+    }
+    return json.dumps(
+        {
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {
+                "uid": "e2e-1",
+                "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                "resource": {"group": "", "version": "v1", "resource": "pods"},
+                "namespace": "shop",
+                "operation": "CREATE",
+                "object": pod,
+            },
+        }
+    ).encode()
+
+
+def test_serve_bootstraps_its_certificates_and_answers_as_the_api_server_would_call_it(
+    served: tuple[int, Running],
+) -> None:
+    port, fake = served
+    bundles = _ca_bundles(fake)
+    assert bundles[0] and bundles[0] == bundles[1]
+    trust = ssl.create_default_context(cadata=bundles[0].decode())
+    body = _review()
+    request = (
+        f"POST /mutate HTTP/1.1\r\nHost: {SVC}.{NS}.svc\r\nContent-Type: application/json"
+        f"\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode() + body
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+        trust.wrap_socket(raw, server_hostname=f"{SVC}.{NS}.svc") as tls,
+    ):
+        tls.sendall(request)
+        answer = b""
+        while chunk := tls.recv(65536):
+            answer += chunk
+    head, _, payload = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head
+    response = json.loads(payload)["response"]
+    assert response["uid"] == "e2e-1" and response["allowed"] is True
+    patch = json.loads(base64.b64decode(response["patch"]))
+    assert "mesh-proxy" in json.dumps(patch)
