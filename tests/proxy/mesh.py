@@ -76,6 +76,28 @@ class Pod:
         self.ns.wait_for_port(port)
         return proc
 
+    def start_envoy_app(self, port: int, *, body: str = "hello") -> None:
+        """An app that speaks HTTP/1.1 and h2c alike (Envoy, answering ``body`` to anything)."""
+        hcm = {
+            "@type": "type.googleapis.com/envoy.extensions.filters.network."
+                     "http_connection_manager.v3.HttpConnectionManager",
+            "stat_prefix": "app", "codec_type": "AUTO",
+            "route_config": {"virtual_hosts": [{"name": "app", "domains": ["*"], "routes": [
+                {"match": {"prefix": "/"},
+                 "direct_response": {"status": 200, "body": {"inline_string": body}}}]}]},
+            "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}],
+        }
+        app = {"static_resources": {"listeners": [{
+            "address": {"socket_address": {"address": "0.0.0.0", "port_value": port}},
+            "filter_chains": [{"filters": [{
+                "name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}],
+        }]}}
+        self.procs.append(self.spawn(self.ns, [
+            envoy_path(), "--config-yaml", json.dumps(app), "--disable-hot-restart",
+            "--concurrency", "1", "-l", "error"], uid=1000, gid=1000))
+        self.ns.wait_for_port(port)
+
     def admin(self, path: str, *, method: str = "GET", check: bool = True) -> str:
         cmd = ["curl", "-s", "--max-time", "5", "-X", method, f"http://127.0.0.1:15000{path}"]
         return self.ns.run(cmd, check=check).stdout

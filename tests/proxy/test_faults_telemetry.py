@@ -71,6 +71,18 @@ def test_a_server_first_protocol_elsewhere_works_after_the_detection_timeout(
     assert 0.25 <= waited < 1.5, waited  # each proxy waits once for the client to speak
 
 
+def test_h2c_is_detected_and_stays_http2_to_the_app(mesh: Mesh) -> None:
+    mesh.start(boot(), boot())
+    mesh.server.start_envoy_app(8090)
+    out = mesh.client.ns.run(["curl", "-s", "--http2-prior-knowledge", "-w", " %{http_version}",
+                              f"http://{SERVER_IP}:8090/"]).stdout
+    assert out == "hello 2"
+    assert mesh.client.stats("http.outbound_http.downstream_cx_http2_total") == {
+        "http.outbound_http.downstream_cx_http2_total": 1}
+    assert mesh.server.stats("cluster.inbound_http.upstream_cx_http2_total") == {
+        "cluster.inbound_http.upstream_cx_http2_total": 1}
+
+
 def test_http_stats_have_clear_prefixes_and_access_logs_are_json_lines(mesh: Mesh) -> None:
     mesh.start(boot(), boot())
     mesh.server.start_upstream(8080, "--body-bytes", "1024")
