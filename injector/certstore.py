@@ -1,17 +1,13 @@
 """Serving certificates with no manual step: a Secret as the store, the API server as the lock.
 
-Every replica runs the same code and none is a leader. The Secret has a fixed name, so creating
-it is the election: the first ``POST`` wins, every other replica gets 409 and reads the winner's.
-Renewal is a ``PUT`` carrying the ``resourceVersion`` that was read; a replica that loses that
-race (409) re-reads and adopts what the winner wrote. The CA lives ten years and the serving
-certificate one; the serving certificate is reissued when less than a third of its life is left
-(months ahead), by the same CA, so the webhook's caBundle does not change. When the CA itself
-gets old a new one is made and the bundle carries both until the old one expires, so replicas
-still serving the old chain stay trusted while they pick up the new one.
-
-Each replica copies tls.crt/tls.key into ``--cert-dir`` whenever the Secret's differ; the
-server's reloading SSL context picks the files up, no restart. Keys are written before
-certificates, each by atomic rename, so a reader never sees half a file.
+Every replica runs the same code; none is a leader. The Secret has a fixed name, so creating it
+is the election: the first ``POST`` wins, the others get 409 and read the winner's. Renewal is a
+``PUT`` carrying the ``resourceVersion`` read; the loser of that race (409) adopts the winner's.
+The CA lives ten years, the serving certificate one, reissued by the same CA when a third of its
+life is left (so the caBundle stays); an old CA is replaced and the bundle carries both until the
+old one expires, so replicas still serving the old chain stay trusted meanwhile. Each replica
+copies tls.crt/tls.key into ``--cert-dir`` when the Secret's differ (key first, each by atomic
+rename); the server's reloading SSL context picks them up without a restart.
 """
 
 from __future__ import annotations
@@ -79,10 +75,6 @@ def dns_names(opts: CertStoreOptions) -> list[str]:
     return [svc, f"{svc}.{ns}", f"{svc}.{ns}.svc", f"{svc}.{ns}.svc.cluster.local"]
 
 
-def _kube(opts: CertStoreOptions) -> Kube:
-    return opts.kube if opts.kube is not None else Kube.connect(kubeconfig=opts.kubeconfig)
-
-
 # -- the Secret <-> Bundle ------------------------------------------------------------------
 class BadSecret(KubeError):
     """The Secret exists but cannot be used (keys missing, not PEM); it is reissued in place."""
@@ -113,38 +105,26 @@ def _from_secret(secret: Obj) -> Bundle:
             f"secret {meta.get('name')}: {key} is not a PEM certificate ({err})",
             resource_version=version,
         ) from err
-    return Bundle(
-        ca_crt=raw("ca.crt"),
-        ca_key=raw("ca.key"),
-        tls_crt=raw("tls.crt"),
-        tls_key=raw("tls.key"),
-        ca_previous=raw("ca-previous.crt"),
-        resource_version=str(secret.get("metadata", {}).get("resourceVersion", "")),
-    )
+    ca_crt, ca_key, tls_crt, tls_key = (raw(k) for k in SECRET_KEYS)
+    return Bundle(ca_crt, ca_key, tls_crt, tls_key, raw("ca-previous.crt"), version)
 
 
 def _to_secret(opts: CertStoreOptions, bundle: Bundle) -> Obj:
-    data = {
-        "ca.crt": bundle.ca_crt,
-        "ca.key": bundle.ca_key,
-        "tls.crt": bundle.tls_crt,
-        "tls.key": bundle.tls_key,
-    }
+    pems = (bundle.ca_crt, bundle.ca_key, bundle.tls_crt, bundle.tls_key)
+    data = dict(zip(SECRET_KEYS, pems, strict=True))
     if bundle.ca_previous:
         data["ca-previous.crt"] = bundle.ca_previous
-    metadata: Obj = {
-        "name": opts.secret_name,
-        "namespace": opts.namespace,
-        "labels": {"app.kubernetes.io/name": "meshinject", "app.kubernetes.io/component": "certs"},
-    }
-    if bundle.resource_version:
+    labels = {"app.kubernetes.io/name": "meshinject", "app.kubernetes.io/component": "certs"}
+    metadata: Obj = {"name": opts.secret_name, "namespace": opts.namespace, "labels": labels}
+    if bundle.resource_version:  # a PUT must name the version it replaces
         metadata["resourceVersion"] = bundle.resource_version
+    encoded = {k: base64.b64encode(v).decode() for k, v in data.items()}
     return {
         "apiVersion": "v1",
         "kind": "Secret",
         "type": "kubernetes.io/tls",
         "metadata": metadata,
-        "data": {k: base64.b64encode(v).decode() for k, v in data.items()},
+        "data": encoded,
     }
 
 
@@ -272,17 +252,16 @@ def _write_atomic(path: Path, data: bytes, *, mode: int) -> None:
     os.replace(tmp, path)
 
 
+def _holds(path: Path, data: bytes) -> bool:
+    return path.exists() and path.read_bytes() == data
+
+
 def write_files(cert_dir: str | Path, bundle: Bundle) -> bool:
     """Copy the serving pair (and CA) into ``cert_dir`` if they differ; True when written."""
     where = Path(cert_dir)
     where.mkdir(parents=True, exist_ok=True)
     crt, key = where / "tls.crt", where / "tls.key"
-    if (
-        crt.exists()
-        and key.exists()
-        and crt.read_bytes() == bundle.tls_crt
-        and key.read_bytes() == bundle.tls_key
-    ):
+    if _holds(crt, bundle.tls_crt) and _holds(key, bundle.tls_key):
         return False
     _write_atomic(key, bundle.tls_key, mode=0o600)
     _write_atomic(where / "ca.crt", bundle.ca_crt, mode=0o644)
@@ -295,7 +274,7 @@ def sync_once(
     opts: CertStoreOptions, *, kube: Kube | None = None, now: datetime | None = None
 ) -> Bundle:
     """One full pass: find or create, renew if due, files, caBundle. Idempotent."""
-    api = kube or _kube(opts)
+    api = kube or opts.kube or Kube.connect(kubeconfig=opts.kubeconfig)
     bundle = renew_if_due(api, opts, find_or_create(api, opts), now=now)
     if write_files(opts.cert_dir, bundle):
         log.info("serving certificate written to %s", opts.cert_dir)
@@ -311,7 +290,7 @@ def bootstrap(opts: CertStoreOptions) -> Bundle:
 def keep_renewed(opts: CertStoreOptions, stop: threading.Event) -> None:
     """Every ``check_seconds`` until ``stop`` is set; an API error is logged and retried on the
     next tick (the certificate in hand is good for months, so there is no hurry)."""
-    api = _kube(opts)
+    api = opts.kube or Kube.connect(kubeconfig=opts.kubeconfig)
     while not stop.wait(opts.check_seconds):
         try:
             sync_once(opts, kube=api, now=datetime.now(UTC))
