@@ -25,6 +25,9 @@ from injector.sandbox.model import ContainerPlan, PodPlan, SandboxPlan
 from injector.sandbox.state import StateDir, same_process
 
 READINESS = (15021, "/healthz/ready")
+# supervisors this process forked: kept so ``down`` can reap them (the supervisor outlives a
+# CLI that exits, and an unreaped child is a zombie and a ResourceWarning)
+_children: dict[int, subprocess.Popen[bytes]] = {}
 
 
 def tail(state: StateDir, pod: str, container: str, lines: int = 8) -> str:
@@ -86,6 +89,7 @@ def start(state: StateDir, plan: SandboxPlan) -> int:
             start_new_session=True,
         )
     state.record_owner(proc.pid)
+    _children[proc.pid] = proc
     return proc.pid
 
 
@@ -135,6 +139,8 @@ def down(state: StateDir, *, timeout: float = 15) -> list[str]:
             time.sleep(0.05)
         if same_process(*owner):
             os.kill(owner[0], signal.SIGKILL)
+    if owner is not None and (child := _children.pop(owner[0], None)) is not None:
+        child.wait()
     for info in (state.status().get("pods") or {}).values():
         for c in (info.get("containers") or {}).values():
             if c.get("pid"):

@@ -136,7 +136,7 @@ def run(*, requests: int = 300, seconds: float = 10, state_dir: str | None = Non
     def on_term(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, on_term)
+    previous = signal.signal(signal.SIGTERM, on_term)
     root = Path(state_dir or tempfile.mkdtemp(prefix="meshinject-demo-", dir="/run"))
     state = StateDir(root)
     plan = build_plan(demo_manifest.documents(), config=MeshConfig(), namespace="demo")
@@ -178,6 +178,7 @@ def run(*, requests: int = 300, seconds: float = 10, state_dir: str | None = Non
     finally:
         cleanup = time.monotonic()
         left = control.down(state)
+        signal.signal(signal.SIGTERM, previous)
         print(f"removed everything ({time.monotonic() - cleanup:.1f}s); "
               f"demo took {time.monotonic() - started:.1f}s"
               + (f"; could not remove: {', '.join(left)}" if left else ""))

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 from injector import netns
 from injector.sandbox import services
 from injector.sandbox.errors import SandboxError
 from injector.sandbox.model import BRIDGE, NODE_ADDRESS, VIP_RANGE, PodPlan, SandboxPlan
-from injector.sandbox.state import StateDir
+from injector.sandbox.state import StateDir, start_time
 
 HOSTS_ROOT = Path("/etc/netns")
 
@@ -64,11 +65,16 @@ def build(state: StateDir, plan: SandboxPlan, *, owner: int) -> dict[str, str]:
     return names
 
 
-def teardown(state: StateDir) -> list[str]:
-    """Delete every journaled namespace (killing what runs in it) and hosts directory."""
+def teardown(state: StateDir, *, wait: float = 5) -> list[str]:
+    """Delete every journaled namespace (killing what runs in it) and hosts directory, and
+    wait (a little) until those processes are really gone, not just signalled."""
     resources = state.resources()
+    doomed = [pid for name in resources["namespaces"] for pid in netns.pids(netns.Netns(name))]
     for name in reversed(resources["namespaces"]):
         netns.delete(name)
+    deadline = time.monotonic() + wait
+    while any(start_time(pid) is not None for pid in doomed) and time.monotonic() < deadline:
+        time.sleep(0.02)
     for directory in resources["hosts_dirs"]:
         path = Path(directory)
         if path.parent == HOSTS_ROOT:  # never remove anything the journal did not create
