@@ -153,3 +153,43 @@ def test_check_without_permission_to_read_the_secret_still_reports_the_ca(
     assert code == 0
     assert "CA CN=meshinject-ca.meshinject-system: 3650 days left" in out
     assert "not checked: no permission to read secret meshinject-system/meshinject-certs" in out
+
+
+def test_check_can_judge_a_namespace_as_if_it_were_labelled(
+    cluster: Running, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = _run(
+        capsys,
+        "check",
+        "-n",
+        "legacy",
+        "--kubeconfig",
+        cluster.kubeconfig,
+        "--namespace-label",
+        "meshinject.io/inject=enabled",
+    )
+    rows = {line.split()[0]: line.split()[1:3] for line in out.splitlines() if "/" in line[:30]}
+    assert rows["legacy/plain-1"] == ["yes", "MISSING"]
+    assert rows["legacy/canary-1"] == ["yes", "yes"]
+    assert code == 1
+
+
+def test_inspect_of_a_pod_left_alone_says_why(
+    cluster: Running, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = _run(
+        capsys, "inspect", "-n", "shop", "batch-0", "--kubeconfig", cluster.kubeconfig
+    )
+    assert code == 0
+    assert out.splitlines() == [
+        "pod shop/batch-0: not injected, as it should be",
+        "  why         the pod opts out with label meshinject.io/inject=false",
+    ]
+
+
+def test_inspect_of_an_empty_namespace_says_so(
+    cluster: Running, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cluster.api.put({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "empty"}})
+    code, out, _ = _run(capsys, "inspect", "-n", "empty", "--kubeconfig", cluster.kubeconfig)
+    assert (code, out) == (0, "no pods in namespace empty\n")
