@@ -91,7 +91,8 @@ class RunOptions:
 
 def parse_port(flag: str, text: str) -> int:
     text = text.strip()
-    if not (text.isascii() and text.isdigit()):  # "²".isdigit() is True, int("²") is not
+    # "²".isdigit() is True, int("²") is not; int() of over 4,300 digits raises ValueError
+    if not (text.isascii() and text.isdigit()) or len(text) > 20:
         raise ConfigError(flag, text, "expected a port number from 1 to 65535")
     port = int(text)
     if not 1 <= port <= 65535:
@@ -101,7 +102,7 @@ def parse_port(flag: str, text: str) -> int:
 
 def parse_id(flag: str, text: str) -> int:
     text = text.strip()
-    if not (text.isascii() and text.isdigit()) or int(text) > 2**32 - 2:
+    if not (text.isascii() and text.isdigit()) or len(text) > 20 or int(text) > 2**32 - 2:
         raise ConfigError(flag, text, "expected a numeric user or group id")
     return int(text)
 
