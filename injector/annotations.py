@@ -188,7 +188,7 @@ def parse_overrides(annotations: Mapping[str, str], *, config: MeshConfig) -> Po
     concurrency = proxy.concurrency
     if (value := annotations.get(PROXY_CONCURRENCY)) is not None:
         text = value.strip()
-        if not text.isdigit() or not 1 <= int(text) <= 64:
+        if not (text.isascii() and text.isdigit()) or len(text) > 20 or not 1 <= int(text) <= 64:
             raise AnnotationError(PROXY_CONCURRENCY, value, "expected a number of workers, 1 to 64")
         concurrency = int(text)
     native = config.native_sidecars
