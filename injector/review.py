@@ -30,7 +30,7 @@ from typing import Any
 
 import orjson
 
-from injector.errors import AnnotationError, MeshInjectError, ReviewError
+from injector.errors import MeshInjectError, ReviewError
 from injector.patch import inject_pod
 from injector.settings import MeshConfig
 
@@ -85,8 +85,11 @@ def _check_pod(pod: Any) -> dict[str, Any]:
             _need(c.get("name"), str, f"request.object.spec.{key}[{i}].name", "a string")
     if not spec["containers"]:
         raise ReviewError("request.object.spec.containers must not be empty")
-    for key in ("volumes", "ephemeralContainers"):
-        _need(spec.get(key, []), list, f"request.object.spec.{key}", "a list")
+    for key in ("volumes", "ephemeralContainers"):  # matched by name when re-injecting
+        items = _need(spec.get(key, []), list, f"request.object.spec.{key}", "a list")
+        for i, item in enumerate(items):
+            _need(item, dict, f"request.object.spec.{key}[{i}]", "an object")
+            _need(item.get("name"), str, f"request.object.spec.{key}[{i}].name", "a string")
     host = spec.get("hostNetwork", False)
     _need(host, bool, "request.object.spec.hostNetwork", "a boolean")
     return checked
@@ -143,7 +146,11 @@ def _namespace(request: dict[str, Any], pod: dict[str, Any]) -> str:
 
 
 def review(body: bytes, *, config: MeshConfig) -> ReviewOutcome:
-    """Answer one AdmissionReview body; never raises."""
+    """Answer one AdmissionReview body; never raises.
+
+    A bug of ours while reading the request (any exception but ReviewError) still gets a 400,
+    labelled ``failed`` so it is counted as ours and not the caller's.
+    """
     try:
         request = _parse(body)
         uid: str = request["uid"]
@@ -153,26 +160,33 @@ def review(body: bytes, *, config: MeshConfig) -> ReviewOutcome:
         namespace = _namespace(request, pod)
     except ReviewError as err:
         return bad_request(str(err))
+    except Exception as err:
+        return bad_request(f"cannot read the review ({_internal(err)})", "failed")
     try:
-        result = inject_pod(pod, config=config, namespace=namespace)
-    except AnnotationError as err:
-        return _deny(uid, "denied", 400, str(err))
-    except MeshInjectError as err:
+        return _decide(uid, pod, namespace=namespace, config=config)
+    except MeshInjectError as err:  # AnnotationError among them: the manifest needs fixing
         return _deny(uid, "denied", 400, str(err))
     except Exception as err:  # fail closed; see the module docstring
-        why = f"meshinject could not inject this pod (internal error: {type(err).__name__}: {err})"
-        return _deny(uid, "failed", 500, why[:1000])
+        return _deny(uid, "failed", 500, f"meshinject could not inject this pod ({_internal(err)})")
+
+
+def _decide(uid: str, pod: dict[str, Any], *, namespace: str, config: MeshConfig) -> ReviewOutcome:
+    result = inject_pod(pod, config=config, namespace=namespace)
     decision = result.decision
     if not decision.inject:
         warning = f"meshinject: not injected: {decision.reason}"[:_WARNING_LIMIT]
         return _answer(
             uid, f"skipped:{decision.code}", decision.reason, allowed=True, warnings=[warning]
         )
-    ops = list(result.patch)
-    if not ops:
+    if not result.patch:
         return _answer(uid, "unchanged", "already injected", allowed=True)
-    patch = base64.b64encode(orjson.dumps(ops)).decode("ascii")
+    patch = base64.b64encode(orjson.dumps(result.patch)).decode("ascii")
     return _answer(uid, "injected", allowed=True, patchType="JSONPatch", patch=patch)
+
+
+def _internal(err: Exception) -> str:
+    text = f"internal error: {type(err).__name__}: {err}"
+    return text if len(text) <= 500 else text[:497] + "..."
 
 
 def _deny(uid: str, outcome: str, code: int, message: str) -> ReviewOutcome:
