@@ -141,7 +141,8 @@ def capture_overrides(annotations: Mapping[str, str], *, config: MeshConfig) -> 
 
 def _quantity(name: str, value: str, pattern: re.Pattern[str], example: str) -> str:
     text = value.strip()
-    if not pattern.match(text):
+    # a quantity must fit Kubernetes' int64 milli-units; a few dozen characters is plenty
+    if len(text) > 24 or not pattern.match(text):
         raise AnnotationError(name, value, f"expected a Kubernetes quantity like {example}")
     return text
 
@@ -177,7 +178,7 @@ def parse_overrides(annotations: Mapping[str, str], *, config: MeshConfig) -> Po
     image = proxy.image
     if (value := annotations.get(PROXY_IMAGE)) is not None:
         image = value.strip()
-        if not _IMAGE.match(image):
+        if len(image) > 1024 or not _IMAGE.match(image):
             raise AnnotationError(PROXY_IMAGE, value, "expected a container image reference")
     log_level: str = proxy.log_level
     if (value := annotations.get(PROXY_LOG_LEVEL)) is not None:

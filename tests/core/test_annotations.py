@@ -130,7 +130,9 @@ def test_resource_annotations_accept_kubernetes_quantities(key: str, value: str)
     ("cpu", "lots"), ("cpu", "100Mi"), ("memory", "64MB"), ("memory", "-1Gi"),
     ("cpu-limit", ""), ("memory-limit", "1.5.0Gi"), ("image", "has space"), ("image", ""),
     ("log-level", "verbose"), ("concurrency", "0"), ("concurrency", "65"),
-    ("concurrency", "two"), ("native-sidecar", "maybe"),
+    ("concurrency", "two"), ("native-sidecar", "maybe"), ("concurrency", "9" * 5000),
+    ("concurrency", "\u00b2"), ("cpu", "1" * 5000), ("memory", "1" * 30 + "Mi"),
+    ("image", "a" * 2000),
 ])
 def test_a_bad_proxy_annotation_is_refused_naming_annotation_and_value(
     key: str, value: str
