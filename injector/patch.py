@@ -66,7 +66,7 @@ def _status_names(annotations: Mapping[str, Any]) -> dict[str, set[str]]:
     names["containers"] |= _RESERVED
     try:
         status = json.loads(annotations.get(STATUS) or "{}")
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RecursionError):  # the annotation is the user's to garble
         return names
     if isinstance(status, dict):
         for status_key, spec_key in _LISTS:

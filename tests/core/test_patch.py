@@ -231,8 +231,9 @@ def test_our_container_names_are_reserved_even_without_a_status() -> None:
     assert names(result.pod["spec"]["initContainers"]) == ["mesh-init", "mesh-proxy"]
 
 
-def test_an_unreadable_status_is_replaced_not_trusted() -> None:
+@pytest.mark.parametrize("garbage", ["{not json", "[" * 100_000, "[]", '{"containers": 5}'])
+def test_an_unreadable_status_is_replaced_not_trusted(garbage: str) -> None:
     broken = inject(pod())
-    broken["metadata"]["annotations"]["meshinject.io/status"] = "{not json"
+    broken["metadata"]["annotations"]["meshinject.io/status"] = garbage
     result = inject_pod(broken, config=CONFIG, namespace="shop")
     assert result.pod == inject(pod())
