@@ -10,7 +10,7 @@ import jsonpatch
 import orjson
 import pytest
 
-from injector.patch import inject_pod
+from injector.patch import InjectionResult, inject_pod
 from injector.review import review
 from injector.settings import MeshConfig
 from tests.webhook.corpus import admission_review, corpus_pods
@@ -171,3 +171,37 @@ def test_an_unexpected_error_in_the_injector_denies_the_pod(
     assert (status, outcome, body["response"]["allowed"]) == (200, "failed", False)
     assert body["response"]["status"]["code"] == 500
     assert "RuntimeError: boom" in body["response"]["status"]["message"]
+
+
+def test_an_already_injected_pod_is_allowed_unchanged() -> None:
+    injected = inject_pod(POD, config=CONFIG, namespace="default").pod
+    status, body, outcome = answer(admission_review(injected, uid="again"))
+    assert (status, outcome) == (200, "unchanged")
+    assert body["response"] == {"uid": "again", "allowed": True}
+
+
+def test_a_patch_that_cannot_be_encoded_denies_the_pod_as_our_failure(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real = inject_pod
+
+    def odd(*args: Any, **kwargs: Any) -> InjectionResult:
+        result = real(*args, **kwargs)
+        return InjectionResult(result.decision, result.pod, [{"op": "add", "value": {1j}}])
+
+    monkeypatch.setattr("injector.review.inject_pod", odd)
+    status, body, outcome = answer(admission_review(POD))
+    assert (status, outcome, body["response"]["allowed"]) == (200, "failed", False)
+    assert "internal error: TypeError" in body["response"]["status"]["message"]
+
+
+def test_a_bug_while_reading_the_request_is_a_400_counted_as_ours(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def buggy(_: Any) -> Any:
+        raise KeyError("oops")
+
+    monkeypatch.setattr("injector.review._check_pod", buggy)
+    out = review(orjson.dumps(admission_review(POD)), config=CONFIG)
+    assert (out.status_code, out.outcome) == (400, "failed")
+    assert "internal error: KeyError" in orjson.loads(out.body)["detail"]
