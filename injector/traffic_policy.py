@@ -50,7 +50,9 @@ RETRY_CONDITIONS = frozenset({
     "http3-post-connect-failure", "cancelled", "deadline-exceeded", "internal",
     "resource-exhausted", "unavailable",
 })
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?|\.\d+)(ms|s|m|h)$")
+_DURATION = re.compile(r"([0-9]{1,9}(?:\.[0-9]{1,9})?|\.[0-9]{1,9})(ms|s|m|h)")
+_PERCENT = re.compile(r"[0-9]{1,3}(?:\.[0-9]{1,6})?|\.[0-9]{1,6}")
+_DIGITS = re.compile(r"[0-9]{1,10}")  # ASCII only: "²".isdigit() is true, int("²") fails
 _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000}
 _MAX_MS = 24 * 3_600_000
 _TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
@@ -94,7 +96,7 @@ class TrafficPolicy:
 
 def parse_duration_ms(name: str, value: str, *, allow_zero: bool = True) -> int:
     """``"250ms"`` -> 250, ``"2s"`` -> 2000; whole milliseconds, at most a day."""
-    match = _DURATION.match(value.strip())
+    match = _DURATION.fullmatch(value.strip())
     if not match:
         raise AnnotationError(name, value, 'expected a duration like "250ms" or "2s"')
     ms = float(match.group(1)) * _UNIT_MS[match.group(2)]
@@ -109,19 +111,16 @@ def parse_duration_ms(name: str, value: str, *, allow_zero: bool = True) -> int:
 
 def parse_count(name: str, value: str, *, low: int = 0, high: int = UINT32) -> int:
     text = value.strip()
-    if not text.isdigit() or not low <= int(text) <= high:
+    if not _DIGITS.fullmatch(text) or not low <= int(text) <= high:
         raise AnnotationError(name, value, f"expected a whole number from {low} to {high}")
     return int(text)
 
 
 def parse_percent(name: str, value: str) -> float:
-    try:
-        percent = float(value.strip())
-    except ValueError:
-        percent = math.nan
-    if not 0 <= percent <= 100:  # also refuses nan
+    text = value.strip()
+    if not _PERCENT.fullmatch(text) or not 0 <= float(text) <= 100:
         raise AnnotationError(name, value, "expected a percentage from 0 to 100")
-    return percent
+    return float(text)
 
 
 def parse_bool(name: str, value: str) -> bool:
@@ -141,7 +140,7 @@ def parse_retry_on(name: str, value: str) -> tuple[tuple[str, ...], tuple[int, .
     for item in (part.strip().lower() for part in value.split(",")):
         if not item:
             continue
-        if item.isdigit() and 100 <= int(item) <= 599:
+        if _DIGITS.fullmatch(item) and 100 <= int(item) <= 599:
             codes.append(int(item))
         elif item in RETRY_CONDITIONS:
             conditions.append(item)
@@ -160,14 +159,14 @@ def parse_fault(name: str, value: str, *, abort: bool) -> Fault:
     try:
         percent = parse_percent(name, pct) if sep else 100.0
         if not abort:
-            if not _DURATION.match(what.strip()):
+            if not _DURATION.fullmatch(what.strip()):
                 raise AnnotationError(name, what, "the delay is a duration")
             return Fault(parse_duration_ms(name, what, allow_zero=False), percent)
     except AnnotationError as err:
         shape = '"DELAY@PERCENT" like "100ms@10"' if not abort else '"STATUS@PERCENT"'
         raise AnnotationError(name, value, f"expected {shape}: {err.why}") from err
     text = what.strip()
-    if not text.isdigit() or not 200 <= int(text) <= 599:
+    if not _DIGITS.fullmatch(text) or not 200 <= int(text) <= 599:
         raise AnnotationError(name, value, 'expected "STATUS@PERCENT" like "503@5", '
                               "status 200 to 599")
     return Fault(int(text), percent)

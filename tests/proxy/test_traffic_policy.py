@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from initcontainer.config import PortRange
 from injector import traffic_policy as tp
@@ -97,3 +99,28 @@ def test_a_per_try_timeout_longer_than_the_request_timeout_is_refused() -> None:
 def test_a_value_that_is_not_a_string_is_refused() -> None:
     with pytest.raises(AnnotationError, match="quote it"):
         parse_traffic_policy({tp.RETRIES: 3}, config=MESH)  # type: ignore[dict-item]
+
+
+ANNOTATIONS = [tp.TIMEOUT, tp.RETRIES, tp.RETRY_ON, tp.PER_TRY_TIMEOUT, tp.RETRY_BACKOFF,
+               tp.RETRY_BUDGET_PERCENT, tp.MAX_CONNECTIONS, tp.MAX_PENDING_REQUESTS,
+               tp.MAX_REQUESTS, tp.OUTLIER_CONSECUTIVE_5XX, tp.OUTLIER_EJECTION_TIME,
+               tp.FAULT_DELAY, tp.FAULT_ABORT, tp.ACCESS_LOG, tp.DRAIN_TIME, tp.OPAQUE_PORTS,
+               tp.PROTOCOL_DETECTION_TIMEOUT]
+
+
+@settings(max_examples=400, deadline=None)
+@given(annotation=st.sampled_from(ANNOTATIONS), value=st.text(max_size=30))
+def test_any_value_either_parses_or_is_refused_by_name(annotation: str, value: str) -> None:
+    try:
+        parse(**{annotation: value})
+    except AnnotationError as err:
+        assert err.annotation == annotation
+
+
+@pytest.mark.parametrize(
+    "value", ["\u00b2", "\u0663s", "1" * 5000, "5\n0", "1e3ms", "inf", "\u0661\u0660@5"]
+)
+def test_unicode_digits_and_huge_numbers_are_refused_not_crashed_on(value: str) -> None:
+    for annotation in ANNOTATIONS:
+        with pytest.raises(AnnotationError):
+            parse(**{annotation: value})
