@@ -94,6 +94,18 @@ echo "injector replicas spread over $nodes node(s)"
 say "namespace $NS, labelled meshinject.io/inject=enabled"
 k create namespace "$NS" --dry-run=client -o yaml | k apply -f -
 k label namespace "$NS" meshinject.io/inject=enabled --overwrite
+# The API server picks up the patched caBundle within moments; a bare Pod created before then
+# would be refused for good (failurePolicy Fail, no controller to retry). A server-side dry run
+# goes through the webhook (sideEffects None allows it) without creating anything.
+for _ in $(seq 30); do
+  if probe="$(k -n "$NS" run webhook-probe --image="$CLIENT_IMAGE" --restart=Never \
+      --dry-run=server -o yaml 2>&1)" && grep -q 'name: mesh-proxy' <<<"$probe"; then
+    break
+  fi
+  sleep 2
+done
+grep -q 'name: mesh-proxy' <<<"$probe" || fail "a server-side dry run in $NS was not injected: $probe"
+echo "a server-side dry run in $NS comes back with mesh-init and mesh-proxy"
 say "deploying $WEB (unmodified), a Service for it, and a client"
 k -n "$NS" apply -f "$CORPUS/$WEB"
 k -n "$NS" expose pod nginx --port=80 --dry-run=client -o yaml | k -n "$NS" apply -f -
