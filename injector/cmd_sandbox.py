@@ -64,8 +64,9 @@ def _up(args: argparse.Namespace) -> int:
         state.record_owner(os.getpid())
         print(f"running {len(plan.pods)} pods in the foreground; Ctrl-C stops them", flush=True)
         code = Supervisor(state, owner=os.getpid()).run()
-        control.down(state)
-        return code
+        left = control.down(state)
+        print("stopped; " + (f"could not remove {left}" if left else "removed everything"))
+        return code or int(bool(left))
     pid = control.start(state, plan)
     bar = Progress(f"starting {len(plan.pods)} pods")
     try:
@@ -149,8 +150,11 @@ def _down(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from injector.sandbox import demo
+    from injector.sandbox import demo, demo_manifest
 
+    if args.print_manifest:
+        print(demo_manifest.MANIFEST, end="")
+        return 0
     _need_root()
     return demo.run(requests=args.requests, seconds=args.seconds, state_dir=args.state_dir)
 
@@ -163,6 +167,9 @@ def _guard(fn: Any) -> Any:
         except (SandboxError, MeshInjectError, SettingsError) as err:
             print(f"meshinject {args.command}: {err}", file=sys.stderr)
             return 1
+        except KeyboardInterrupt:  # whatever was started has been removed on the way out
+            print(f"\nmeshinject {args.command}: interrupted", file=sys.stderr)
+            return 130
 
     return run
 
@@ -173,6 +180,8 @@ def register(subparsers: Any, name: str) -> None:
         p.add_argument("--requests", type=int, default=300, help="requests to send (default 300)")
         p.add_argument("--seconds", type=float, default=10, help="spread over this long (10)")
         p.add_argument("--state-dir", default=None, help="state directory (default: a fresh one)")
+        p.add_argument("--print-manifest", action="store_true",
+                       help="print the demo's manifest (for `sandbox up -f -`) and exit")
         p.set_defaults(run=_guard(_demo))
         return
     p = subparsers.add_parser(name, help="run injected pods locally in network namespaces")

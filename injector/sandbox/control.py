@@ -132,7 +132,7 @@ def _killpg(pid: int, started: int | None) -> None:
 def down(state: StateDir, *, timeout: float = 15) -> list[str]:
     """Remove everything the sandbox in ``state`` made; returns what could not be removed."""
     owner = state.owner()
-    if owner is not None and same_process(*owner):
+    if owner is not None and owner[0] != os.getpid() and same_process(*owner):
         os.kill(owner[0], signal.SIGTERM)
         deadline = time.monotonic() + timeout
         while same_process(*owner) and time.monotonic() < deadline:
