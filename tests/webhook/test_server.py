@@ -181,3 +181,33 @@ def test_serve_refuses_two_certificate_sources(tmp_path: Path) -> None:
     )
     assert done.returncode == 2
     assert "--tls-cert/--tls-key, --self-signed, --cert-secret" in done.stderr
+
+
+def serve_fails(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "injector.cli", "serve", "--port", "1", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
+
+
+def test_a_bad_mesh_config_stops_serve_naming_the_field(tmp_path: Path) -> None:
+    config = tmp_path / "mesh.yaml"
+    config.write_text("proxy:\n  concurrency: lots\n")
+    done = serve_fails("--self-signed", "--config", str(config))
+    assert done.returncode == 2
+    assert "proxy.concurrency" in done.stderr and "lots" in done.stderr
+
+
+def test_a_cert_secret_without_a_namespace_is_refused() -> None:
+    done = serve_fails("--cert-secret", "webhook-certs", "--cert-dir", "/tmp")
+    assert done.returncode == 2
+    assert "--cert-secret 'webhook-certs': expected NAMESPACE/NAME" in done.stderr
+
+
+def test_missing_certificate_files_stop_serve_with_the_reason(tmp_path: Path) -> None:
+    done = serve_fails("--tls-cert", str(tmp_path / "no.crt"), "--tls-key", str(tmp_path / "k"))
+    assert done.returncode == 1
+    assert "cannot load the certificate" in done.stderr and "no.crt" in done.stderr
