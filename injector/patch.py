@@ -176,8 +176,12 @@ def _subtree_patch(before: Any, after: Any, *, prefix: str) -> list[dict[str, An
 
         tokens = {f"\0{key}": item for key, item in shared.items()}
         before, after = shrink(before), shrink(after)
+    try:
+        diffed = jsonpatch.make_patch(before, after).patch
+    except RecursionError:  # absurd nesting in what we strip: replace the subtree whole
+        diffed = [{"op": "replace", "path": "", "value": after}]
     ops = []
-    for op in jsonpatch.make_patch(before, after).patch:
+    for op in diffed:
         op = dict(op)
         op["path"] = prefix + op["path"]
         if "from" in op:

@@ -237,3 +237,14 @@ def test_an_unreadable_status_is_replaced_not_trusted(garbage: str) -> None:
     broken["metadata"]["annotations"]["meshinject.io/status"] = garbage
     result = inject_pod(broken, config=CONFIG, namespace="shop")
     assert result.pod == inject(pod())
+
+
+def test_absurd_nesting_in_a_stripped_container_still_gives_a_working_patch() -> None:
+    deep: Any = "x"
+    for _ in range(400):
+        deep = {"d": deep}
+    injected = inject(pod())
+    injected["spec"]["initContainers"][1]["env"] = [{"name": "A", "value": "v", "x": deep}]
+    result = inject_pod(injected, config=CONFIG, namespace="shop")
+    assert result.pod == inject(pod())
+    assert apply(result.patch, injected) == result.pod
