@@ -1,10 +1,12 @@
-"""The webhook's HTTP face: FastAPI routes around the pure ``review``.
+"""The webhook's HTTP face: FastAPI around the pure ``review``.
 
 Only HTTP lives here: reading a bounded body, timing, counting, and the probe endpoints. The
-review itself is CPU-only and takes well under a millisecond for a typical pod, so it runs in the
-event loop directly; a thread hop would cost more than it saves on a one-worker server. Routes
-take the raw ``Request`` rather than a pydantic model: parsing the AdmissionReview is the
-review's job, done once with orjson, and FastAPI's validation would double the per-request cost.
+review is CPU-only and takes a fraction of a millisecond for a typical pod (about 0.5 ms with
+2,000 env vars), so it runs in the event loop directly; a thread hop would cost more than it
+saves on a one-worker server. ``POST /mutate`` is served by a small ASGI layer in front of
+FastAPI (see :class:`_MutateFastPath`): parsing the AdmissionReview is the review's job, done
+once with orjson, and FastAPI's routing and request objects would add a third to its cost.
+The probes and ``/metrics`` are ordinary FastAPI routes.
 """
 
 from __future__ import annotations
