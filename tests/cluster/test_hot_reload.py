@@ -52,6 +52,7 @@ def test_renewal_under_load_swaps_the_served_cert_without_a_failed_handshake(
     )
     seen: set[bytes] = set()
     failures: list[str] = []
+    handshakes: list[bytes] = []
     done = threading.Event()
     port = server.server_address[1]
 
@@ -65,6 +66,7 @@ def test_renewal_under_load_swaps_the_served_cert_without_a_failed_handshake(
                     peer = tls.getpeercert(binary_form=True)
                     assert peer is not None
                     seen.add(peer)
+                    handshakes.append(peer)
                     tls.sendall(b"GET / HTTP/1.0\r\nHost: webhook\r\n\r\n")
                     answer = b""
                     while chunk := tls.recv(4096):
@@ -94,5 +96,6 @@ def test_renewal_under_load_swaps_the_served_cert_without_a_failed_handshake(
         reloading.stop()
     old = x509.load_pem_x509_certificate(first.tls_crt).public_bytes(serialization.Encoding.DER)
     assert failures == []
+    assert len(handshakes) >= 20, "not much of a load"
     assert {old, want} <= seen
     assert reloading.reloads >= 1
