@@ -15,7 +15,15 @@ from collections.abc import Mapping, Sequence
 
 from initcontainer import netlink
 from initcontainer.config import VALUE_FLAGS, CaptureConfig, ConfigError, env_name, parse
-from initcontainer.iptables import Applied, ApplyError, Tools, apply, detect, remove
+from initcontainer.iptables import (
+    Applied,
+    ApplyError,
+    Tools,
+    apply,
+    cleanup_candidates,
+    detect,
+    remove,
+)
 from initcontainer.rules import Installed, NetInfo, RuleSets, families, render
 
 USAGE = (
@@ -44,13 +52,22 @@ def _tproxy_versions(before: Mapping[int, Installed]) -> set[int]:
     return {v for v, inst in before.items() if any(t == "mangle" for t, _ in inst.chains)}
 
 
-def _cleanup(tools: Tools) -> str:
-    found = remove(tools)
-    routed = _tproxy_versions(found)
+def _cleanup(candidates: list[Tools]) -> str:
+    """Remove our chains and jumps wherever they are, and the TPROXY routing if it was set."""
+    routed: set[int] = set()
+    removed = []
+    for tools in candidates:
+        # with several candidates (auto), one whose -save fails cannot be holding our rules
+        here = remove(tools, tolerate=len(candidates) > 1)
+        routed |= _tproxy_versions(here)
+        removed += [
+            f"{len(inst.chains)} IPv{v} chains from {tools.backend}"
+            for v, inst in here.items()
+            if not inst.empty
+        ]
     if routed:
         netlink.remove_tproxy_routing(routed)
-    count = sum(len(i.chains) for i in found.values())
-    return f"removed {count} chains and their jumps ({tools.backend} backend)"
+    return "removed " + (", ".join(removed) or "nothing (no meshinject rules here)")
 
 
 def _install(tools: Tools, config: CaptureConfig, net: NetInfo) -> Applied:
@@ -90,10 +107,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"# IPv{version}: iptables-restore --noflush\n{text}", end="")
         return 0
     try:
-        tools = detect(options.backend)
         if options.cleanup:
-            log(_cleanup(tools))
+            log(_cleanup(cleanup_candidates(options.backend)))
             return 0
+        tools = detect(options.backend)
         applied = _install(tools, config, net)
     except ApplyError as err:
         log(f"failed: {err}")

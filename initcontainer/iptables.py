@@ -164,11 +164,27 @@ def verify(tools: Tools, config: CaptureConfig, version: int) -> None:
         raise ApplyError(f"IPv{version} rules read back wrong: " + "; ".join(problems))
 
 
-def remove(tools: Tools) -> dict[int, Installed]:
-    """Remove our jumps and chains from both families; returns what was there."""
-    found = {4: installed(tools, 4)[1], 6: installed(tools, 6, tolerate=True)[1]}
+def remove(tools: Tools, *, tolerate: bool = False) -> dict[int, Installed]:
+    """Remove our jumps and chains from both families; returns what was there.
+
+    IPv6 that cannot even be listed (no ip6tables NAT on the node) holds nothing of ours.
+    """
+    found = {4: installed(tools, 4, tolerate=tolerate)[1], 6: installed(tools, 6, tolerate=True)[1]}
     sets = render_cleanup(found)
     for version, text in ((4, sets.ipv4), (6, sets.ipv6)):
         if text is not None:
             tools.restore(version, text)
     return found
+
+
+def cleanup_candidates(forced: Backend) -> list[Tools]:
+    """Where ``--cleanup`` looks: the forced backend, or (auto) every one installed here.
+
+    Auto detection can change between runs (foreign legacy rules appear), so a cleanup that only
+    looked where detection points now could miss what an earlier run put in the other backend.
+    """
+    if forced != "auto":
+        return [_tools(forced)]
+    return [_tools(b) for b in ("legacy", "nft") if _exists(f"iptables-{b}-restore")] or [
+        _tools("plain")
+    ]

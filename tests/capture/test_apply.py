@@ -204,3 +204,13 @@ def test_ipv6_rules_apply_rerun_and_clean_up_on_the_real_kernel(
     pod.run([sys.executable, "-c", script, "remove"])
     assert without_empty_tables(save(pod, backend, 6)) == without_empty_tables(before)
     assert "MESH_" not in save(pod, backend, 4)
+
+
+def test_an_auto_cleanup_finds_rules_in_whichever_backend_holds_them(make_netns: MakeNs) -> None:
+    pod = _pod(make_netns)
+    mesh_init(pod, "--backend=nft")
+    pod.run(["iptables-legacy-restore", "--noflush"], input_text=FOREIGN)  # auto now says legacy
+    log = mesh_init(pod, "--cleanup")
+    assert "IPv4 chains from nft" in log
+    assert "MESH_" not in save(pod, "nft") and "KUBE-TEST" in save(pod, "legacy")
+    assert "nothing" in mesh_init(pod, "--cleanup")
