@@ -120,9 +120,9 @@ def report(plan: SandboxPlan, state: StateDir, namespaces: dict[str, str]) -> di
     for pod in plan.pods:
         app = next(c for c in pod.containers if c.role == "app")
         peers, statuses, proxies = app_log(state, pod.key, app.name)
+        settings = "no proxy settings" if proxies == "none" else f"proxy settings: {proxies}"
         print(f"  {pod.name:<11} {sum(peers.values()):>4} requests from "
-              f"{', '.join(peers) or '-'}; answered {stats.codes(statuses)}; "
-              f"uid {app.uid}, proxy settings: {proxies}")
+              f"{', '.join(peers) or '-'} -> {stats.codes(statuses)};  uid {app.uid}, {settings}")
         if pod.name.startswith(demo_manifest.FLAKY):
             facts["flaky_calls"] = sum(statuses.values())
             facts["flaky_failed"] = statuses["503"]
@@ -140,10 +140,11 @@ def run(*, requests: int = 300, seconds: float = 10, state_dir: str | None = Non
     root = Path(state_dir or tempfile.mkdtemp(prefix="meshinject-demo-", dir="/run"))
     state = StateDir(root)
     plan = build_plan(demo_manifest.documents(), config=MeshConfig(), namespace="demo")
-    print("meshinject demo: three unmodified HTTP services, injected and run in network namespaces")
     flaky = demo_manifest.FLAKY
-    print(f"  frontend -> catalog, {flaky}   ({flaky} answers 503 to every "
-          f"{demo_manifest.FAIL_EVERY}th request; the frontend's pod asks its proxy to retry 5xx)")
+    print("meshinject demo: three unmodified HTTP services, injected, in network namespaces")
+    print(f"  frontend -> catalog, {flaky}; {flaky} answers 503 to every "
+          f"{demo_manifest.FAIL_EVERY}th request,\n  and the frontend's pod asks its proxy to "
+          "retry 5xx (proxy.meshinject.io/retries)")
     ok = False
     try:
         pid = control.start(state, plan)
@@ -157,9 +158,9 @@ def run(*, requests: int = 300, seconds: float = 10, state_dir: str | None = Non
         entry = next(s for s in plan.services if s.name == demo_manifest.ENTRY)
         host = f"{entry.name}.{entry.namespace}"
         load = Progress(f"traffic to http://{host}/", stream=sys.stdout)
-        results, took = send(network.node_name(owner), str(entry.vip), host=host, count=requests,
+        results, _ = send(network.node_name(owner), str(entry.vip), host=host, count=requests,
                              seconds=seconds, progress=load)
-        load.done(f"{requests} requests in {took:.1f}s: {stats.codes(results)}")
+        load.done(f"{requests} requests: {stats.codes(results)}")
         _settle(plan, state, requests)
         facts = report(plan, state, namespaces)
         good, failed = results.get("200", 0), requests - results.get("200", 0)
@@ -167,14 +168,14 @@ def run(*, requests: int = 300, seconds: float = 10, state_dir: str | None = Non
         flaky = f"{demo_manifest.FLAKY} answered 503 to {facts.get('flaky_failed', 0)} of its " \
             f"{facts.get('flaky_calls', 0)} calls"
         if facts.get("retries"):
-            print(f"\nsummary: {good}/{requests} requests succeeded although {flaky}: the "
-                  f"frontend's proxy retried them ({facts['retries']} retries), so the frontend's "
-                  "code never saw a failure.")
+            print(f"\nsummary: {good}/{requests} requests succeeded although {flaky}:\n"
+                  f"  the frontend's proxy retried them ({facts['retries']} retries), so the "
+                  "frontend's code never saw one.")
         else:
-            print(f"\nsummary: {good}/{requests} requests succeeded, {failed} failed: {flaky}, "
-                  "and this proxy carried them as plain TCP (no HTTP retries in this build).")
-        print("  Every connection into and out of every pod went through its own Envoy, and the "
-              "apps are\n  plain http.server programs with no mesh code or settings.")
+            print(f"\nsummary: {good}/{requests} requests succeeded, {failed} failed: {flaky},\n"
+                  "  and this build's proxy carries them as plain TCP (no HTTP retries).")
+        print("  Every connection into and out of every pod went through its own Envoy; the apps "
+              "are plain\n  http.server programs with no mesh code or settings.")
     finally:
         cleanup = time.monotonic()
         left = control.down(state)
