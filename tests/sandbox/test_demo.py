@@ -18,7 +18,7 @@ def test_the_demo_runs_end_to_end_and_leaves_nothing_behind(
     code = demo.run(requests=60, seconds=2, state_dir=str(state.root))
     out = capsys.readouterr().out
     assert code == 0, out
-    assert "3/3 ready" in out and "60 requests in" in out
+    assert "3/3 ready" in out and "60 requests: " in out
     for pod in ("frontend-0", "catalog-0", "reviews-0"):
         assert f"  {pod}" in out
     # the apps saw only their own proxy's inbound passthrough
