@@ -30,6 +30,7 @@ BLACKHOLE = "blackhole"
 ADMIN_CLUSTER = "admin"
 INBOUND_SOURCE = "127.0.0.6"
 INBOUND_SOURCE6 = "::6"  # mesh-init's rules let both back out uncaptured
+MAX_DOWNSTREAM_CONNECTIONS = 50_000
 READINESS_PATH = "/healthz/ready"
 PROMETHEUS_PATH = "/stats/prometheus"
 
@@ -179,11 +180,24 @@ def clusters() -> list[Json]:
     ]
 
 
+def overload_manager() -> Json:
+    """A ceiling on downstream connections: far above what one pod's app sees, but it keeps a
+    connection flood from eating the pod's memory (and Envoy warns at start-up without one)."""
+    return {"resource_monitors": [{
+        "name": "envoy.resource_monitors.global_downstream_max_connections",
+        "typed_config": {
+            "@type": _T + "resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig",
+            "max_active_downstream_connections": MAX_DOWNSTREAM_CONNECTIONS,
+        },
+    }]}
+
+
 def bootstrap(*, config: MeshConfig, overrides: PodOverrides) -> dict[str, Any]:
     """The whole static bootstrap for one pod's proxy."""
     del config  # nothing mesh-wide reaches the bootstrap yet; the L7 module will need it
     return {
         "admin": {"address": socket_address("127.0.0.1", ADMIN_PORT)},
+        "overload_manager": overload_manager(),
         "static_resources": {
             "listeners": [
                 outbound_listener(overrides=overrides),

@@ -116,6 +116,7 @@ def netns() -> Iterator[str]:
 
 @pytest.fixture
 def running_envoy(envoy_bin: str, netns: str, tmp_path: Path) -> Iterator[str]:
+    """Envoy with the rendered bootstrap in ``netns``; its log is tmp_path/envoy.log."""
     log = (tmp_path / "envoy.log").open("wb")
     proc = subprocess.Popen(
         ["ip", "netns", "exec", netns, envoy_bin, "--config-yaml", render(),
@@ -147,9 +148,13 @@ def wait_ready(netns: str) -> None:
 
 
 @pytest.mark.netns
-def test_a_started_proxy_is_ready_serves_metrics_and_hides_admin(running_envoy: str) -> None:
+def test_a_started_proxy_is_ready_serves_metrics_and_hides_admin(
+    running_envoy: str, tmp_path: Path
+) -> None:
     ns = running_envoy
     wait_ready(ns)
+    log = (tmp_path / "envoy.log").read_text()
+    assert "[warning]" not in log and "[error]" not in log, log  # a clean start
     code, body = curl(ns, "http://127.0.0.1:15090/stats/prometheus")
     assert code == 200 and "envoy_server_live" in body
     assert curl(ns, "http://127.0.0.1:15021/stats")[0] == 404
