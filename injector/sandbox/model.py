@@ -91,10 +91,15 @@ class SandboxPlan(_Model):
     notes: list[str] = []
 
     def pod(self, name: str) -> PodPlan | None:
-        """A pod by ``name.namespace`` or, when unambiguous, by bare name."""
-        exact = [p for p in self.pods if p.key == name]
-        loose = [p for p in self.pods if p.name == name]
-        return exact[0] if exact else loose[0] if len(loose) == 1 else None
+        """A pod by ``name.namespace``, or when unambiguous by bare name or by its workload's
+        name (``reviews`` for the one pod ``reviews-0``, as ``kubectl logs deploy/reviews``)."""
+        for field in ("key", "name", "workload"):
+            found = [p for p in self.pods
+                     if (p.name.rsplit("-", 1)[0] if field == "workload" else getattr(p, field))
+                     == name]
+            if found:
+                return found[0] if len(found) == 1 else None
+        return None
 
 
 def pod_address(index: int) -> str:

@@ -130,3 +130,9 @@ def test_replicas_beyond_the_limit_are_cut_with_a_note() -> None:
     plan = plan_of(MANIFEST.replace("replicas: 2", "replicas: 10"), max_replicas=3)
     assert len([p for p in plan.pods if p.name.startswith("web")]) == 3
     assert plan.notes == ["Deployment web: runs 3 of 10 replicas"]
+
+
+def test_a_pod_is_found_by_key_by_name_or_by_its_workload_when_unambiguous() -> None:
+    plan = plan_of(MANIFEST.replace("replicas: 2", "replicas: 1"))
+    assert plan.pod("web-0.shop") is plan.pod("web-0") is plan.pod("web") is plan.pods[0]
+    assert plan_of(MANIFEST).pod("web") is None  # two replicas: say which
