@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from injector.kube import Kube
-from tests.cluster.fakeapi import Running, run_fake_api
+from tests.cluster.fakeserver import Running, run_fake_api
 
 
 @pytest.fixture

@@ -1,38 +1,26 @@
-"""A small Kubernetes API server double: real paths, real JSON, real TLS, real 409s.
+"""A small Kubernetes API server double: real paths, real JSON, real 409s.
 
 No API server can run on these machines, so the code that talks to one is driven through the
-real ``kubernetes`` client against this: an HTTPS server in a thread that stores objects by
-(resource, namespace, name), stamps a ``resourceVersion`` on every write, refuses a create of an
-existing name and a write carrying a stale resourceVersion with a 409 ``Status``, applies JSON
-and merge patches, filters lists by label selector, and serves pod-proxy GETs from canned text.
+real ``kubernetes`` client against this (served over TLS by :mod:`tests.cluster.fakeserver`): it
+stores objects by (resource, namespace, name), stamps a ``resourceVersion`` on every write,
+refuses a create of an existing name and a write carrying a stale resourceVersion with a 409
+``Status``, applies JSON and merge patches, filters lists by label selector, answers 403 where a
+test says RBAC would, and serves pod-proxy GETs from canned text.
 """
 
 from __future__ import annotations
 
 import copy
-import datetime as dt
-import ipaddress
-import json
 import re
-import ssl
-import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
 import jsonpatch
-import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 Obj = dict[str, Any]
-TOKEN = "fake-token"
 
 _NAMESPACED = re.compile(
     r"^/api/v1/namespaces/(?P<ns>[^/]+)/(?P<res>[a-z]+)(?:/(?P<name>[^/]+))?(?P<rest>/.*)?$"
@@ -52,35 +40,6 @@ _KINDS = {
         "MutatingWebhookConfiguration",
     ),
 }
-
-
-def _self_signed_for_localhost() -> tuple[bytes, bytes]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fake-apiserver")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    return cert.public_bytes(serialization.Encoding.PEM), key_pem
 
 
 def _selected(obj: Obj, selector: str) -> bool:
@@ -143,7 +102,7 @@ class FakeApi:
         for hook in self.hooks:
             hook(method, path)
         if (method, path) in self.forbidden:
-            return _status(403, "Forbidden", f'cannot {method.lower()} "{path}" (RBAC)')
+            return status(403, "Forbidden", f'cannot {method.lower()} "{path}" (RBAC)')
         if m := _NAMESPACED.match(path):
             res, ns, name, rest = m["res"], m["ns"], m["name"], m["rest"]
             if res == "pods" and rest and rest.startswith("/proxy"):
@@ -155,9 +114,9 @@ class FakeApi:
         elif m := _WEBHOOKS.match(path):
             res, ns, name = "mutatingwebhookconfigurations", "", m["name"]
         else:
-            return _status(404, "NotFound", f"no route for {path}")
+            return status(404, "NotFound", f"no route for {path}")
         if res not in _KINDS:
-            return _status(404, "NotFound", f"the server could not find resource {res}")
+            return status(404, "NotFound", f"the server could not find resource {res}")
         with self.lock:
             return self._crud(method, res, ns, name, query, body)
 
@@ -165,7 +124,7 @@ class FakeApi:
         name, _, port = name_port.partition(":")
         text = self.proxied.get((ns, f"{name}:{port}", rest.removeprefix("/proxy")))
         if text is None:
-            return _status(503, "ServiceUnavailable", f"error trying to reach service: {name}")
+            return status(503, "ServiceUnavailable", f"error trying to reach service: {name}")
         return 200, text
 
     def _crud(
@@ -193,10 +152,10 @@ class FakeApi:
             name = body.get("metadata", {}).get("name", "")
             key = (res, ns, name)
             if key in self.objects:
-                return _status(409, "AlreadyExists", f'{res} "{name}" already exists')
+                return status(409, "AlreadyExists", f'{res} "{name}" already exists')
             return 201, self._store(key, body, ns)
         if current is None:
-            return _status(404, "NotFound", f'{res} "{name}" not found')
+            return status(404, "NotFound", f'{res} "{name}" not found')
         if method == "GET":
             return 200, copy.deepcopy(current)
         if method == "PUT":
@@ -214,11 +173,11 @@ class FakeApi:
                     else _merge(current, body)
                 )
             except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as err:
-                return _status(422, "Invalid", str(err))
+                return status(422, "Invalid", str(err))
             if patched["metadata"].get("resourceVersion") != current["metadata"]["resourceVersion"]:
                 return _conflict(res, name)
             return 200, self._store(key, patched, ns)
-        return _status(405, "MethodNotAllowed", method)
+        return status(405, "MethodNotAllowed", method)
 
     def _store(self, key: tuple[str, str, str], body: Obj, ns: str) -> Obj:
         obj = copy.deepcopy(body)
@@ -242,7 +201,7 @@ def _merge(target: Any, patch: Any) -> Any:
     return out
 
 
-def _status(code: int, reason: str, message: str) -> tuple[int, Obj]:
+def status(code: int, reason: str, message: str) -> tuple[int, Obj]:
     return code, {
         "apiVersion": "v1",
         "kind": "Status",
@@ -254,97 +213,10 @@ def _status(code: int, reason: str, message: str) -> tuple[int, Obj]:
 
 
 def _conflict(res: str, name: str | None) -> tuple[int, Obj]:
-    return _status(
+    return status(
         409,
         "Conflict",
         f'Operation cannot be fulfilled on {res} "{name}": '
         "the object has been modified; please apply your changes to the latest version "
         "and try again",
     )
-
-
-class _Handler(BaseHTTPRequestHandler):
-    api: FakeApi
-
-    def log_message(self, format: str, *args: Any) -> None:  # quiet
-        pass
-
-    def _serve(self, method: str) -> None:
-        if self.headers.get("Authorization") != f"Bearer {TOKEN}":
-            code, payload = _status(401, "Unauthorized", "Unauthorized")
-        else:
-            length = int(self.headers.get("Content-Length") or 0)
-            raw = self.rfile.read(length) if length else b""
-            path, _, query = self.path.partition("?")
-            code, payload = self.api.handle(
-                method, unquote(path), query, json.loads(raw) if raw else None
-            )
-        data = payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()
-        self.send_response(code)
-        ctype = "text/plain" if isinstance(payload, str) else "application/json"
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def do_GET(self) -> None:
-        self._serve("GET")
-
-    def do_POST(self) -> None:
-        self._serve("POST")
-
-    def do_PUT(self) -> None:
-        self._serve("PUT")
-
-    def do_PATCH(self) -> None:
-        self._serve("PATCH")
-
-
-@dataclass
-class Running:
-    api: FakeApi
-    url: str
-    kubeconfig: str
-
-
-def run_fake_api(tmp: Path) -> Iterator[Running]:
-    """Start the server, write a kubeconfig for it, yield, stop (a fixture body)."""
-    cert, key = _self_signed_for_localhost()
-    (tmp / "api.crt").write_bytes(cert)
-    (tmp / "api.key").write_bytes(key)
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(tmp / "api.crt", tmp / "api.key")
-    api = FakeApi()
-    handler = type("Handler", (_Handler,), {"api": api})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.daemon_threads = True
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    url = f"https://127.0.0.1:{server.server_address[1]}"
-    import base64
-
-    kubeconfig = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [
-            {
-                "name": "fake",
-                "cluster": {
-                    "server": url,
-                    "certificate-authority-data": base64.b64encode(cert).decode(),
-                },
-            }
-        ],
-        "users": [{"name": "tester", "user": {"token": TOKEN}}],
-        "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "tester"}}],
-        "current-context": "fake",
-    }
-    path = Path(tempfile.mkstemp(dir=tmp, suffix=".kubeconfig")[1])
-    path.write_text(yaml.safe_dump(kubeconfig))
-    try:
-        yield Running(api=api, url=url, kubeconfig=str(path))
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)

@@ -17,7 +17,7 @@ from injector.certstore import CertStoreOptions
 from injector.patch import render
 from injector.settings import MeshConfig, config_from_yaml
 from injector.sidecar import PROXY_NAME
-from tests.cluster.fakeapi import Running
+from tests.cluster.fakeserver import Running
 from tests.cluster.render import one
 from tests.cluster.test_manifests import DOCS
 

@@ -12,7 +12,7 @@ from cryptography import x509
 
 from injector import certs, certstore
 from injector.certstore import CertStoreOptions
-from tests.cluster.fakeapi import Running
+from tests.cluster.fakeserver import Running
 
 NS, SECRET, HOOK, SVC = "meshinject-system", "meshinject-certs", "meshinject", "meshinject"
 

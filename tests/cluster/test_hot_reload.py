@@ -16,7 +16,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from injector import certs, certstore
-from tests.cluster.fakeapi import Running
+from tests.cluster.fakeserver import Running
 from tests.cluster.test_certstore import HOOK, NS, SVC, _opts, _seed_webhook
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from injector import cli
 from injector.cmd_inspect import summarize_stats
-from tests.cluster.fakeapi import Running
+from tests.cluster.fakeserver import Running
 from tests.cluster.livecluster import STATS, seed
 
 Golden = Callable[[str, str], None]

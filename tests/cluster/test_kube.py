@@ -8,7 +8,7 @@ import pytest
 
 from injector.errors import MeshInjectError
 from injector.kube import Conflict, Kube, KubeError, NotFound
-from tests.cluster.fakeapi import Running
+from tests.cluster.fakeserver import Running
 
 
 def _secret(name: str) -> dict[str, object]:

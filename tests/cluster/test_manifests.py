@@ -16,7 +16,7 @@ from injector import certstore, cli
 from injector.certstore import CertStoreOptions
 from injector.policy import decide
 from injector.settings import SYSTEM_NAMESPACES, config_from_yaml
-from tests.cluster.fakeapi import Running
+from tests.cluster.fakeserver import Running
 from tests.cluster.render import MANIFESTS, Obj, kubectl_kustomize, one, render, render_here
 from tests.cluster.test_certstore import _seed_webhook
 

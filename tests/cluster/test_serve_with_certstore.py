@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.cluster.fakeapi import Running
+from tests.cluster.fakeserver import Running
 from tests.cluster.render import MANIFESTS
 from tests.cluster.test_certstore import HOOK, NS, SVC, _ca_bundles, _seed_webhook
 
