@@ -8,6 +8,7 @@ default path; pyroute2 only when TPROXY routing must be set or removed.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -38,9 +39,9 @@ def log(message: str) -> None:
 
 
 def _describe(config: CaptureConfig, net: NetInfo, sets: RuleSets) -> str:
-    families = [f"IPv{v}" for v, text in ((4, sets.ipv4), (6, sets.ipv6)) if text is not None]
+    covered = [f"IPv{v}" for v, text in ((4, sets.ipv4), (6, sets.ipv6)) if text is not None]
     return (
-        f"{config.interception_mode} capture for {'+'.join(families) or 'no family'} "
+        f"{config.interception_mode} capture for {'+'.join(covered) or 'no family'} "
         f"(pod addresses: {', '.join(map(str, (*net.ipv4, *net.ipv6))) or 'none'}); "
         f"outbound -> :{config.outbound_port}, inbound -> :{config.inbound_port}, "
         f"uid {config.proxy_uid} / gid {config.proxy_gid} not captured"
@@ -79,9 +80,14 @@ def _install(tools: Tools, config: CaptureConfig, net: NetInfo) -> Applied:
         routing = netlink.fork(netlink.ensure_tproxy_routing, versions)
     try:
         applied = apply(tools, config, net)
-    finally:
+    except ApplyError:
+        # the iptables error is the one to report; routing without marking rules is inert
         if routing is not None:
-            routing.wait()
+            with contextlib.suppress(OSError):
+                routing.wait()
+        raise
+    if routing is not None:
+        routing.wait()
     stale_routing = _tproxy_versions(applied.before)
     if config.interception_mode != "TPROXY" and stale_routing:
         netlink.remove_tproxy_routing(stale_routing)

@@ -4,8 +4,12 @@ Shape (per address family), after Istio's and linkerd's proven layouts, every ru
 
 - nat ``MESH_INBOUND``: excluded inbound ports RETURN, then the captured ports jump to
   ``MESH_IN_REDIRECT`` (REDIRECT to the inbound listener). ``PREROUTING`` jumps to it in REDIRECT
-  mode; in TPROXY mode mangle's own ``MESH_INBOUND`` marks and TPROXYs instead, and the nat one
-  only serves the loopback case below.
+  mode. In TPROXY mode mangle's ``MESH_INBOUND`` takes over from ``PREROUTING``: ``lo`` RETURNs
+  (loopback is the nat rules' business: the proxy's 127.0.0.6 passthrough would otherwise be
+  TPROXYed back into 15006), the same exclusions, packets of known connections go to
+  ``MESH_DIVERT`` (mark, accept), the rest to ``MESH_TPROXY`` (TPROXY to the inbound port with
+  the mark that the fwmark rule routes locally). The nat ``MESH_INBOUND`` then only serves the
+  loopback case below.
 - nat ``MESH_OUTPUT`` (from ``OUTPUT``, TCP only, so DNS over UDP is never touched):
   the proxy's inbound passthrough (source 127.0.0.6 / ::6 on ``lo``) RETURNs; the proxy calling its
   own pod address goes to the inbound listener; the app calling its own pod address goes through
@@ -29,12 +33,8 @@ from dataclasses import dataclass, field
 
 from initcontainer.config import CaptureConfig, Ports
 
-INBOUND, IN_REDIRECT, OUTPUT, REDIRECT = (
-    "MESH_INBOUND",
-    "MESH_IN_REDIRECT",
-    "MESH_OUTPUT",
-    "MESH_REDIRECT",
-)
+INBOUND, IN_REDIRECT = "MESH_INBOUND", "MESH_IN_REDIRECT"
+OUTPUT, REDIRECT = "MESH_OUTPUT", "MESH_REDIRECT"
 DIVERT, TPROXY = "MESH_DIVERT", "MESH_TPROXY"
 OUR_CHAINS = frozenset({INBOUND, IN_REDIRECT, OUTPUT, REDIRECT, DIVERT, TPROXY})
 BUILTIN = frozenset({"PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"})
@@ -103,10 +103,6 @@ def _target(spec: str) -> str:
     return words[words.index("-j") + 1] if "-j" in words else ""
 
 
-def _key(table: str, spec: str) -> tuple[str, str, str]:
-    return table, spec.split()[0], _target(spec)
-
-
 @dataclass(frozen=True)
 class _Family:
     version: int
@@ -127,30 +123,31 @@ def _dports(ports: Ports) -> list[str]:
     return [f"-p tcp -m tcp --dport {r}" for r in ports]
 
 
+def _per_port(chain: str, ports: Ports, why: str, target: str) -> list[str]:
+    return [_rule(chain, m, why, target) for m in _dports(ports)]
+
+
 def _inbound(config: CaptureConfig, target: str, *, before: tuple[str, ...] = ()) -> list[str]:
     """MESH_INBOUND's body (either table): exclusions RETURN, ``before``, then capture."""
+    own = "(health, metrics) is not captured"
     out = [
-        _rule(INBOUND, m, f"proxy port {p} (health, metrics) is not captured", "RETURN")
-        for p, m in ((p, f"-p tcp -m tcp --dport {p}") for p in PROXY_OWN_PORTS)
+        _rule(INBOUND, f"-p tcp -m tcp --dport {p}", f"proxy port {p} {own}", "RETURN")
+        for p in PROXY_OWN_PORTS
     ]
-    out += [
-        _rule(INBOUND, m, "excluded inbound port", "RETURN")
-        for m in _dports(config.exclude_inbound_ports)
-    ]
+    out += _per_port(INBOUND, config.exclude_inbound_ports, "excluded inbound port", "RETURN")
     out += before
     if config.include_inbound_ports is None:
         out.append(_rule(INBOUND, "-p tcp", "capture inbound", target))
     else:
-        out += [
-            _rule(INBOUND, m, "included inbound port", target)
-            for m in _dports(config.include_inbound_ports)
-        ]
+        out += _per_port(INBOUND, config.include_inbound_ports, "included inbound port", target)
     return out
 
 
 def _output(config: CaptureConfig, fam: _Family) -> list[str]:
     uid, gid = config.proxy_uid, config.proxy_gid
     include_cidrs, exclude_cidrs = config.cidrs_for(fam.version)
+    to_pod = f"! -d {fam.loopback} -o lo"  # to the pod's own (non-loopback) address
+    self_in = "proxy to own pod address goes inbound"
     out = [
         _rule(
             OUTPUT,
@@ -158,32 +155,18 @@ def _output(config: CaptureConfig, fam: _Family) -> list[str]:
             "proxy inbound passthrough is not looped",
             "RETURN",
         ),
-        _rule(
-            OUTPUT,
-            f"! -d {fam.loopback} -o lo -m owner --uid-owner {uid}",
-            "proxy to own pod address goes inbound",
-            IN_REDIRECT,
-        ),
-        _rule(
-            OUTPUT,
-            f"! -d {fam.loopback} -o lo -m owner --gid-owner {gid}",
-            "proxy to own pod address goes inbound",
-            IN_REDIRECT,
-        ),
-        _rule(OUTPUT, f"! -d {fam.loopback} -o lo", "app to own pod address goes inbound", INBOUND),
+        _rule(OUTPUT, f"{to_pod} -m owner --uid-owner {uid}", self_in, IN_REDIRECT),
+        _rule(OUTPUT, f"{to_pod} -m owner --gid-owner {gid}", self_in, IN_REDIRECT),
+        _rule(OUTPUT, to_pod, "app to own pod address goes inbound", INBOUND),
         _rule(OUTPUT, "-o lo", "other loopback traffic is not captured", "RETURN"),
         _rule(OUTPUT, f"-m owner --uid-owner {uid}", "proxy uid is not captured", "RETURN"),
         _rule(OUTPUT, f"-m owner --gid-owner {gid}", "proxy gid is not captured", "RETURN"),
     ]
-    out += [
-        _rule(OUTPUT, m, "excluded outbound port", "RETURN")
-        for m in _dports(config.exclude_outbound_ports)
-    ]
+    out += _per_port(OUTPUT, config.exclude_outbound_ports, "excluded outbound port", "RETURN")
     out += [_rule(OUTPUT, f"-d {n}", "excluded outbound CIDR", "RETURN") for n in exclude_cidrs]
     cidrs = [""] if include_cidrs is None else [f"-d {n}" for n in include_cidrs]
-    ports = (
-        [""] if config.include_outbound_ports is None else _dports(config.include_outbound_ports)
-    )
+    included = config.include_outbound_ports
+    ports = [""] if included is None else _dports(included)
     for cidr in cidrs:
         for port in ports:
             why = "capture outbound" if not (cidr or port) else "included outbound traffic"
@@ -206,21 +189,15 @@ def _wanted_jumps(config: CaptureConfig) -> dict[tuple[str, str, str], str]:
 
 def _tables(config: CaptureConfig, fam: _Family) -> dict[str, tuple[list[str], list[str]]]:
     """table -> (our chains in it, their rules)."""
+
+    def to_port(chain: str, port: int, listener: str) -> str:
+        return _rule(chain, "-p tcp", f"to the {listener} listener", f"REDIRECT --to-ports {port}")
+
     nat_rules = [
         *_inbound(config, IN_REDIRECT),
-        _rule(
-            IN_REDIRECT,
-            "-p tcp",
-            "to the inbound listener",
-            f"REDIRECT --to-ports {config.inbound_port}",
-        ),
+        to_port(IN_REDIRECT, config.inbound_port, "inbound"),
         *_output(config, fam),
-        _rule(
-            REDIRECT,
-            "-p tcp",
-            "to the outbound listener",
-            f"REDIRECT --to-ports {config.outbound_port}",
-        ),
+        to_port(REDIRECT, config.outbound_port, "outbound"),
     ]
     tables = {"nat": ([INBOUND, IN_REDIRECT, OUTPUT, REDIRECT], nat_rules)}
     if config.interception_mode == "TPROXY":
@@ -254,7 +231,7 @@ def _family_text(config: CaptureConfig, fam: _Family, installed: Installed) -> s
     present: Counter[tuple[str, str, str]] = Counter()
     deletes: dict[str, list[str]] = {}
     for table, spec in installed.jumps:
-        key = _key(table, spec)
+        key = (table, spec.split()[0], _target(spec))
         present[key] += 1
         if key not in wanted or present[key] > 1:
             deletes.setdefault(table, []).append(f"-D {spec}")
