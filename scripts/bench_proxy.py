@@ -75,7 +75,12 @@ def app_bootstrap() -> str:
             "route_config": {"virtual_hosts": [{"name": "app", "domains": ["*"], "routes": [
                 {"match": {"prefix": "/"},
                  "direct_response": {"status": 200, "body": {"inline_string": body}}}]}]},
-            "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {
+            # read the whole body before answering: a reply to a half-read request closes the
+            # connection, and every request would pay for a new one
+            "http_filters": [{"name": "envoy.filters.http.buffer", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer",
+                "max_request_bytes": 65536}},
+                {"name": "envoy.filters.http.router", "typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}],
         }
         return {"name": f"app{port}",
