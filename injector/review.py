@@ -25,6 +25,7 @@ the webhook failing, and the decision belongs in the AdmissionReview.
 from __future__ import annotations
 
 import base64
+import reprlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,8 +55,12 @@ def _need(value: Any, typ: type | tuple[type, ...], field: str, what: str) -> An
     return value
 
 
+_REPR = reprlib.Repr()  # bounded: a value nested 1,000 deep must not exhaust the stack
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother = 3, 80, 80
+
+
 def _show(value: Any) -> str:
-    text = "nothing" if value is None else f"{type(value).__name__} {value!r}"
+    text = "nothing" if value is None else f"{type(value).__name__} {_REPR.repr(value)}"
     return text if len(text) <= 80 else text[:77] + "..."
 
 
