@@ -20,7 +20,7 @@ from injector.errors import MeshInjectError
 from injector.sandbox import control
 from injector.sandbox.errors import SandboxError
 from injector.sandbox.progress import Progress
-from injector.sandbox.state import StateDir, default_dir
+from injector.sandbox.state import StateDir, default_dir, same_process
 from injector.settings import MeshConfig, SettingsError, config_from_yaml
 
 
@@ -110,6 +110,9 @@ def _status(args: argparse.Namespace) -> int:
         print(f"no sandbox in {state.root}")
         return 1
     phase = state.status().get("phase", "starting")
+    owner = state.owner()
+    if owner is not None and not same_process(*owner) and owner[0] != os.getpid():
+        phase = f"supervisor (pid {owner[0]}) is gone; run `meshinject sandbox down`"
     print(f"sandbox in {state.root}: {phase}")
     print_status(state)
     return 0

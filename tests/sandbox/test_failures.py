@@ -102,6 +102,8 @@ def test_down_after_a_killed_up_leaves_no_namespace_bridge_process_or_hosts_file
     os.kill(owner[0], signal.SIGKILL)
     _wait_for("the supervisor to die", lambda: not same_process(*owner))
     assert set(journal["namespaces"]) <= namespaces()  # all still there, orphaned
+    status = meshinject("sandbox", "status", "--state-dir", str(state.root))
+    assert f"supervisor (pid {owner[0]}) is gone" in status.stdout
 
     result = meshinject("sandbox", "down", "--state-dir", str(state.root))
     assert result.returncode == 0, result.stderr
