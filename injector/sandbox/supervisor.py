@@ -93,7 +93,8 @@ class Supervisor:
                                 f"Failed: init container {container.plan.name} exited {code}"
                             )
                         return
-                    time.sleep(container.backoff())
+                    if self.stopping.wait(container.backoff()):
+                        return
                     container.restarts += 1
                 continue
             container.start()
