@@ -312,6 +312,8 @@ def main() -> int:
     from injector.settings import MeshConfig
 
     bodies = corpus_reviews()
+    if not bodies:
+        sys.exit(f"no pods found under {CORPUS}: the corpus sits beside the repo, in ../shared")
     work = Path(tempfile.mkdtemp(prefix="bench-webhook-"))
     (work / "bodies.jsonl").write_bytes(b"\n".join(bodies) + b"\n")
     (work / "mutate.lua").write_text(LUA_BODIES + LUA_DONE)
