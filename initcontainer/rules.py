@@ -110,7 +110,7 @@ class _Family:
     passthrough: str
 
 
-_V4 = _Family(4, "127.0.0.1/32", "127.0.0.6/32")
+_V4 = _Family(4, "127.0.0.0/8", "127.0.0.6/32")  # all of 127/8 is loopback, never the pod
 _V6 = _Family(6, "::1/128", "::6/128")
 
 
