@@ -77,25 +77,45 @@ def webhook_report(kube: Kube, *, config: MeshConfig) -> tuple[bool, list[str], 
     ok = len(bundles) == 1
     if not ok:
         lines.append("  entries carry different caBundles: one of them is stale")
-    ca_pem = base64.b64decode(bundles.pop())
+    service = (entries[0].get("clientConfig") or {}).get("service") or {}
+    host = f"{service.get('name')}.{service.get('namespace')}.svc"
+    try:
+        ok = _certificates(kube, config, base64.b64decode(bundles.pop()), host, lines) and ok
+    except ValueError as err:
+        ok = False
+        lines.append(f"  a certificate is not valid PEM: {err}")
+    ready, total = _injector_pods(kube, config.injector_namespace)
+    ok = ok and ready > 0
+    lines.append(f"  injector: {ready}/{total} pods ready in {config.injector_namespace}")
+    return ok, lines, hook
+
+
+def _certificates(
+    kube: Kube, config: MeshConfig, ca_pem: bytes, host: str, lines: list[str]
+) -> bool:
+    """The CA's and the serving certificate's lines; False when the API server would refuse."""
     ca = x509.load_pem_x509_certificate(ca_pem)
     lines.append(f"  CA {ca.subject.rfc4514_string()}: {certs.days_left(ca_pem):.0f} days left")
     serving, where = _serving_cert(kube, config.injector_namespace)
     if serving is None:
         lines.append(f"  serving certificate: {where}")
-    else:
-        good = _verifies(serving, ca_pem)
-        ok = ok and good and certs.days_left(serving) > 0
-        verdict = (
-            "verifies against the caBundle" if good else "does NOT verify against the caBundle"
-        )
-        lines.append(
-            f"  serving certificate ({where}) {verdict}, {certs.days_left(serving):.0f} days left"
-        )
-    ready, total = _injector_pods(kube, config.injector_namespace)
-    ok = ok and ready > 0
-    lines.append(f"  injector: {ready}/{total} pods ready in {config.injector_namespace}")
-    return ok, lines, hook
+        return True
+    good = _verifies(serving, ca_pem)
+    verdict = "verifies against the caBundle" if good else "does NOT verify against the caBundle"
+    names = _dns_names(serving)
+    named = f"names {host}" if host in names else f"does NOT name {host} (has {', '.join(names)})"
+    days = certs.days_left(serving)
+    lines.append(f"  serving certificate ({where}) {verdict}, {named}, {days:.0f} days left")
+    return good and host in names and days > 0
+
+
+def _dns_names(pem: bytes) -> list[str]:
+    cert = x509.load_pem_x509_certificate(pem)
+    try:
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return []
+    return list(sans.get_values_for_type(x509.DNSName))
 
 
 def _serving_cert(kube: Kube, namespace: str) -> tuple[bytes | None, str]:

@@ -9,6 +9,7 @@ its ConfigMap, takes the :class:`~injector.kube.Kube` it is given.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,12 +19,13 @@ from initcontainer.config import ConfigError
 from initcontainer.config import parse as parse_init_args
 from injector.annotations import STATUS, parse_overrides
 from injector.errors import MeshInjectError
-from injector.kube import Kube, NotFound
+from injector.kube import Kube, KubeError, NotFound
 from injector.patch import config_hash
 from injector.policy import Decision, decide
 from injector.settings import MeshConfig, config_from_yaml
 from injector.sidecar import INIT_NAME, PROXY_NAME
 
+log = logging.getLogger("meshinject.meshview")
 Obj = dict[str, Any]
 CONFIGMAP = "meshinject-config"
 CONFIG_KEY = "mesh.yaml"
@@ -37,6 +39,11 @@ def load_config(kube: Kube, *, path: str | None = None) -> MeshConfig:
     try:
         data = kube.get_configmap(namespace, CONFIGMAP).get("data") or {}
     except NotFound:
+        return MeshConfig()
+    except KubeError as err:
+        if err.status != 403:
+            raise
+        log.warning("cannot read the mesh config (%s); comparing with the defaults", err)
         return MeshConfig()
     return config_from_yaml(data.get(CONFIG_KEY, ""))
 

@@ -193,3 +193,39 @@ def test_inspect_of_an_empty_namespace_says_so(
     cluster.api.put({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "empty"}})
     code, out, _ = _run(capsys, "inspect", "-n", "empty", "--kubeconfig", cluster.kubeconfig)
     assert (code, out) == (0, "no pods in namespace empty\n")
+
+
+def test_check_flags_a_serving_cert_that_does_not_name_the_webhooks_service(
+    cluster: Running, capsys: pytest.CaptureFixture[str]
+) -> None:
+    hook = cluster.api.get("mutatingwebhookconfigurations", "", "meshinject")
+    assert hook is not None
+    for entry in hook["webhooks"]:
+        entry["clientConfig"]["service"]["name"] = "renamed"
+    cluster.api.put(hook)
+    code, out, _ = _run(
+        capsys, "check", "web-6d4b9-x2x9q", "-n", "shop", "--kubeconfig", cluster.kubeconfig
+    )
+    assert code == 1 and "does NOT name renamed.meshinject-system.svc" in out
+
+
+def test_check_flags_a_ca_bundle_that_is_not_a_certificate(
+    cluster: Running, capsys: pytest.CaptureFixture[str]
+) -> None:
+    hook = cluster.api.get("mutatingwebhookconfigurations", "", "meshinject")
+    assert hook is not None
+    for entry in hook["webhooks"]:
+        entry["clientConfig"]["caBundle"] = "bm90IGEgY2VydA=="
+    cluster.api.put(hook)
+    code, out, _ = _run(capsys, "check", "-n", "shop", "--kubeconfig", cluster.kubeconfig)
+    assert code == 1 and "a certificate is not valid PEM" in out
+
+
+def test_without_access_to_the_mesh_config_the_defaults_are_compared(
+    cluster: Running, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    path = "/api/v1/namespaces/meshinject-system/configmaps/meshinject-config"
+    cluster.api.forbidden.add(("GET", path))
+    code, out, _ = _run(capsys, "inspect", "-n", "shop", "--kubeconfig", cluster.kubeconfig)
+    assert code == 1 and "web-6d4b9-x2x9q" in out
+    assert "cannot read the mesh config" in caplog.text
