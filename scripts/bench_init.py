@@ -54,7 +54,7 @@ def _sample(backend: str, args: list[str], rules: str) -> Figures:
     """(wall, CPU) of mesh-init, a bare restore and ``ip netns exec true``, each in a fresh pod."""
     commands: list[tuple[list[str], str | None]] = [
         ([MESH_INIT, f"--backend={backend}", *args], None),
-        ([f"iptables-{backend}-restore", "--noflush"], rules),
+        ([f"iptables-{backend}-restore", "-w", "5", "--noflush"], rules),
         (["true"], None),
     ]
     figures = []

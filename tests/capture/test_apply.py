@@ -91,7 +91,7 @@ def test_cleanup_restores_a_namespace_that_already_had_rules(
     make_netns: MakeNs, backend: str, mode: str
 ) -> None:
     pod = _pod(make_netns)
-    pod.run([f"iptables-{backend}-restore", "--noflush"], input_text=FOREIGN)
+    pod.run([f"iptables-{backend}-restore", "-w", "5", "--noflush"], input_text=FOREIGN)
     before, rules_before = save(pod, backend), pod.run(["ip", "rule"]).stdout
     mesh_init(pod, f"--backend={backend}", f"--interception-mode={mode}")
     assert save(pod, backend) != before
@@ -209,7 +209,9 @@ def test_ipv6_rules_apply_rerun_and_clean_up_on_the_real_kernel(
 def test_an_auto_cleanup_finds_rules_in_whichever_backend_holds_them(make_netns: MakeNs) -> None:
     pod = _pod(make_netns)
     mesh_init(pod, "--backend=nft")
-    pod.run(["iptables-legacy-restore", "--noflush"], input_text=FOREIGN)  # auto now says legacy
+    pod.run(
+        ["iptables-legacy-restore", "-w", "5", "--noflush"], input_text=FOREIGN
+    )  # auto now says legacy
     log = mesh_init(pod, "--cleanup")
     assert "IPv4 chains from nft" in log
     assert "MESH_" not in save(pod, "nft") and "KUBE-TEST" in save(pod, "legacy")
