@@ -74,17 +74,17 @@ def _cleanup(candidates: list[Tools]) -> str:
 def _install(tools: Tools, config: CaptureConfig, net: NetInfo) -> Applied:
     """The rules, and in TPROXY mode the policy routing, set up in a forked child meanwhile."""
     routing = None
+    v4, v6 = families(net)
+    versions = {v for v, wanted in ((4, v4), (6, v6)) if wanted}
     if config.interception_mode == "TPROXY":
-        v4, v6 = families(net)
-        versions = {v for v, wanted in ((4, v4), (6, v6)) if wanted}
         routing = netlink.fork(netlink.ensure_tproxy_routing, versions)
     try:
         applied = apply(tools, config, net)
     except ApplyError:
-        # the iptables error is the one to report; routing without marking rules is inert
+        # nothing half-applied: take back the routing pieces this run added, then report
         if routing is not None:
             with contextlib.suppress(OSError):
-                routing.wait()
+                netlink.remove_tproxy_routing(versions, only=routing.wait())
         raise
     if routing is not None:
         routing.wait()

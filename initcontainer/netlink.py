@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 from initcontainer.rules import ROUTE_TABLE, TPROXY_MARK, NetInfo
@@ -60,15 +60,15 @@ def discover() -> NetInfo:
     return NetInfo(ipv4=_ipv4_addresses(_read("fib_trie")), ipv6=_ipv6_addresses(_read("if_inet6")))
 
 
-def _families(versions: set[int]) -> list[tuple[int, str, str]]:
-    """(address family, default destination, route scope) per wanted IP version."""
+def _families(versions: Collection[int]) -> list[tuple[int, int, str, str]]:
+    """(IP version, address family, default destination, route scope) per wanted version."""
     import socket  # the TPROXY path only
 
-    out: list[tuple[int, str, str]] = []
+    out: list[tuple[int, int, str, str]] = []
     if 4 in versions:
-        out.append((socket.AF_INET, "0.0.0.0/0", "host"))
+        out.append((4, socket.AF_INET, "0.0.0.0/0", "host"))
     if 6 in versions:
-        out.append((socket.AF_INET6, "::/0", "universe"))
+        out.append((6, socket.AF_INET6, "::/0", "universe"))
     return out
 
 
@@ -111,70 +111,73 @@ def _has_rule(ipr: Any, family: int) -> bool:
     return False
 
 
-def ensure_tproxy_routing(versions: set[int]) -> None:
+def _has_route(ipr: Any, family: int) -> bool:
+    for route in ipr.get_routes(family=family, table=ROUTE_TABLE):
+        if route.get_attr("RTA_TABLE") == ROUTE_TABLE and route["dst_len"] == 0:
+            return True
+    return False
+
+
+def ensure_tproxy_routing(versions: Collection[int]) -> list[str]:
     """``ip rule fwmark 0x539 lookup 133`` and ``local default dev lo table 133``, per family.
 
-    Idempotent: the route is replaced, the rule added only when absent, so a re-run is a no-op.
+    Idempotent: each piece is added only when absent. Returns the pieces it added (``rule4``,
+    ``route6``...), so a run whose iptables part failed can take back exactly those.
     """
     iproute, _ = _pyroute2()
+    added = []
     with iproute() as ipr:
         lo = ipr.link_lookup(ifname="lo")[0]
-        for family, default, scope in _families(versions):
-            ipr.route(
-                "replace",
-                dst=default,
-                type="local",
-                scope=scope,
-                oif=lo,
-                table=ROUTE_TABLE,
-                family=family,
-            )
+        for version, family, default, scope in _families(versions):
+            if not _has_route(ipr, family):
+                route = {"dst": default, "type": "local", "scope": scope, "oif": lo}
+                ipr.route("add", table=ROUTE_TABLE, family=family, **route)
+                added.append(f"route{version}")
             if not _has_rule(ipr, family):
                 ipr.rule("add", fwmark=TPROXY_MARK, table=ROUTE_TABLE, family=family)
+                added.append(f"rule{version}")
+    return added
 
 
-def remove_tproxy_routing(versions: set[int]) -> None:
-    """Undo :func:`ensure_tproxy_routing`; absent pieces are fine (cleanup is idempotent)."""
+def remove_tproxy_routing(
+    versions: Collection[int], *, only: Collection[str] | None = None
+) -> None:
+    """Undo :func:`ensure_tproxy_routing` (``only``: just these pieces). Absent pieces are fine."""
     iproute, netlink_error = _pyroute2()
-
     with iproute() as ipr:
         lo = ipr.link_lookup(ifname="lo")[0]
-        for family, default, scope in _families(versions):
-            while _has_rule(ipr, family):
+        for version, family, default, scope in _families(versions):
+            while (only is None or f"rule{version}" in only) and _has_rule(ipr, family):
                 ipr.rule("del", fwmark=TPROXY_MARK, table=ROUTE_TABLE, family=family)
-            with contextlib.suppress(netlink_error):
-                ipr.route(
-                    "del",
-                    dst=default,
-                    type="local",
-                    scope=scope,
-                    oif=lo,
-                    table=ROUTE_TABLE,
-                    family=family,
-                )
+            if only is None or f"route{version}" in only:
+                route = {"dst": default, "type": "local", "scope": scope, "oif": lo}
+                with contextlib.suppress(netlink_error):
+                    ipr.route("del", table=ROUTE_TABLE, family=family, **route)
 
 
 class Background:
     """A forked child doing netlink work while the parent runs iptables; see :func:`fork`."""
 
-    def __init__(self, pid: int, errors_fd: int) -> None:
-        self.pid, self._fd = pid, errors_fd
+    def __init__(self, pid: int, result_fd: int) -> None:
+        self.pid, self._fd = pid, result_fd
 
-    def wait(self) -> None:
-        """Reap the child; raise OSError with its message if it failed."""
+    def wait(self) -> list[str]:
+        """Reap the child; its result, or OSError with its message if it failed."""
         with os.fdopen(self._fd, "rb") as pipe:
             message = pipe.read().decode(errors="replace")
         _, status = os.waitpid(self.pid, 0)
         if os.waitstatus_to_exitcode(status) != 0:
             raise OSError(message or f"netlink child exited with status {status}")
+        return [piece for piece in message.split(",") if piece]
 
 
-def fork(work: Callable[[set[int]], None], versions: set[int]) -> Background:
+def fork(work: Callable[[set[int]], list[str]], versions: set[int]) -> Background:
     """Run ``work(versions)`` in a forked child, on the other core.
 
-    Why: importing pyroute2 takes 120-190 ms of CPU, as long as all of mesh-init's iptables
+    Why: importing pyroute2 takes 80-190 ms of CPU, as long as all of mesh-init's iptables
     work; done in a child the two overlap instead of adding up (in a thread the import would
-    hold the GIL). The child reports a failure's message through a pipe and its exit code.
+    hold the GIL). The child sends its result (or a failure's message) through a pipe, and
+    says which through its exit code.
     """
     read_fd, write_fd = os.pipe()
     pid = os.fork()
@@ -182,7 +185,7 @@ def fork(work: Callable[[set[int]], None], versions: set[int]) -> Background:
         os.close(read_fd)
         code = 0
         try:
-            work(versions)
+            os.write(write_fd, ",".join(work(versions)).encode())
         except BaseException as err:  # everything is reported to the parent
             os.write(write_fd, f"{type(err).__name__}: {err}".encode())
             code = 1
