@@ -121,11 +121,22 @@ def _fake_tools(tmp_path: Path, failing: dict[str, str]) -> dict[str, str]:
     return {"PATH": f"{tmp_path}:{os.environ['PATH']}"}
 
 
-def test_an_iptables_failure_exits_1_with_its_error(make_netns: MakeNs, tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", ["REDIRECT", "TPROXY"])
+def test_an_iptables_failure_exits_1_with_its_error_and_changes_nothing(
+    make_netns: MakeNs, tmp_path: Path, mode: str
+) -> None:
     pod = _pod(make_netns)
+    before = (
+        save(pod, "nft"),
+        pod.run(["ip", "rule"]).stdout,
+        pod.run(["ip", "-6", "rule"]).stdout,
+    )
     env = _fake_tools(tmp_path, {"iptables-nft-restore": "iptables-restore: line 7 failed"})
-    out = mesh_init(pod, "--backend=nft", env=env, check=False)
+    out = mesh_init(pod, "--backend=nft", f"--interception-mode={mode}", env=env, check=False)
     assert out.startswith("1\n") and "line 7 failed" in out
+    after = (save(pod, "nft"), pod.run(["ip", "rule"]).stdout, pod.run(["ip", "-6", "rule"]).stdout)
+    assert after == before
+    assert pod.run(["ip", "route", "show", "table", "133"]).stdout == ""
 
 
 def test_a_node_without_ip6tables_nat_is_fine_for_a_pod_without_ipv6(
