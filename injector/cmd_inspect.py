@@ -48,7 +48,7 @@ def register(subparsers: Any, name: str) -> None:
     p: argparse.ArgumentParser = subparsers.add_parser(
         name,
         help="list injected pods in a cluster and their proxies",
-        description=__doc__.splitlines()[0],
+        description=__doc__.splitlines()[0].replace("``", ""),
     )
     p.add_argument("pod", nargs="?", help="show this pod's injected settings and live stats")
     where = p.add_mutually_exclusive_group()
