@@ -121,8 +121,24 @@ def listener_options(policy: TrafficPolicy, *, direction: Direction) -> JSON:
     }
 
 
-def access_log(direction: Direction) -> JSON:
-    fields = {**ACCESS_LOG_FIELDS, "direction": direction}
+# One JSON object per TCP connection that was not HTTP (opaque ports, TLS, databases, ...).
+TCP_ACCESS_LOG_FIELDS: dict[str, str] = {
+    "start_time": "%START_TIME%",
+    "direction": "",
+    "protocol": "tcp",
+    "response_flags": "%RESPONSE_FLAGS%",
+    "bytes_received": "%BYTES_RECEIVED%",
+    "bytes_sent": "%BYTES_SENT%",
+    "duration_ms": "%DURATION%",
+    "upstream_host": "%UPSTREAM_HOST%",
+    "downstream_peer": "%DOWNSTREAM_REMOTE_ADDRESS%",
+}
+
+
+def access_log(direction: Direction, *, tcp: bool = False) -> JSON:
+    """The JSON-lines logger on stdout (``kubectl logs -c mesh-proxy``); ``tcp`` for the
+    passthrough chains, which log a connection rather than a request."""
+    fields = {**(TCP_ACCESS_LOG_FIELDS if tcp else ACCESS_LOG_FIELDS), "direction": direction}
     return {
         "name": "envoy.access_loggers.stdout",
         "typed_config": {

@@ -16,10 +16,12 @@ JSON = dict[str, Any]
 _T = "type.googleapis.com/envoy.extensions."
 
 
-def _tcp(cluster: str, stat: str) -> JSON:
-    return {"name": "envoy.filters.network.tcp_proxy", "typed_config": {
-        "@type": _T + "filters.network.tcp_proxy.v3.TcpProxy",
-        "stat_prefix": stat, "cluster": cluster}}
+def _tcp(cluster: str, stat: str, log: JSON | None = None) -> JSON:
+    config: JSON = {"@type": _T + "filters.network.tcp_proxy.v3.TcpProxy",
+                    "stat_prefix": stat, "cluster": cluster}
+    if log is not None:
+        config["access_log"] = [log]
+    return {"name": "envoy.filters.network.tcp_proxy", "typed_config": config}
 
 
 def _listener(policy: TrafficPolicy, direction: envoy_http.Direction, port: int) -> JSON:
@@ -39,7 +41,10 @@ def _listener(policy: TrafficPolicy, direction: envoy_http.Direction, port: int)
              "filters": [_tcp("blackhole", "loop")]},
             envoy_http.http_filter_chain(policy, direction=direction),
         ],
-        "default_filter_chain": {"filters": [_tcp(passthrough, passthrough)]},
+        "default_filter_chain": {"filters": [_tcp(
+            passthrough, passthrough,
+            envoy_http.access_log(direction, tcp=True) if policy.access_log else None,
+        )]},
     }
 
 

@@ -58,6 +58,9 @@ def test_a_server_first_protocol_on_an_opaque_port_answers_immediately(mesh: Mes
     assert waited < 0.2, waited
     tcp = mesh.client.stats("cluster.outbound_passthrough.upstream_cx_total")
     assert tcp["cluster.outbound_passthrough.upstream_cx_total"] == 1
+    time.sleep(1.2)  # logged when the connection closes, flushed each second
+    logged = [json.loads(line) for line in mesh.client.log().splitlines() if line.startswith("{")]
+    assert [(x["protocol"], x["upstream_host"]) for x in logged] == [("tcp", f"{SERVER_IP}:3306")]
 
 
 def test_a_server_first_protocol_elsewhere_works_after_the_detection_timeout(
