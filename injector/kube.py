@@ -21,16 +21,12 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 from urllib3.exceptions import HTTPError
 
+from injector.errors import MeshInjectError
+
 Obj = dict[str, Any]
 T = TypeVar("T")
 
-try:  # the core helper's error hierarchy, when present
-    from injector.errors import MeshInjectError as _Base
-except ImportError:  # pragma: no cover - only before errors.py exists
-    _Base = Exception  # type: ignore[misc,assignment]
-
-
-class KubeError(_Base):
+class KubeError(MeshInjectError):
     """A Kubernetes API call failed; ``status`` is the HTTP status (0: no answer at all)."""
 
     def __init__(self, message: str, *, status: int = 0) -> None:
