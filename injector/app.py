@@ -30,16 +30,95 @@ BODY_TIMEOUT = 10.0  # the API server's own webhook timeout is 10 s by default
 
 _JSON = "application/json"
 _JSON_BYTES = _JSON.encode()
-_REVIEW_SCHEMA = {
-    "requestBody": {
-        "required": True,
-        "content": {_JSON: {"schema": {"type": "object", "description": "AdmissionReview v1"}}},
+# The contract of POST /mutate, for readers and for schemathesis: documentation only. The fast
+# path never validates against it (the review checks what it reads, once), so it costs nothing.
+_STR = {"type": "string"}
+_GVK = {"type": "object", "properties": {"group": _STR, "version": _STR, "kind": _STR}}
+_GVR = {"type": "object", "properties": {"group": _STR, "version": _STR, "resource": _STR}}
+_STR_MAP = {"type": "object", "additionalProperties": _STR}
+_CONTAINERS = {
+    "type": "array",
+    "items": {"type": "object", "required": ["name"], "properties": {"name": _STR}},
+}
+_POD = {
+    "type": "object",
+    "description": "the Pod, as the API server decoded it",
+    "required": ["spec"],
+    "properties": {
+        "metadata": {"type": "object", "properties": {"labels": _STR_MAP, "annotations": _STR_MAP}},
+        "spec": {
+            "type": "object",
+            "required": ["containers"],
+            "properties": {
+                "containers": {**_CONTAINERS, "minItems": 1},
+                "initContainers": _CONTAINERS,
+                "volumes": _CONTAINERS,
+                "hostNetwork": {"type": "boolean"},
+            },
+        },
     },
+}
+_ADMISSION_REVIEW = {
+    "type": "object",
+    "title": "AdmissionReview",
+    "description": "AdmissionReview v1 with a request (kinds other than Pod are allowed as is)",
+    "required": ["apiVersion", "kind", "request"],
+    "properties": {
+        "apiVersion": {"enum": ["admission.k8s.io/v1"]},
+        "kind": {"enum": ["AdmissionReview"]},
+        "request": {
+            "type": "object",
+            "required": ["uid", "operation", "namespace"],  # pods are namespaced
+            "properties": {
+                "uid": {"type": "string", "minLength": 1},
+                "kind": _GVK,
+                "resource": _GVR,
+                "subResource": _STR,
+                "namespace": {"type": "string", "minLength": 1},
+                "operation": {"enum": ["CREATE", "UPDATE", "DELETE", "CONNECT"]},
+                "dryRun": {"type": "boolean"},
+                "object": _POD,
+            },
+        },
+    },
+}
+_ADMISSION_RESPONSE = {
+    "type": "object",
+    "required": ["apiVersion", "kind", "response"],
+    "properties": {
+        "apiVersion": {"enum": ["admission.k8s.io/v1"]},
+        "kind": {"enum": ["AdmissionReview"]},
+        "response": {
+            "type": "object",
+            "required": ["uid", "allowed"],
+            "properties": {
+                "uid": _STR,
+                "allowed": {"type": "boolean"},
+                "patchType": {"enum": ["JSONPatch"]},
+                "patch": {"type": "string", "contentEncoding": "base64"},
+                "warnings": {"type": "array", "items": _STR},
+                "status": {
+                    "type": "object",
+                    "properties": {"code": {"type": "integer"}, "message": _STR},
+                },
+            },
+        },
+    },
+}
+_ERROR = {"type": "object", "required": ["detail"], "properties": {"detail": _STR}}
+_REVIEW_SCHEMA = {
+    "requestBody": {"required": True, "content": {_JSON: {"schema": _ADMISSION_REVIEW}}},
     "responses": {
-        "200": {"description": "AdmissionReview v1 with the response", "content": {_JSON: {}}},
-        "400": {"description": "not an AdmissionReview v1 we can read", "content": {_JSON: {}}},
-        "408": {"description": "the body did not arrive in time", "content": {_JSON: {}}},
-        "413": {"description": "the body is larger than the bound", "content": {_JSON: {}}},
+        "200": {
+            "description": "AdmissionReview v1 with the response",
+            "content": {_JSON: {"schema": _ADMISSION_RESPONSE}},
+        },
+        "400": {"description": "not an AdmissionReview v1 we can read",
+                "content": {_JSON: {"schema": _ERROR}}},
+        "408": {"description": "the body did not arrive in time",
+                "content": {_JSON: {"schema": _ERROR}}},
+        "413": {"description": "the body is larger than the bound",
+                "content": {_JSON: {"schema": _ERROR}}},
     },
 }
 
