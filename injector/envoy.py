@@ -16,9 +16,10 @@ the admin API, so nothing but those two paths is reachable from outside the pod.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+import orjson
 
 from injector.annotations import PROMETHEUS_PORT, READINESS_PORT, PodOverrides
 from injector.settings import MeshConfig
@@ -214,4 +215,4 @@ def bootstrap(*, config: MeshConfig, overrides: PodOverrides) -> dict[str, Any]:
 
 def bootstrap_text(bootstrap: dict[str, Any]) -> str:
     """Compact JSON (which is YAML) for ``--config-yaml``; sorted keys, so equal in, equal out."""
-    return json.dumps(bootstrap, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return orjson.dumps(bootstrap, option=orjson.OPT_SORT_KEYS).decode()

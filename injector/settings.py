@@ -8,6 +8,7 @@ the rest of Kubernetes; an unknown or badly typed field is an error naming the f
 from __future__ import annotations
 
 import hashlib
+from functools import cached_property
 from typing import Any, Literal
 
 import orjson
@@ -107,6 +108,11 @@ class MeshConfig(_Model):
     def fingerprint(self) -> str:
         """A short hash of the whole config: the status annotation records it, so a pod
         injected under another config can be found and re-rendered."""
+        return self._fingerprint
+
+    @cached_property
+    def _fingerprint(self) -> str:
+        # computed once per config: the webhook asks for it on every pod
         canonical = orjson.dumps(self.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
         return hashlib.sha256(canonical).hexdigest()[:16]
 
