@@ -99,6 +99,8 @@ def report(plan: SandboxPlan, state: StateDir, namespaces: dict[str, str]) -> di
     """Per pod: what its proxy carried and what its app saw. Returns facts for the summary."""
     print("\nwhat each pod's proxy carried (Envoy's own counters and access log):")
     facts: Counter[str] = Counter()
+    names = {f"{s.vip}:{p.port}": f"{s.name}.{s.namespace} ({s.vip}:{p.port})"
+             for s in plan.services for p in s.ports}
     for pod in plan.pods:
         log = state.log_path(pod.key, "mesh-proxy").read_text(errors="replace")
         t = stats.summarize(stats.fetch(namespaces[pod.key]), stats.access_entries(log))
@@ -114,7 +116,9 @@ def report(plan: SandboxPlan, state: StateDir, namespaces: dict[str, str]) -> di
             retried = f"  after {tries - asked} retries" if tries > asked else ""
             print(f"{name} out: {asked:>4} requests  {stats.codes(got)}  -> {authority}{retried}")
             facts["retries"] += tries - asked
-        if not t.requests_out and t.connections_out:
+        for upstream, count in sorted(t.tcp_out.items()):
+            print(f"{name} out: {count:>4} connections  -> {names.get(upstream, upstream)}")
+        if not t.requests_out and not t.tcp_out and t.connections_out:
             print(f"{name} out: {t.connections_out:>4} connections (TCP passthrough)")
     print("\nwhat the apps saw (their own logs):")
     for pod in plan.pods:

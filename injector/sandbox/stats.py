@@ -3,8 +3,9 @@
 Counters come from the admin API (``127.0.0.1:15000/stats`` inside the pod's namespace):
 connections accepted by the capture listeners (15001 out, 15006 in), HTTP requests by response
 code, retries. Per destination comes from the proxy's JSON access log (one line per request,
-with its direction, authority and upstream attempts), since one ORIGINAL_DST cluster serves
-every destination and so counters cannot split them. Pure apart from :func:`fetch`.
+with its direction, authority and upstream attempts, or per TCP connection with its upstream
+host), since one ORIGINAL_DST cluster serves every destination and so counters cannot split
+them. Pure apart from :func:`fetch`.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ class Traffic:
     requests_in: Counter[str] = field(default_factory=Counter)  # response code -> count
     requests_out: dict[str, Counter[str]] = field(default_factory=dict)  # authority -> codes
     attempts_out: Counter[str] = field(default_factory=Counter)  # authority -> upstream tries
+    tcp_out: Counter[str] = field(default_factory=Counter)  # upstream host -> connections
     retries: int = 0
 
 
@@ -69,6 +71,10 @@ def summarize(counters: dict[str, int], entries: list[dict[str, object]]) -> Tra
     )
     for entry in entries:
         code = str(entry.get("response_code", "?"))
+        if entry.get("protocol") == "tcp":  # a connection that was not HTTP
+            if entry.get("direction") == "outbound":
+                t.tcp_out[str(entry.get("upstream_host") or "?")] += 1
+            continue
         if entry.get("direction") == "inbound":
             t.requests_in[code] += 1
         elif entry.get("direction") == "outbound":
