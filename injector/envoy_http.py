@@ -253,6 +253,10 @@ def outbound_cluster(policy: TrafficPolicy) -> JSON:
     """All outbound HTTP: the breakers count every destination of the pod together, outlier
     detection tracks each destination (ip:port) on its own."""
     cluster = _cluster("outbound")
+    # One upstream connection per app connection, never shared between them: behind a Service
+    # VIP the node picks an endpoint per connection, and a pool shared by all the app's
+    # connections would pin every request to the first endpoint it reached.
+    cluster["connection_pool_per_downstream_connection"] = True
     thresholds = _thresholds(connections=policy.max_connections,
                              pending=policy.max_pending_requests, requests=policy.max_requests)
     thresholds["retry_budget"] = {
