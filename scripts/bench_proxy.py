@@ -164,6 +164,8 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--nice", type=int, default=-10,
                         help="niceness of wrk, the app and the proxies (0: leave as is)")
+    parser.add_argument("--annotation", "-a", action="append", default=[], metavar="KEY=VALUE",
+                        help="an annotation on both pods, e.g. proxy.meshinject.io/access-log=off")
     parser.add_argument("--fifo", action="store_true",
                         help="run them SCHED_FIFO instead: isolates the figures from the "
                         "machine's other load (they use a fraction of a core)")
@@ -180,11 +182,12 @@ def main() -> int:
         created += [client, server]
         netns.veth(client, server, a_addr=f"{CLIENT_IP}/24", b_addr=f"{SERVER_IP}/24")
         proxies: dict[str, int] = {}
+        extra = dict(item.split("=", 1) for item in args.annotation)
         for role, ns, annotations in (
             ("client", client, {"traffic.meshinject.io/exclude-outbound-ports": str(DIRECT)}),
             ("server", server, {"traffic.meshinject.io/exclude-inbound-ports": str(DIRECT)}),
         ):
-            init_args, proxy_args = injected(role, annotations)
+            init_args, proxy_args = injected(role, {**annotations, **extra})
             ns.run([INIT, *init_args])
             proc = ns.spawn([envoy_binary(), *proxy_args], uid=1337, gid=1337,
                             log_path=str(workdir / f"{role}-envoy.log"))
