@@ -94,6 +94,32 @@ def app_bootstrap() -> str:
         "static_resources": {"listeners": [listener(MESHED), listener(DIRECT)]}})
 
 
+def minimal_proxy_bootstrap(upstream: str, port: int) -> str:
+    """The calibration: the least an HTTP proxy can be in Envoy (one listener, one route, one
+    static upstream). Its CPU per request, measured here and now, says how fast this machine
+    is; the mesh proxies' figures read against it."""
+    router = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+    hcm = {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network."
+                 "http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": "minimal",
+        "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [
+            {"match": {"prefix": "/"}, "route": {"cluster": "upstream"}}]}]},
+        "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {"@type": router}}],
+    }
+    address = {"socket_address": {"address": upstream, "port_value": DIRECT}}
+    return json.dumps({"static_resources": {
+        "listeners": [{
+            "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+            "filter_chains": [{"filters": [{
+                "name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}],
+        }],
+        "clusters": [{"name": "upstream", "type": "STATIC", "connect_timeout": "1s",
+                      "load_assignment": {"cluster_name": "upstream", "endpoints": [
+                          {"lb_endpoints": [{"endpoint": {"address": address}}]}]}}],
+    }})
+
+
 def prioritize(pid: int, nice: int, *, fifo: bool = False) -> None:
     """Renice (or make SCHED_FIFO) every thread of a process: priority is per thread on Linux.
 
@@ -141,12 +167,13 @@ function delay() return {delay_ms} end
 
 
 def wrk(client: netns.Netns, port: int, *, rate: float, connections: int, seconds: int,
-        script: Path, nice: int = 0, fifo: bool = False) -> dict[str, float]:
+        script: Path, nice: int = 0, fifo: bool = False, host: str = SERVER_IP
+        ) -> dict[str, float]:
     """One paced wrk run: the achieved rate and latency percentiles in ms."""
     prefix = ["chrt", "-f", "10"] if fifo else ["nice", "-n", str(nice)]
     out = client.run([*prefix, "wrk", "-t1", f"-c{connections}",
                       f"-d{seconds}s", "--latency", "-s", str(script),
-                      f"http://{SERVER_IP}:{port}/"],
+                      f"http://{host}:{port}/"],
                      timeout=seconds + 30).stdout
     result = {"rate": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))}  # type: ignore[union-attr]
     for pct, value, unit in re.findall(r"^\s+(50|90|99)%\s+([\d.]+)(us|ms|s)\s*$", out, re.M):
@@ -210,9 +237,10 @@ def main() -> int:
         script.write_text(LUA.format(delay_ms=per_conn_ms))
         idle = {role: rss_anon_mb(pid) for role, pid in proxies.items()}
 
-        def load(port: int, seconds: int) -> dict[str, float]:
+        def load(port: int, seconds: int, host: str = SERVER_IP) -> dict[str, float]:
             return wrk(client, port, rate=args.rate, connections=args.connections,
-                       seconds=seconds, script=script, nice=args.nice, fifo=args.fifo)
+                       seconds=seconds, script=script, nice=args.nice, fifo=args.fifo,
+                       host=host)
 
         for port in (DIRECT, MESHED):  # warm up both paths
             load(port, 2)
@@ -231,6 +259,21 @@ def main() -> int:
                 cpu[role].append(vcpu / (run["rate"] / 1000))
         loaded = {role: rss_anon_mb(pid) for role, pid in proxies.items()}
 
+        # calibration: a minimal HTTP proxy in the client pod (loopback is never captured, and
+        # its upstream port is excluded), same load, same priority
+        minimal = client.spawn([envoy_binary(), "--config-yaml",
+                                minimal_proxy_bootstrap(SERVER_IP, 9000), "--disable-hot-restart",
+                                "--concurrency", "1", "-l", "error", "--base-id", "9"])
+        started.append(minimal)
+        client.wait_for_port(9000)
+        minimal_pid = envoy_pid(minimal)
+        prioritize(minimal_pid, args.nice, fifo=args.fifo)
+        load(9000, 2, host="127.0.0.1")
+        before_min, t0 = proc_cpu_seconds(minimal_pid), time.monotonic()
+        run = load(9000, args.duration, host="127.0.0.1")
+        minimal_cpu = (proc_cpu_seconds(minimal_pid) - before_min) / (time.monotonic() - t0)
+        minimal_cpu /= run["rate"] / 1000
+
         def med(port: int, key: str) -> float:
             return statistics.median(r[key] for r in runs[port])
 
@@ -247,6 +290,10 @@ def main() -> int:
         for role in proxies:
             print(f"{role} proxy: {statistics.median(cpu[role]):.3f} vCPU per 1,000 req/s, "
                   f"RssAnon {idle[role]:.1f} MB idle, {loaded[role]:.1f} MB after load")
+        print(f"calibration, a minimal one-route HTTP proxy on this machine now: "
+              f"{minimal_cpu:.3f} vCPU per 1,000 req/s, adds p50 "
+              f"{run['p50'] - med(DIRECT, 'p50'):+.3f} ms, "
+              f"p99 {run['p99'] - med(DIRECT, 'p99'):+.3f} ms")
         if any(r["errors"] for rs in runs.values() for r in rs):
             print("WARNING: some runs had errors or non-2xx responses")
         return 0
