@@ -106,6 +106,10 @@ def test_http_stats_have_clear_prefixes_and_access_logs_are_json_lines(mesh: Mes
     assert len(lines) == 20, mesh.client.log()[:3000]
     assert lines[0]["direction"] == "outbound" and lines[0]["response_code"] == 200
     assert lines[0]["upstream_host"] == f"{SERVER_IP}:8080" and lines[0]["bytes_sent"] == 1024
+    # one request id end to end: the server's proxy logs the id the client's proxy gave it
+    served = [json.loads(line) for line in mesh.server.log().splitlines() if line.startswith("{")]
+    assert [x["request_id"] for x in served] == [x["request_id"] for x in lines]
+    assert served[0]["direction"] == "inbound"
 
 
 def test_access_logs_are_off_by_annotation(mesh: Mesh) -> None:
