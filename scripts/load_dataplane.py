@@ -167,9 +167,11 @@ def run_phase(name: str, client: netns.Netns, server_proxy: Proxy, client_proxy:
               f"{'yes' if drained else 'none in the spec'}, {args.connections} connections) "
               f"+ {how}: about {arrivals:.0f}; total about {in_flight + arrivals:.0f}")
     for role in ("client", "server"):
-        delta = {k: after[role][k] - before[role].get(k, 0) for k in COUNTERS
-                 if after[role][k] - before[role].get(k, 0)}
-        print(f"   {role} proxy counters: {delta}")
+        restarted = role == "server" and name == "restart"  # a new Envoy counts from zero
+        base = {} if restarted else before[role]
+        delta = {k: after[role][k] - base.get(k, 0) for k in COUNTERS
+                 if after[role][k] - base.get(k, 0)}
+        print(f"   {role} proxy counters{' since its restart' if restarted else ''}: {delta}")
     wanted = ("Average:", "Slowest:", "Requests/sec:", "50% in", "99% in")
     for line in report.splitlines():
         if any(w in line for w in wanted):
