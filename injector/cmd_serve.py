@@ -18,6 +18,7 @@ replicas instead.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import atexit
 import logging
 import shutil
@@ -36,6 +37,10 @@ log = logging.getLogger("meshinject.serve")
 # Longer than the API server's idle-connection timeout (90 s), so the client closes idle
 # connections first and never sends a review on one we are closing.
 KEEP_ALIVE_SECONDS = 120
+# A request's headers must arrive this soon after its first byte (or after the connection is
+# made). uvicorn times out idle keep-alive connections only, so without it a client that sends
+# half a header, or nothing after the handshake, holds a connection and a descriptor forever.
+HEADER_SECONDS = 10.0
 
 
 def register(subparsers: Any, name: str) -> None:
@@ -78,6 +83,13 @@ def register(subparsers: Any, name: str) -> None:
         default="auto",
         choices=["auto", "asyncio", "uvloop"],
         help="event loop (auto: uvloop when installed)",
+    )
+    p.add_argument(
+        "--header-timeout",
+        type=float,
+        default=HEADER_SECONDS,
+        metavar="SECONDS",
+        help=f"close a connection whose request headers take longer (default {HEADER_SECONDS:g})",
     )
     p.add_argument(
         "--http",
@@ -163,6 +175,55 @@ def cert_files(args: argparse.Namespace, stop: threading.Event) -> tuple[Path, P
     return Path(args.tls_cert), Path(args.tls_key)
 
 
+def http_protocol(choice: str, *, header_seconds: float) -> Any:
+    """The uvicorn HTTP protocol: httptools (when installed and not refused) with a deadline on
+    request headers; plain h11 otherwise (uvicorn's own, with no such deadline)."""
+    if choice == "h11":
+        return "h11"
+    try:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+    except ImportError:
+        if choice == "httptools":
+            raise
+        return "h11"
+
+    class HeaderDeadlineProtocol(HttpToolsProtocol):
+        """Closes the connection when a request's headers are not complete in time."""
+
+        _deadline: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm()
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            if self._deadline is None:
+                self._arm()
+
+        def on_headers_complete(self) -> None:
+            self._disarm()
+            super().on_headers_complete()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def _arm(self) -> None:
+            self._deadline = self.loop.call_later(header_seconds, self._expire)
+
+        def _disarm(self) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
+
+        def _expire(self) -> None:
+            self._deadline = None
+            self.transport.close()
+
+    return HeaderDeadlineProtocol
+
+
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -191,7 +252,7 @@ def run(args: argparse.Namespace) -> int:
         timeout_keep_alive=KEEP_ALIVE_SECONDS,
         workers=1,
         loop=args.loop,
-        http=args.http,
+        http=http_protocol(args.http, header_seconds=args.header_timeout),
     )
     try:
         uvicorn.Server(server_config).run()

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import base64
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -211,3 +213,24 @@ def test_missing_certificate_files_stop_serve_with_the_reason(tmp_path: Path) ->
     done = serve_fails("--tls-cert", str(tmp_path / "no.crt"), "--tls-key", str(tmp_path / "k"))
     assert done.returncode == 1
     assert "cannot load the certificate" in done.stderr and "no.crt" in done.stderr
+
+
+def test_a_client_that_never_finishes_its_headers_is_disconnected(tmp_path: Path) -> None:
+    with serve(tmp_path, ["--self-signed", "--header-timeout", "1"]) as server:
+        ctx = server.ssl_context()
+        with (
+            ctx.wrap_socket(
+                socket.create_connection(("localhost", server.port)), server_hostname="localhost"
+            ) as silent,
+            ctx.wrap_socket(
+                socket.create_connection(("localhost", server.port)), server_hostname="localhost"
+            ) as half,
+        ):
+            half.sendall(b"POST /mutate HTTP/1.1\r\nHost: localhost\r\nContent-Ty")
+            started = time.monotonic()
+            for sock in (silent, half):
+                sock.settimeout(5)
+                assert sock.recv(1) == b""  # closed by the server, no answer
+            assert time.monotonic() - started < 4
+        with server.client() as client:
+            assert client.get("/healthz").status_code == 200
