@@ -6,13 +6,14 @@ frozen :class:`PodOverrides`; a bad value raises :class:`AnnotationError` naming
 value, so the webhook can deny the pod with a message the user can act on. The traffic values
 are parsed by mesh-init's own parsers, so the injector can never accept what mesh-init rejects.
 
-Unknown ``proxy.meshinject.io/*`` keys are not errors here: the L7 policy keys (timeouts,
-retries, ...) are validated by their own module, which reads them from
-:attr:`PodOverrides.proxy_annotations`.
+The L7 policy keys (timeouts, retries, breakers, faults, telemetry, drain) are parsed by
+:mod:`injector.traffic_policy`, called from here so a bad one denies the pod like any other, into
+:attr:`PodOverrides.traffic`. Other unknown ``proxy.meshinject.io/*`` keys are not errors.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from initcontainer import config as capture_config
 from initcontainer.config import CaptureConfig, ConfigError, PortRange
 from injector.errors import AnnotationError, MeshInjectError
 from injector.settings import MeshConfig, ProxySettings, Resources
+from injector.traffic_policy import TrafficPolicy, parse_traffic_policy
 
 INJECT = "meshinject.io/inject"
 STATUS = "meshinject.io/status"
@@ -77,6 +79,9 @@ class PodOverrides:
     # every traffic./proxy. annotation, sorted: the L7 module reads its keys from here, and the
     # status annotation's hash covers them so that changing one re-renders the pod
     proxy_annotations: tuple[tuple[str, str], ...] = ()
+    # the L7 policy (timeouts, retries, breakers, faults, telemetry, drain), validated here
+    # with the rest so a bad value denies the pod at admission
+    traffic: TrafficPolicy = dataclasses.field(default_factory=TrafficPolicy)
 
 
 def _traffic(name: str, value: str, parse: Callable[[str, str], T]) -> T:
@@ -202,6 +207,7 @@ def parse_overrides(annotations: Mapping[str, str], *, config: MeshConfig) -> Po
         log_level=log_level,
         concurrency=concurrency,
         native=native,
+        traffic=parse_traffic_policy(annotations, config=config),
         proxy_annotations=tuple(sorted(
             (k, v) for k, v in annotations.items() if k.startswith((TRAFFIC, PROXY))
         )),

@@ -147,8 +147,14 @@ def test_an_unquoted_number_in_yaml_is_refused_with_advice() -> None:
         parse_overrides({P + "concurrency": 4}, config=CONFIG)  # type: ignore[dict-item]
 
 
-def test_unknown_proxy_keys_are_left_to_the_l7_module_and_recorded() -> None:
-    annotations = {P + "timeout": "anything", T + "interception-mode": "REDIRECT", "x": "y"}
+def test_l7_proxy_keys_are_parsed_by_the_l7_module_and_recorded() -> None:
+    annotations = {P + "timeout": "2s", T + "interception-mode": "REDIRECT", "x": "y"}
     overrides = parse_overrides(annotations, config=CONFIG)
     assert overrides.proxy_annotations == (
-        (P + "timeout", "anything"), (T + "interception-mode", "REDIRECT"))
+        (P + "timeout", "2s"), (T + "interception-mode", "REDIRECT"))
+    assert overrides.traffic.timeout_ms == 2000
+
+
+def test_a_bad_l7_value_is_refused_at_admission_with_the_rest() -> None:
+    with pytest.raises(AnnotationError, match=r'proxy\.meshinject\.io/timeout="anything"'):
+        parse_overrides({P + "timeout": "anything"}, config=CONFIG)
