@@ -21,6 +21,7 @@ from typing import Any
 
 import orjson
 
+from injector import envoy_http
 from injector.annotations import PROMETHEUS_PORT, READINESS_PORT, PodOverrides
 from injector.settings import MeshConfig
 
@@ -52,15 +53,15 @@ def any_address(port: int) -> Json:
     }
 
 
-def tcp_proxy(*, stat_prefix: str, cluster: str) -> Json:
-    return {
-        "name": "envoy.filters.network.tcp_proxy",
-        "typed_config": {
-            "@type": _T + "filters.network.tcp_proxy.v3.TcpProxy",
-            "stat_prefix": stat_prefix,
-            "cluster": cluster,
-        },
+def tcp_proxy(*, stat_prefix: str, cluster: str, access_log: Json | None = None) -> Json:
+    config: Json = {
+        "@type": _T + "filters.network.tcp_proxy.v3.TcpProxy",
+        "stat_prefix": stat_prefix,
+        "cluster": cluster,
     }
+    if access_log is not None:
+        config["access_log"] = [access_log]
+    return {"name": "envoy.filters.network.tcp_proxy", "typed_config": config}
 
 
 def http_connection_manager(*, stat_prefix: str, routes: list[Json]) -> Json:
@@ -113,12 +114,28 @@ def capture_listener(
     return listener
 
 
+def _connection_log(overrides: PodOverrides, direction: envoy_http.Direction) -> Json | None:
+    return envoy_http.access_log(direction, tcp=True) if overrides.traffic.access_log else None
+
+
+def l7_extras(overrides: PodOverrides, direction: envoy_http.Direction) -> dict[str, Any]:
+    """What the L7 module adds to a capture listener: protocol detection, the HTTP chain,
+    the detection timeout and the listener's direction."""
+    policy = overrides.traffic
+    return {
+        "listener_filters": [envoy_http.detection_listener_filter(policy)],
+        "chains": [envoy_http.http_filter_chain(policy, direction=direction)],
+        "options": envoy_http.listener_options(policy, direction=direction),
+    }
+
+
 def outbound_listener(*, overrides: PodOverrides, **extras: Any) -> Json:
     """``extras``: capture_listener's listener_filters, chains, options."""
     return capture_listener(
         name="outbound",
         port=overrides.capture.outbound_port,
-        passthrough=tcp_proxy(stat_prefix="outbound", cluster=OUTBOUND_PASSTHROUGH),
+        passthrough=tcp_proxy(stat_prefix="outbound", cluster=OUTBOUND_PASSTHROUGH,
+                              access_log=_connection_log(overrides, "outbound")),
         overrides=overrides,
         **extras,
     )
@@ -129,7 +146,8 @@ def inbound_listener(*, overrides: PodOverrides, **extras: Any) -> Json:
     return capture_listener(
         name="inbound",
         port=overrides.capture.inbound_port,
-        passthrough=tcp_proxy(stat_prefix="inbound", cluster=INBOUND_PASSTHROUGH),
+        passthrough=tcp_proxy(stat_prefix="inbound", cluster=INBOUND_PASSTHROUGH,
+                              access_log=_connection_log(overrides, "inbound")),
         overrides=overrides,
         **extras,
     )
@@ -195,20 +213,20 @@ def overload_manager() -> Json:
 
 def bootstrap(*, config: MeshConfig, overrides: PodOverrides) -> dict[str, Any]:
     """The whole static bootstrap for one pod's proxy."""
-    del config  # nothing mesh-wide reaches the bootstrap yet; the L7 module will need it
+    del config  # mesh-wide defaults reach it through overrides.traffic
     return {
         "admin": {"address": socket_address("127.0.0.1", ADMIN_PORT)},
         "overload_manager": overload_manager(),
         "static_resources": {
             "listeners": [
-                outbound_listener(overrides=overrides),
-                inbound_listener(overrides=overrides),
+                outbound_listener(overrides=overrides, **l7_extras(overrides, "outbound")),
+                inbound_listener(overrides=overrides, **l7_extras(overrides, "inbound")),
                 admin_route_listener(name="readiness", port=READINESS_PORT,
                                      path=READINESS_PATH, admin_path="/ready"),
                 admin_route_listener(name="prometheus", port=PROMETHEUS_PORT,
                                      path=PROMETHEUS_PATH, admin_path=PROMETHEUS_PATH),
             ],
-            "clusters": clusters(),
+            "clusters": [*clusters(), *envoy_http.clusters(overrides.traffic)],
         },
     }
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from initcontainer.config import to_args
-from injector import envoy
+from injector import envoy, envoy_http
 from injector.annotations import PROMETHEUS_PORT, READINESS_PORT, PodOverrides
 from injector.settings import MeshConfig, Resources
 
@@ -93,7 +93,7 @@ def proxy_container(*, config: MeshConfig, overrides: PodOverrides, native: bool
             "--disable-hot-restart",
             "--log-level", overrides.log_level,
             "--concurrency", str(overrides.concurrency),
-            "--drain-time-s", str(config.proxy.drain_seconds),
+            *envoy_http.proxy_args(overrides.traffic),
         ],
         "ports": [
             {"name": "http-envoy-prom", "containerPort": PROMETHEUS_PORT, "protocol": "TCP"},
@@ -105,6 +105,10 @@ def proxy_container(*, config: MeshConfig, overrides: PodOverrides, native: bool
         # minutes before the kubelet restarts the proxy
         "startupProbe": _probe(period=1, failures=120),
         "readinessProbe": _probe(period=5, failures=3),
+    }
+    # drain before the kubelet's SIGTERM, on which Envoy exits at once (see envoy_http)
+    container["lifecycle"] = {
+        "preStop": {"exec": {"command": envoy_http.prestop_command(overrides.traffic)}}
     }
     if native:
         container["restartPolicy"] = "Always"
