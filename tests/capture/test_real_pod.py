@@ -42,6 +42,9 @@ MANIFEST: dict[str, Any] = {
         "annotations": {
             "traffic.meshinject.io/exclude-inbound-ports": str(EXCLUDED_IN),
             "traffic.meshinject.io/exclude-outbound-ports": str(EXCLUDED_OUT),
+            # these tests count TCP passthrough connections; HTTP detection and the L7 chains
+            # have their own real-Envoy tests (tests/proxy)
+            "traffic.meshinject.io/opaque-ports": f"{APP_PORT},{UPSTREAM_PORT}",
         },
     },
     "spec": {
