@@ -12,22 +12,19 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from initcontainer.config import CaptureConfig, PortRange, to_args
-from injector import envoy_http, netns
-from injector.traffic_policy import TrafficPolicy
+from injector import netns
+from tests.proxy.spec import Spec
 
 CLIENT_IP = "198.18.5.1"
 SERVER_IP = "198.18.5.2"
 HERE = Path(__file__).parent
 PY = sys.executable
 INIT = str(Path(sys.executable).parent / "meshinject-init")
-# the proxy's own health and metrics ports are never captured (as the injector renders it)
-CAPTURE = CaptureConfig(exclude_inbound_ports=(PortRange(15021, 15021), PortRange(15090, 15090)))
 
 Spawn = Callable[..., subprocess.Popen[bytes]]
 
@@ -47,16 +44,12 @@ class Pod:
     proxy: subprocess.Popen[bytes] | None = None
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
-    def capture(self, config: CaptureConfig = CAPTURE) -> None:
-        self.ns.run([INIT, *to_args(config)])
-
-    def start_proxy(self, bootstrap: dict[str, Any], *, extra: Sequence[str] = ()) -> None:
-        cmd = [envoy_path(), "--config-yaml", json.dumps(bootstrap), "--disable-hot-restart",
-               "-l", "warning", "--concurrency", "1", *extra]
-        if "--drain-time-s" not in extra:
-            cmd += envoy_http.proxy_args(TrafficPolicy())
-        self.proxy = self.spawn(self.ns, cmd, uid=1337, gid=1337,
-                                log_path=str(self.logdir / f"envoy-{self.ns.name}.log"))
+    def start(self, spec: Spec) -> None:
+        """mesh-init with the spec's args (as root), then Envoy with its args as its uid/gid."""
+        self.ns.run([INIT, *spec.init_args])
+        log = str(self.logdir / f"envoy-{self.ns.name}.log")
+        self.proxy = self.spawn(self.ns, [envoy_path(), *spec.proxy_args], uid=spec.uid,
+                                gid=spec.gid, log_path=log)
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             if self.proxy.poll() is not None:
@@ -140,7 +133,6 @@ class Mesh:
     client: Pod
     server: Pod
 
-    def start(self, client_bootstrap: dict[str, Any], server_bootstrap: dict[str, Any]) -> None:
-        for pod, boot in ((self.client, client_bootstrap), (self.server, server_bootstrap)):
-            pod.capture()
-            pod.start_proxy(boot)
+    def start(self, client: Spec, server: Spec) -> None:
+        self.client.start(client)
+        self.server.start(server)

@@ -17,12 +17,10 @@ from typing import Any
 
 import pytest
 
-from injector import envoy_http, netns
+from injector import netns
 from injector import traffic_policy as tp
-from injector.settings import MeshConfig
-from injector.traffic_policy import parse_traffic_policy
-from tests.proxy.bootstrap import bootstrap
 from tests.proxy.mesh import HERE, PY, Lab, Pod
+from tests.proxy.spec import boot
 
 pytestmark = [pytest.mark.netns, pytest.mark.envoy, pytest.mark.slow]
 
@@ -37,7 +35,7 @@ class Cluster:
     def __init__(self, lab: Lab, drain_time: str) -> None:
         self.node = lab.ns("l7node")
         self.node.run(["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"])
-        self.policy = parse_traffic_policy({tp.DRAIN_TIME: drain_time}, config=MeshConfig())
+        self.spec = boot(**{tp.DRAIN_TIME: drain_time})
         self.pods: dict[str, Pod] = {}
         for name, ip, role in ((CLIENT, CLIENT, "l7cli"), (A, A, "l7a"), (B, B, "l7b")):
             pod = lab.pod(role, ip)
@@ -45,9 +43,7 @@ class Cluster:
             netns.veth(pod.ns, self.node, a_addr=f"{ip}/24", b_addr=f"{gateway}/24",
                        b_if=f"v{role}")
             pod.ns.run(["ip", "route", "add", "default", "via", gateway])
-            pod.capture()
-            pod.start_proxy(bootstrap(self.policy),
-                            extra=envoy_http.proxy_args(self.policy))
+            pod.start(self.spec)
             self.pods[name] = pod
         for ip in (A, B):
             self.pods[ip].start_upstream(PORT, "--delay-ms", "40")
@@ -65,9 +61,10 @@ class Cluster:
         pod = self.pods[A]
         pre_stop = None
         if graceful:
-            cmd = envoy_http.prestop_command(self.policy)
-            pre_stop = threading.Thread(target=pod.ns.run, args=(cmd,),
-                                        kwargs={"uid": 1337, "gid": 1337, "timeout": 60})
+            # the injected preStop hook, run in the proxy's namespace as the proxy's user
+            pre_stop = threading.Thread(target=pod.ns.run, args=(self.spec.pre_stop,),
+                                        kwargs={"uid": self.spec.uid, "gid": self.spec.gid,
+                                                "timeout": 60})
             pre_stop.start()
         time.sleep(PROPAGATION)
         self.point_vip(B)

@@ -10,9 +10,10 @@ import pytest
 
 from injector import envoy_http
 from injector import traffic_policy as tp
+from injector.annotations import parse_overrides
+from injector.envoy import bootstrap
 from injector.settings import MeshConfig
 from injector.traffic_policy import TrafficPolicy, parse_traffic_policy
-from tests.proxy.bootstrap import bootstrap
 from tests.proxy.envoy_bin import validate
 
 FULL = {
@@ -51,7 +52,9 @@ def test_the_l7_parts_match_their_golden(name: str, golden: Callable[[str, str],
 @pytest.mark.envoy
 @pytest.mark.parametrize("name", sorted(POLICIES))
 def test_envoy_accepts_the_bootstrap(name: str) -> None:
-    result = validate(bootstrap(policy(name)))
+    config = MeshConfig()
+    overrides = parse_overrides(POLICIES[name], config=config)
+    result = validate(bootstrap(config=config, overrides=overrides))
     assert result.returncode == 0, result.stderr[-2000:]
 
 

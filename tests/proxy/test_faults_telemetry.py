@@ -11,7 +11,7 @@ import pytest
 
 from injector import traffic_policy as tp
 from tests.proxy.mesh import PY, SERVER_IP, Mesh
-from tests.proxy.test_resilience import boot
+from tests.proxy.spec import boot
 
 pytestmark = [pytest.mark.netns, pytest.mark.envoy, pytest.mark.slow]
 
@@ -56,8 +56,8 @@ def test_a_server_first_protocol_on_an_opaque_port_answers_immediately(mesh: Mes
     waited, first, echo = banner(mesh, 3306)
     assert first.startswith("220 hello") and echo == "echo hi"
     assert waited < 0.2, waited
-    tcp = mesh.client.stats("cluster.outbound_passthrough.upstream_cx_total")
-    assert tcp["cluster.outbound_passthrough.upstream_cx_total"] == 1
+    tcp = mesh.client.stats("cluster.outbound-passthrough.upstream_cx_total")
+    assert tcp["cluster.outbound-passthrough.upstream_cx_total"] == 1
     time.sleep(1.2)  # logged when the connection closes, flushed each second
     logged = [json.loads(line) for line in mesh.client.log().splitlines() if line.startswith("{")]
     assert [(x["protocol"], x["upstream_host"]) for x in logged] == [("tcp", f"{SERVER_IP}:3306")]
@@ -119,3 +119,14 @@ def test_access_logs_are_off_by_annotation(mesh: Mesh) -> None:
     assert mesh.client.load(SERVER_IP, 8080, "--requests", "5")["outcomes"] == {"200": 5}
     time.sleep(1.2)
     assert not [line for line in mesh.client.log().splitlines() if line.startswith("{")]
+
+
+def test_http_goes_through_both_l7_chains_in_tproxy_mode(mesh: Mesh) -> None:
+    tproxy = boot(**{"traffic.meshinject.io/interception-mode": "TPROXY"})
+    mesh.start(tproxy, tproxy)
+    mesh.server.start_upstream(8080)
+    assert mesh.client.load(SERVER_IP, 8080, "--requests", "10")["outcomes"] == {"200": 10}
+    assert mesh.client.stats("http.outbound_http.downstream_rq_2xx") == {
+        "http.outbound_http.downstream_rq_2xx": 10}
+    assert mesh.server.stats("http.inbound_http.downstream_rq_2xx") == {
+        "http.inbound_http.downstream_rq_2xx": 10}

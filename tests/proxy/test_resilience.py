@@ -1,24 +1,17 @@
-"""Outbound resilience through two real proxies and real capture: retries, the retry budget,
-timeouts, circuit breakers, outlier detection."""
+"""Outbound resilience through two injected pods (real mesh-init capture, real Envoy):
+retries, the retry budget, timeouts, circuit breakers, outlier detection."""
 
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import pytest
 
 from injector import traffic_policy as tp
-from injector.settings import MeshConfig
-from injector.traffic_policy import parse_traffic_policy
-from tests.proxy.bootstrap import bootstrap
 from tests.proxy.mesh import SERVER_IP, Mesh
+from tests.proxy.spec import boot
 
 pytestmark = [pytest.mark.netns, pytest.mark.envoy, pytest.mark.slow]
-
-
-def boot(**annotations: str) -> dict[str, Any]:
-    return bootstrap(parse_traffic_policy(annotations, config=MeshConfig()))
 
 
 def test_retries_hide_an_upstream_that_fails_one_request_in_three(mesh: Mesh) -> None:
