@@ -24,5 +24,7 @@ def test_the_demo_runs_end_to_end_and_leaves_nothing_behind(
     # the apps saw only their own proxy's inbound passthrough
     assert out.count("requests from 127.0.0.6 -> ") == 3
     assert out.count("no proxy settings") == 3
-    assert "summary: " in out and "removed everything" in out
+    # the frontend's retry annotations hide every 503 of the flaky backend
+    assert "60/60 requests succeeded although reviews answered 503" in out
+    assert "removed everything" in out
     assert not Path(state.root).exists()
