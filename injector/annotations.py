@@ -14,6 +14,7 @@ The L7 policy keys (timeouts, retries, breakers, faults, telemetry, drain) are p
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -175,10 +176,23 @@ def _resources(annotations: Mapping[str, str], base: Resources) -> Resources:
 
 
 def parse_overrides(annotations: Mapping[str, str], *, config: MeshConfig) -> PodOverrides:
-    """Validate a pod's annotations into overrides of the mesh config; raises AnnotationError."""
+    """Validate a pod's annotations into overrides of the mesh config; raises AnnotationError.
+
+    Only ``traffic.`` and ``proxy.`` annotations matter, and most pods carry the same few (or
+    none), so the result is cached on exactly those: the webhook parses each set once.
+    """
+    ours = []
     for key, raw in annotations.items():
-        if key.startswith((TRAFFIC, PROXY)) and not isinstance(raw, str):
-            raise AnnotationError(key, str(raw), "annotation values are strings: quote it")
+        if key.startswith((TRAFFIC, PROXY)):
+            if not isinstance(raw, str):
+                raise AnnotationError(key, str(raw), "annotation values are strings: quote it")
+            ours.append((key, raw))
+    return _parse_ours(tuple(sorted(ours)), config)
+
+
+@functools.lru_cache(maxsize=512)
+def _parse_ours(ours: tuple[tuple[str, str], ...], config: MeshConfig) -> PodOverrides:
+    annotations = dict(ours)
     proxy = config.proxy
     image = proxy.image
     if (value := annotations.get(PROXY_IMAGE)) is not None:
@@ -208,7 +222,5 @@ def parse_overrides(annotations: Mapping[str, str], *, config: MeshConfig) -> Po
         concurrency=concurrency,
         native=native,
         traffic=parse_traffic_policy(annotations, config=config),
-        proxy_annotations=tuple(sorted(
-            (k, v) for k, v in annotations.items() if k.startswith((TRAFFIC, PROXY))
-        )),
+        proxy_annotations=ours,
     )
