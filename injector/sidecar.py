@@ -20,7 +20,6 @@ from injector.settings import MeshConfig, Resources
 
 INIT_NAME = "mesh-init"
 PROXY_NAME = "mesh-proxy"
-PROXY_UID = 1337
 
 
 def resources(spec: Resources) -> dict[str, Any]:
