@@ -27,10 +27,7 @@ e2e: setup
 demo: setup
 	$(VENV)/bin/meshinject demo
 
-test: setup
-	$(VENV)/bin/ruff check injector initcontainer tests scripts
-	$(VENV)/bin/mypy
-	$(VENV)/bin/lint-imports
+test: lint
 	$(VENV)/bin/pytest
 
 lint: setup
