@@ -28,6 +28,7 @@ from injector.settings import MeshConfig
 ADMIN_PORT = 15000
 OUTBOUND_PASSTHROUGH = "outbound-passthrough"
 INBOUND_PASSTHROUGH = "inbound-passthrough"
+_PASSTHROUGH = {"outbound": OUTBOUND_PASSTHROUGH, "inbound": INBOUND_PASSTHROUGH}
 BLACKHOLE = "blackhole"
 ADMIN_CLUSTER = "admin"
 INBOUND_SOURCE = "127.0.0.6"
@@ -129,25 +130,16 @@ def l7_extras(overrides: PodOverrides, direction: envoy_http.Direction) -> dict[
     }
 
 
-def outbound_listener(*, overrides: PodOverrides, **extras: Any) -> Json:
-    """``extras``: capture_listener's listener_filters, chains, options."""
+def direction_listener(direction: envoy_http.Direction, *, overrides: PodOverrides,
+                       **extras: Any) -> Json:
+    """The outbound or inbound capture listener. ``extras``: capture_listener's
+    listener_filters, chains, options."""
+    capture = overrides.capture
     return capture_listener(
-        name="outbound",
-        port=overrides.capture.outbound_port,
-        passthrough=tcp_proxy(stat_prefix="outbound", cluster=OUTBOUND_PASSTHROUGH,
-                              access_log=_connection_log(overrides, "outbound")),
-        overrides=overrides,
-        **extras,
-    )
-
-
-def inbound_listener(*, overrides: PodOverrides, **extras: Any) -> Json:
-    """``extras``: capture_listener's listener_filters, chains, options."""
-    return capture_listener(
-        name="inbound",
-        port=overrides.capture.inbound_port,
-        passthrough=tcp_proxy(stat_prefix="inbound", cluster=INBOUND_PASSTHROUGH,
-                              access_log=_connection_log(overrides, "inbound")),
+        name=direction,
+        port=capture.outbound_port if direction == "outbound" else capture.inbound_port,
+        passthrough=tcp_proxy(stat_prefix=direction, cluster=_PASSTHROUGH[direction],
+                              access_log=_connection_log(overrides, direction)),
         overrides=overrides,
         **extras,
     )
@@ -219,8 +211,10 @@ def bootstrap(*, config: MeshConfig, overrides: PodOverrides) -> dict[str, Any]:
         "overload_manager": overload_manager(),
         "static_resources": {
             "listeners": [
-                outbound_listener(overrides=overrides, **l7_extras(overrides, "outbound")),
-                inbound_listener(overrides=overrides, **l7_extras(overrides, "inbound")),
+                direction_listener("outbound", overrides=overrides,
+                                   **l7_extras(overrides, "outbound")),
+                direction_listener("inbound", overrides=overrides,
+                                   **l7_extras(overrides, "inbound")),
                 admin_route_listener(name="readiness", port=READINESS_PORT,
                                      path=READINESS_PATH, admin_path="/ready"),
                 admin_route_listener(name="prometheus", port=PROMETHEUS_PORT,

@@ -191,8 +191,8 @@ def test_the_l7_module_can_add_chains_after_the_loop_guard_and_before_passthroug
     overrides = parse_overrides({}, config=CONFIG)
     http_chain = {"name": "http", "filter_chain_match": {"application_protocols": ["http/1.1"]},
                   "filters": []}
-    built = envoy.outbound_listener(
-        overrides=overrides, chains=[http_chain],
+    built = envoy.direction_listener(
+        "outbound", overrides=overrides, chains=[http_chain],
         listener_filters=[{"name": "envoy.filters.listener.http_inspector"}],
         options={"continue_on_listener_filters_timeout": True})
     assert [c["name"] for c in built["filter_chains"]] == ["outbound-loop-guard", "http"]
