@@ -22,6 +22,8 @@ from cryptography.exceptions import InvalidSignature
 
 from injector import certs
 from injector.annotations import INJECT, NAMESPACE_ENABLED
+from injector.cmd_offline import _labels
+from injector.errors import ManifestError
 from injector.kube import Kube, KubeError, NotFound
 from injector.meshview import (
     Obj,
@@ -198,28 +200,18 @@ def explain_pod(facts: PodFacts, *, ns_labels: Mapping[str, str], entries: list[
     return lines
 
 
-def _label_overrides(pairs: list[str]) -> dict[str, str]:
-    out = {}
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise SettingsError(f"--namespace-label {pair!r} is invalid: expected key=value")
-        out[key] = value
-    return out
-
-
 def run(args: argparse.Namespace) -> int:
     try:
         kube = Kube.connect(kubeconfig=getattr(args, "kubeconfig", None))
         config = load_config(kube, path=getattr(args, "config", None))
         return _run(kube, args, config, out=sys.stdout)
-    except (KubeError, SettingsError, OSError) as err:
+    except (KubeError, ManifestError, SettingsError, OSError) as err:
         print(f"meshinject check: {err}", file=sys.stderr)
         return 2
 
 
 def _run(kube: Kube, args: argparse.Namespace, config: MeshConfig, *, out: Any) -> int:
-    overrides = _label_overrides(getattr(args, "namespace_label", []))
+    overrides = _labels(getattr(args, "namespace_label", [])) or {}
     if args.pod:
         namespaces = [args.namespace or "default"]
     elif args.namespace:
