@@ -24,7 +24,7 @@ from initcontainer import config as capture_config
 from initcontainer.config import CaptureConfig, ConfigError, PortRange
 from injector.errors import AnnotationError, MeshInjectError
 from injector.settings import MeshConfig, ProxySettings, Resources
-from injector.traffic_policy import TrafficPolicy, parse_traffic_policy
+from injector.traffic_policy import TrafficPolicy, parse_ports, parse_traffic_policy
 
 INJECT = "meshinject.io/inject"
 STATUS = "meshinject.io/status"
@@ -93,10 +93,7 @@ def _traffic(name: str, value: str, parse: Callable[[str, str], T]) -> T:
 
 
 def _ports_why(name: str, value: str) -> capture_config.Ports:
-    try:
-        return capture_config.parse_ports(name, value)
-    except ConfigError as err:
-        raise AnnotationError(name, value, f"expected ports like 80,8000-8100 ({err.why})") from err
+    return parse_ports(name, value, example="80,8000-8100")
 
 
 def _default(field: str, text: str, parse: Callable[[str, str], T]) -> T:

@@ -172,11 +172,16 @@ def parse_fault(name: str, value: str, *, abort: bool) -> Fault:
     return Fault(int(text), percent)
 
 
-def _opaque(name: str, value: str) -> tuple[PortRange, ...]:
+def parse_ports(name: str, value: str, *, example: str) -> tuple[PortRange, ...]:
+    """mesh-init's port parser, its error restated as the annotation's, with an example."""
     try:
         return capture_config.parse_ports(name, value)
     except ConfigError as err:
-        raise AnnotationError(name, value, f"expected ports like 3306,5432 ({err.why})") from err
+        raise AnnotationError(name, value, f"expected ports like {example} ({err.why})") from err
+
+
+def _opaque(name: str, value: str) -> tuple[PortRange, ...]:
+    return parse_ports(name, value, example="3306,5432")
 
 
 def _default(field: str, text: str, parse: Callable[[str, str], T]) -> T:
