@@ -21,14 +21,9 @@ import yaml
 from tests.cluster.fakeserver import Running
 from tests.cluster.render import MANIFESTS
 from tests.cluster.test_certstore import HOOK, NS, SVC, _ca_bundles, _seed_webhook
+from tests.webhook.server import free_port
 
 MESHINJECT = Path(sys.executable).parent / "meshinject"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
@@ -37,7 +32,7 @@ def served(fake: Running, tmp_path: Path) -> Iterator[tuple[int, Running]]:
     config = tmp_path / "mesh.yaml"
     base = yaml.safe_load((MANIFESTS / "base" / "config.yaml").read_text())
     config.write_text(base["data"]["mesh.yaml"])
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "KUBERNETES_SERVICE_HOST"}
     env["KUBECONFIG"] = fake.kubeconfig
     proc = subprocess.Popen(
