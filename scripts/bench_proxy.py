@@ -55,11 +55,16 @@ def pod_manifest(name: str, annotations: dict[str, str]) -> dict[str, Any]:
     }
 
 
-def injected(name: str, annotations: dict[str, str]) -> tuple[list[str], list[str]]:
-    """mesh-init's and mesh-proxy's args, from the injected pod spec."""
+def injected_containers(name: str, annotations: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """The injected pod's containers (init containers included), by name."""
     pod = inject_pod(pod_manifest(name, annotations), config=MeshConfig(), namespace="bench").pod
     spec = pod["spec"]
-    containers = {c["name"]: c for c in [*spec.get("initContainers", []), *spec["containers"]]}
+    return {c["name"]: c for c in [*spec.get("initContainers", []), *spec["containers"]]}
+
+
+def injected(name: str, annotations: dict[str, str]) -> tuple[list[str], list[str]]:
+    """mesh-init's and mesh-proxy's args, from the injected pod spec."""
+    containers = injected_containers(name, annotations)
     return containers["mesh-init"]["args"], containers["mesh-proxy"]["args"]
 
 
@@ -156,6 +161,14 @@ def envoy_pid(launcher: subprocess.Popen[bytes]) -> int:
                 continue
         time.sleep(0.05)
     raise RuntimeError("envoy did not start")
+
+
+def cleanup(started: list[subprocess.Popen[bytes]], created: list[netns.Netns]) -> None:
+    """Stop what was started, then delete the namespaces, newest first."""
+    for proc in reversed(started):
+        netns.stop(proc)
+    for ns in reversed(created):
+        netns.delete(ns)
 
 
 LUA = """
@@ -298,10 +311,7 @@ def main() -> int:
             print("WARNING: some runs had errors or non-2xx responses")
         return 0
     finally:
-        for proc in reversed(started):
-            netns.stop(proc)
-        for ns in reversed(created):
-            netns.delete(ns)
+        cleanup(started, created)
 
 
 if __name__ == "__main__":

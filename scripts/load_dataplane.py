@@ -37,23 +37,14 @@ from pathlib import Path
 from typing import Any
 
 from injector import netns
-from injector.patch import inject_pod
-from injector.settings import MeshConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_proxy import app_bootstrap, envoy_binary, envoy_pid, pod_manifest
+from bench_proxy import INIT, app_bootstrap, cleanup, envoy_binary, envoy_pid, injected_containers
 
 CLIENT_IP, SERVER_IP, PORT = "198.18.11.1", "198.18.11.2", 8080
-INIT = str(Path(sys.executable).parent / "meshinject-init")
 COUNTERS = ("downstream_cx_total", "upstream_cx_total", "upstream_cx_connect_fail",
             "upstream_rq_retry", "upstream_rq_5xx", "ejections_enforced_total",
             "downstream_rq_total", "downstream_rq_5xx", "downstream_cx_drain_close")
-
-
-def containers(role: str) -> dict[str, dict[str, Any]]:
-    pod = inject_pod(pod_manifest(role, {}), config=MeshConfig(), namespace="bench").pod
-    spec = pod["spec"]
-    return {c["name"]: c for c in [*spec.get("initContainers", []), *spec["containers"]]}
 
 
 class Proxy:
@@ -198,7 +189,7 @@ def main() -> int:
         created += [client, server]
         netns.veth(client, server, a_addr=f"{CLIENT_IP}/24", b_addr=f"{SERVER_IP}/24")
         for role, ns in (("client", client), ("server", server)):
-            spec = containers(role)
+            spec = injected_containers(role, {})
             ns.run([INIT, *spec["mesh-init"]["args"]])
             proxies.append(Proxy(ns, spec["mesh-proxy"], workdir))
             proxies[-1].start()
@@ -219,10 +210,7 @@ def main() -> int:
         for proxy in proxies:
             if proxy.proc is not None:
                 netns.stop(proxy.proc)
-        for proc in reversed(started):
-            netns.stop(proc)
-        for ns in reversed(created):
-            netns.delete(ns)
+        cleanup(started, created)
 
 
 if __name__ == "__main__":
