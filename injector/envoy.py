@@ -31,8 +31,6 @@ INBOUND_PASSTHROUGH = "inbound-passthrough"
 _PASSTHROUGH = {"outbound": OUTBOUND_PASSTHROUGH, "inbound": INBOUND_PASSTHROUGH}
 BLACKHOLE = "blackhole"
 ADMIN_CLUSTER = "admin"
-INBOUND_SOURCE = "127.0.0.6"
-INBOUND_SOURCE6 = "::6"  # mesh-init's rules let both back out uncaptured
 MAX_DOWNSTREAM_CONNECTIONS = 50_000
 READINESS_PATH = "/healthz/ready"
 PROMETHEUS_PATH = "/stats/prometheus"
@@ -159,9 +157,7 @@ def admin_route_listener(*, name: str, port: int, path: str, admin_path: str) ->
     }
 
 
-def passthrough_cluster(
-    *, name: str, source: str | None = None, source6: str | None = None
-) -> Json:
+def passthrough_cluster(*, name: str, bind: Json | None = None) -> Json:
     """An ORIGINAL_DST cluster: connect to wherever the captured connection was going."""
     cluster: Json = {
         "name": name,
@@ -169,11 +165,7 @@ def passthrough_cluster(
         "lb_policy": "CLUSTER_PROVIDED",
         "connect_timeout": "10s",
     }
-    if source is not None:
-        bind: Json = {"source_address": {"address": source, "port_value": 0}}
-        if source6 is not None:
-            # Envoy picks the source of the upstream's family
-            bind["extra_source_addresses"] = [{"address": {"address": source6, "port_value": 0}}]
+    if bind is not None:
         cluster["upstream_bind_config"] = bind
     return cluster
 
@@ -181,8 +173,7 @@ def passthrough_cluster(
 def clusters() -> list[Json]:
     return [
         passthrough_cluster(name=OUTBOUND_PASSTHROUGH),
-        passthrough_cluster(name=INBOUND_PASSTHROUGH, source=INBOUND_SOURCE,
-                            source6=INBOUND_SOURCE6),
+        passthrough_cluster(name=INBOUND_PASSTHROUGH, bind=envoy_http.inbound_bind()),
         {"name": BLACKHOLE, "type": "STATIC", "connect_timeout": "1s",
          "load_assignment": {"cluster_name": BLACKHOLE, "endpoints": []}},
         {"name": ADMIN_CLUSTER, "type": "STATIC", "connect_timeout": "1s",

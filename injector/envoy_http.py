@@ -28,7 +28,7 @@ JSON = dict[str, Any]
 
 HTTP_PROTOCOLS = ("http/1.0", "http/1.1", "h2c")
 INBOUND_SOURCE = "127.0.0.6"
-INBOUND_SOURCE6 = "::6"  # as the TCP passthrough: mesh-init lets both back out uncaptured
+INBOUND_SOURCE6 = "::6"
 _T = "type.googleapis.com/envoy.extensions."
 
 # One JSON object per request; names follow Envoy's command operators, kept short and stable.
@@ -60,6 +60,16 @@ def seconds(ms: int) -> str:
 def fraction(percent: float) -> JSON:
     """A percentage as a FractionalPercent, in millionths so "0.5" keeps its precision."""
     return {"numerator": round(percent * 10_000), "denominator": "MILLION"}
+
+
+def inbound_bind() -> JSON:
+    """The source of every connection to the app, TCP or HTTP: mesh-init lets both back out
+    uncaptured."""
+    return {
+        "source_address": {"address": INBOUND_SOURCE, "port_value": 0},
+        # Envoy picks the source of the upstream's family
+        "extra_source_addresses": [{"address": {"address": INBOUND_SOURCE6, "port_value": 0}}],
+    }
 
 
 def cluster_name(direction: Direction) -> str:
@@ -281,11 +291,7 @@ def inbound_cluster() -> JSON:
     """The local app, from 127.0.0.6 so its replies are not captured again; no limits of ours
     (Envoy's default of 1,024 would cap the pod's concurrency for no reason)."""
     cluster = _cluster("inbound")
-    cluster["upstream_bind_config"] = {
-        "source_address": {"address": INBOUND_SOURCE, "port_value": 0},
-        # Envoy picks the source of the upstream's family
-        "extra_source_addresses": [{"address": {"address": INBOUND_SOURCE6, "port_value": 0}}],
-    }
+    cluster["upstream_bind_config"] = inbound_bind()
     cluster["circuit_breakers"] = {
         "thresholds": [_thresholds(connections=UINT32, pending=UINT32, requests=UINT32)]
     }
