@@ -227,7 +227,7 @@ def _run(kube: Kube, args: argparse.Namespace, config: MeshConfig, *, out: Any) 
         pods = [kube.get_pod(ns, args.pod)] if args.pod else kube.list_pods(ns)
         for pod in pods:
             facts = pod_facts(pod, namespace=ns, namespace_labels=ns_labels, config=config)
-            good = good and facts.consistent
+            good = good and not facts.missing
             if args.pod:
                 entries = _hook_entries(hook, ns_labels, pod)
                 print("\n".join(explain_pod(facts, ns_labels=ns_labels, entries=entries)), file=out)

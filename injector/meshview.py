@@ -87,10 +87,6 @@ class PodFacts:
         return self.decision.inject and not self.injected
 
     @property
-    def consistent(self) -> bool:
-        return not self.missing
-
-    @property
     def verdict(self) -> str:
         if self.missing:
             return "NOT injected, but it should be"
