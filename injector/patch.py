@@ -113,7 +113,7 @@ def render(
     new = _editable(pod)
     _strip(new)
     spec = new["spec"]
-    proxy = sidecar.proxy_container(config=config, overrides=overrides, native=overrides.native)
+    proxy = sidecar.proxy_container(config=config, overrides=overrides)
     init = sidecar.init_container(config=config, overrides=overrides)
     if overrides.native:
         spec["initContainers"] = [init, proxy, *spec.get("initContainers", [])]

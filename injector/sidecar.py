@@ -88,8 +88,9 @@ def _bootstrap_text(config: MeshConfig, overrides: PodOverrides) -> str:
     return envoy.bootstrap_text(envoy.bootstrap(config=config, overrides=overrides))
 
 
-def proxy_container(*, config: MeshConfig, overrides: PodOverrides, native: bool) -> dict[str, Any]:
-    """The Envoy sidecar; ``native`` makes it a restartable init container (K8s 1.29+)."""
+def proxy_container(*, config: MeshConfig, overrides: PodOverrides) -> dict[str, Any]:
+    """The Envoy sidecar; ``overrides.native`` makes it a restartable init container (K8s
+    1.29+)."""
     bootstrap = _bootstrap_text(config, overrides)
     container: dict[str, Any] = {
         "name": PROXY_NAME,
@@ -117,6 +118,6 @@ def proxy_container(*, config: MeshConfig, overrides: PodOverrides, native: bool
     container["lifecycle"] = {
         "preStop": {"exec": {"command": envoy_http.prestop_command(overrides.traffic)}}
     }
-    if native:
+    if overrides.native:
         container["restartPolicy"] = "Always"
     return container
