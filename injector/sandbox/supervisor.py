@@ -81,21 +81,8 @@ class Supervisor:
             if self.stopping.is_set():
                 return
             if container.plan.role == "init":
-                while True:
-                    container.start()
-                    self.publish()
-                    code = self._wait_exit(container)
-                    if code is None or code == 0:
-                        break
-                    if pod.restart_policy == "Never":
-                        with self.lock:
-                            self.pod_phase[pod.key] = (
-                                f"Failed: init container {container.plan.name} exited {code}"
-                            )
-                        return
-                    if self.stopping.wait(container.backoff()):
-                        return
-                    container.restarts += 1
+                if not self._run_init(container, pod):
+                    return
                 continue
             container.start()
             container.managed = True
@@ -105,6 +92,25 @@ class Supervisor:
         with self.lock:
             self.pod_phase[pod.key] = "Running"
         print(f"{time.strftime('%T')} pod {pod.key}: all containers started", flush=True)
+
+    def _run_init(self, container: Container, pod: PodPlan) -> bool:
+        """Run an init container to completion, restarting it on failure unless the pod's
+        policy is Never; False when the pod must go no further (failed, or stopping)."""
+        while True:
+            container.start()
+            self.publish()
+            code = self._wait_exit(container)
+            if code is None or code == 0:
+                return True
+            if pod.restart_policy == "Never":
+                with self.lock:
+                    self.pod_phase[pod.key] = (
+                        f"Failed: init container {container.plan.name} exited {code}"
+                    )
+                return False
+            if self.stopping.wait(container.backoff()):
+                return False
+            container.restarts += 1
 
     def _wait_started(self, container: Container, ns: str) -> None:
         probe = container.plan.startup_probe
