@@ -219,8 +219,6 @@ def create_app(
     metrics = WebhookMetrics()
     mutator = Mutator(config=config, metrics=metrics, max_body=max_body, body_timeout=body_timeout)
     app = FastAPI(title="meshinject webhook", version="1", docs_url=None, redoc_url=None)
-    app.state.metrics = metrics
-    app.state.config = config
     app.add_middleware(_MutateFastPath, mutator=mutator)
 
     @app.post("/mutate", openapi_extra=_REVIEW_SCHEMA, response_class=Response)
