@@ -24,14 +24,13 @@ from initcontainer import config as capture_config
 from initcontainer.config import CaptureConfig, ConfigError, PortRange
 from injector.errors import AnnotationError, MeshInjectError
 from injector.settings import MeshConfig, ProxySettings, Resources
+from injector.traffic_policy import PROXY as PROXY
+from injector.traffic_policy import TRAFFIC as TRAFFIC
 from injector.traffic_policy import TrafficPolicy, parse_ports, parse_traffic_policy
 
 INJECT = "meshinject.io/inject"
 STATUS = "meshinject.io/status"
 NAMESPACE_ENABLED = "enabled"
-
-TRAFFIC = "traffic.meshinject.io/"
-PROXY = "proxy.meshinject.io/"
 
 EXCLUDE_INBOUND_PORTS = TRAFFIC + "exclude-inbound-ports"
 INCLUDE_INBOUND_PORTS = TRAFFIC + "include-inbound-ports"

@@ -23,6 +23,8 @@ from initcontainer.config import ConfigError, PortRange
 from injector.errors import AnnotationError, MeshInjectError
 from injector.settings import MeshConfig, TrafficDefaults
 
+# the two annotation prefixes; injector.annotations re-exports them with the rest of the contract
+TRAFFIC = "traffic.meshinject.io/"
 PROXY = "proxy.meshinject.io/"
 TIMEOUT = PROXY + "timeout"
 RETRIES = PROXY + "retries"
@@ -40,7 +42,7 @@ FAULT_ABORT = PROXY + "fault-abort"
 ACCESS_LOG = PROXY + "access-log"
 DRAIN_TIME = PROXY + "drain-time"
 PROTOCOL_DETECTION_TIMEOUT = PROXY + "protocol-detection-timeout"
-OPAQUE_PORTS = "traffic.meshinject.io/opaque-ports"
+OPAQUE_PORTS = TRAFFIC + "opaque-ports"
 
 UINT32 = 2**32 - 1
 # Envoy's x-envoy-retry-on conditions (HTTP and gRPC); a status code such as 503 is also taken.
