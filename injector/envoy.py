@@ -25,7 +25,7 @@ from injector import envoy_http
 from injector.annotations import PROMETHEUS_PORT, READINESS_PORT, PodOverrides
 from injector.settings import MeshConfig
 
-ADMIN_PORT = 15000
+ADMIN_PORT = envoy_http.ADMIN_PORT
 OUTBOUND_PASSTHROUGH = "outbound-passthrough"
 INBOUND_PASSTHROUGH = "inbound-passthrough"
 _PASSTHROUGH = {"outbound": OUTBOUND_PASSTHROUGH, "inbound": INBOUND_PASSTHROUGH}

@@ -27,6 +27,7 @@ Direction = Literal["inbound", "outbound"]
 JSON = dict[str, Any]
 
 HTTP_PROTOCOLS = ("http/1.0", "http/1.1", "h2c")
+ADMIN_PORT = 15000  # the admin API, on 127.0.0.1 only (injector.envoy); the preStop calls it
 INBOUND_SOURCE = "127.0.0.6"
 INBOUND_SOURCE6 = "::6"
 _T = "type.googleapis.com/envoy.extensions."
@@ -84,7 +85,7 @@ def proxy_args(policy: TrafficPolicy) -> list[str]:
             "--file-flush-interval-msec", "1000"]
 
 
-def prestop_command(policy: TrafficPolicy, *, admin_port: int = 15000) -> list[str]:
+def prestop_command(policy: TrafficPolicy, *, admin_port: int = ADMIN_PORT) -> list[str]:
     """The mesh-proxy's preStop: start Envoy's graceful drain of the inbound listener, then hold
     termination for the drain time.
 
