@@ -22,6 +22,11 @@ def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]
     return code, captured.out, captured.err
 
 
+def _live(cluster: Running, capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    """``_run`` against the fake cluster's kubeconfig."""
+    return _run(capsys, *argv, "--kubeconfig", cluster.kubeconfig)
+
+
 @pytest.fixture
 def cluster(fake: Running, tmp_path: Path) -> Running:
     seed(fake, tmp_path)
@@ -31,7 +36,7 @@ def cluster(fake: Running, tmp_path: Path) -> Running:
 def test_inspect_lists_every_pod_of_mesh_enabled_namespaces_and_label_opt_ins(
     cluster: Running, capsys: pytest.CaptureFixture[str], golden: Golden
 ) -> None:
-    code, out, _ = _run(capsys, "inspect", "-A", "--kubeconfig", cluster.kubeconfig)
+    code, out, _ = _live(cluster, capsys, "inspect", "-A")
     golden("cluster/inspect_all.txt", out)
     assert code == 1  # a pod is missing its proxy
     rows = {line.split()[1]: line.split() for line in out.splitlines()[1:] if line.count(" ") > 6}
@@ -54,9 +59,7 @@ def test_inspect_lists_every_pod_of_mesh_enabled_namespaces_and_label_opt_ins(
 def test_inspect_of_one_pod_shows_its_settings_and_live_proxy_stats(
     cluster: Running, capsys: pytest.CaptureFixture[str], golden: Golden
 ) -> None:
-    code, out, _ = _run(
-        capsys, "inspect", "-n", "shop", "web-6d4b9-x2x9q", "--kubeconfig", cluster.kubeconfig
-    )
+    code, out, _ = _live(cluster, capsys, "inspect", "-n", "shop", "web-6d4b9-x2x9q")
     golden("cluster/inspect_pod.txt", out)
     assert code == 0
     assert "inbound-passthrough     connections 1204" in out
@@ -68,16 +71,14 @@ def test_inspect_of_one_pod_shows_its_settings_and_live_proxy_stats(
 def test_inspect_of_a_pod_whose_proxy_cannot_be_reached_says_so(
     cluster: Running, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, out, _ = _run(
-        capsys, "inspect", "-n", "shop", "cart-5f7c8-k8d2m", "--kubeconfig", cluster.kubeconfig
-    )
+    code, out, _ = _live(cluster, capsys, "inspect", "-n", "shop", "cart-5f7c8-k8d2m")
     assert code == 1 and "unavailable: " in out and "HTTP 503" in out
 
 
 def test_check_of_a_namespace_explains_each_pod_and_the_webhook(
     cluster: Running, capsys: pytest.CaptureFixture[str], golden: Golden
 ) -> None:
-    code, out, _ = _run(capsys, "check", "-n", "shop", "--kubeconfig", cluster.kubeconfig)
+    code, out, _ = _live(cluster, capsys, "check", "-n", "shop")
     golden("cluster/check_namespace.txt", out)
     assert code == 1
     assert "serving certificate (secret meshinject-system/meshinject-certs) verifies" in out
@@ -87,9 +88,7 @@ def test_check_of_a_namespace_explains_each_pod_and_the_webhook(
 def test_check_of_a_pod_missing_its_proxy_says_to_recreate_it(
     cluster: Running, capsys: pytest.CaptureFixture[str], golden: Golden
 ) -> None:
-    code, out, _ = _run(
-        capsys, "check", "reports-68f9-bx4lp", "-n", "shop", "--kubeconfig", cluster.kubeconfig
-    )
+    code, out, _ = _live(cluster, capsys, "check", "reports-68f9-bx4lp", "-n", "shop")
     golden("cluster/check_missing.txt", out)
     assert code == 1 and "NOT injected, but it should be" in out
 
@@ -97,9 +96,7 @@ def test_check_of_a_pod_missing_its_proxy_says_to_recreate_it(
 def test_check_of_an_annotation_opt_in_says_the_webhook_selects_by_label(
     cluster: Running, capsys: pytest.CaptureFixture[str], golden: Golden
 ) -> None:
-    code, out, _ = _run(
-        capsys, "check", "annotated-1", "-n", "legacy", "--kubeconfig", cluster.kubeconfig
-    )
+    code, out, _ = _live(cluster, capsys, "check", "annotated-1", "-n", "legacy")
     golden("cluster/check_annotation.txt", out)
     assert "no entry selects this pod" in out and "use label meshinject.io/inject=true" in out
     assert code == 1
@@ -108,9 +105,7 @@ def test_check_of_an_annotation_opt_in_says_the_webhook_selects_by_label(
 def test_check_of_an_opted_out_pod_passes(
     cluster: Running, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, out, _ = _run(
-        capsys, "check", "batch-0", "-n", "shop", "--kubeconfig", cluster.kubeconfig
-    )
+    code, out, _ = _live(cluster, capsys, "check", "batch-0", "-n", "shop")
     assert code == 0
     assert "the pod opts out with label meshinject.io/inject=false" in out
 
@@ -122,9 +117,7 @@ def test_check_reports_a_webhook_whose_ca_bundle_is_missing(
     assert hook is not None
     del hook["webhooks"][1]["clientConfig"]["caBundle"]
     cluster.api.put(hook)
-    code, out, _ = _run(
-        capsys, "check", "web-6d4b9-x2x9q", "-n", "shop", "--kubeconfig", cluster.kubeconfig
-    )
+    code, out, _ = _live(cluster, capsys, "check", "web-6d4b9-x2x9q", "-n", "shop")
     assert code == 1 and "caBundle is empty" in out
 
 
@@ -147,9 +140,7 @@ def test_check_without_permission_to_read_the_secret_still_reports_the_ca(
     cluster.api.forbidden.add(
         ("GET", "/api/v1/namespaces/meshinject-system/secrets/meshinject-certs")
     )
-    code, out, _ = _run(
-        capsys, "check", "web-6d4b9-x2x9q", "-n", "shop", "--kubeconfig", cluster.kubeconfig
-    )
+    code, out, _ = _live(cluster, capsys, "check", "web-6d4b9-x2x9q", "-n", "shop")
     assert code == 0
     assert "CA CN=meshinject-ca.meshinject-system: 3650 days left" in out
     assert "not checked: no permission to read secret meshinject-system/meshinject-certs" in out
@@ -158,16 +149,8 @@ def test_check_without_permission_to_read_the_secret_still_reports_the_ca(
 def test_check_can_judge_a_namespace_as_if_it_were_labelled(
     cluster: Running, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, out, _ = _run(
-        capsys,
-        "check",
-        "-n",
-        "legacy",
-        "--kubeconfig",
-        cluster.kubeconfig,
-        "--namespace-label",
-        "meshinject.io/inject=enabled",
-    )
+    label = "meshinject.io/inject=enabled"
+    code, out, _ = _live(cluster, capsys, "check", "-n", "legacy", "--namespace-label", label)
     rows = {line.split()[0]: line.split()[1:3] for line in out.splitlines() if "/" in line[:30]}
     assert rows["legacy/plain-1"] == ["yes", "MISSING"]
     assert rows["legacy/canary-1"] == ["yes", "yes"]
@@ -177,9 +160,7 @@ def test_check_can_judge_a_namespace_as_if_it_were_labelled(
 def test_inspect_of_a_pod_left_alone_says_why(
     cluster: Running, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, out, _ = _run(
-        capsys, "inspect", "-n", "shop", "batch-0", "--kubeconfig", cluster.kubeconfig
-    )
+    code, out, _ = _live(cluster, capsys, "inspect", "-n", "shop", "batch-0")
     assert code == 0
     assert out.splitlines() == [
         "pod shop/batch-0: not injected, as it should be",
@@ -191,7 +172,7 @@ def test_inspect_of_an_empty_namespace_says_so(
     cluster: Running, capsys: pytest.CaptureFixture[str]
 ) -> None:
     cluster.api.put({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "empty"}})
-    code, out, _ = _run(capsys, "inspect", "-n", "empty", "--kubeconfig", cluster.kubeconfig)
+    code, out, _ = _live(cluster, capsys, "inspect", "-n", "empty")
     assert (code, out) == (0, "no pods in namespace empty\n")
 
 
@@ -203,9 +184,7 @@ def test_check_flags_a_serving_cert_that_does_not_name_the_webhooks_service(
     for entry in hook["webhooks"]:
         entry["clientConfig"]["service"]["name"] = "renamed"
     cluster.api.put(hook)
-    code, out, _ = _run(
-        capsys, "check", "web-6d4b9-x2x9q", "-n", "shop", "--kubeconfig", cluster.kubeconfig
-    )
+    code, out, _ = _live(cluster, capsys, "check", "web-6d4b9-x2x9q", "-n", "shop")
     assert code == 1 and "does NOT name renamed.meshinject-system.svc" in out
 
 
@@ -217,7 +196,7 @@ def test_check_flags_a_ca_bundle_that_is_not_a_certificate(
     for entry in hook["webhooks"]:
         entry["clientConfig"]["caBundle"] = "bm90IGEgY2VydA=="
     cluster.api.put(hook)
-    code, out, _ = _run(capsys, "check", "-n", "shop", "--kubeconfig", cluster.kubeconfig)
+    code, out, _ = _live(cluster, capsys, "check", "-n", "shop")
     assert code == 1 and "a certificate is not valid PEM" in out
 
 
@@ -226,6 +205,6 @@ def test_without_access_to_the_mesh_config_the_defaults_are_compared(
 ) -> None:
     path = "/api/v1/namespaces/meshinject-system/configmaps/meshinject-config"
     cluster.api.forbidden.add(("GET", path))
-    code, out, _ = _run(capsys, "inspect", "-n", "shop", "--kubeconfig", cluster.kubeconfig)
+    code, out, _ = _live(cluster, capsys, "inspect", "-n", "shop")
     assert code == 1 and "web-6d4b9-x2x9q" in out
     assert "cannot read the mesh config" in caplog.text
