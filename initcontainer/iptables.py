@@ -129,7 +129,8 @@ class Applied:
 def apply(tools: Tools, config: CaptureConfig, net: NetInfo) -> Applied:
     """Install the rules for every family the pod has; all families or none."""
     saves = {4: installed(tools, 4), 6: installed(tools, 6) if net.ipv6 else ("", Installed())}
-    sets = render(config, net, installed={v: saves[v][1] for v in (4, 6)})
+    before = {v: saves[v][1] for v in (4, 6)}
+    sets = render(config, net, installed=before)
     done: list[tuple[int, str]] = []
     for version, text in ((4, sets.ipv4), (6, sets.ipv6)):
         if text is None:
@@ -145,7 +146,7 @@ def apply(tools: Tools, config: CaptureConfig, net: NetInfo) -> Applied:
         done.append((version, text))
     for version, _ in done:
         verify(tools, config, version)
-    return Applied(sets, {v: saves[v][1] for v in (4, 6)})
+    return Applied(sets, before)
 
 
 def verify(tools: Tools, config: CaptureConfig, version: int) -> None:
