@@ -118,6 +118,18 @@ def _has_route(ipr: Any, family: int) -> bool:
     return False
 
 
+def _local_route(family: int, default: str, scope: str, lo: int) -> dict[str, Any]:
+    """``local default dev lo table 133``: one spec, so the delete matches what was added."""
+    return {
+        "table": ROUTE_TABLE,
+        "family": family,
+        "dst": default,
+        "type": "local",
+        "scope": scope,
+        "oif": lo,
+    }
+
+
 def ensure_tproxy_routing(versions: Collection[int]) -> list[str]:
     """``ip rule fwmark 0x539 lookup 133`` and ``local default dev lo table 133``, per family.
 
@@ -130,8 +142,7 @@ def ensure_tproxy_routing(versions: Collection[int]) -> list[str]:
         lo = ipr.link_lookup(ifname="lo")[0]
         for version, family, default, scope in _families(versions):
             if not _has_route(ipr, family):
-                route = {"dst": default, "type": "local", "scope": scope, "oif": lo}
-                ipr.route("add", table=ROUTE_TABLE, family=family, **route)
+                ipr.route("add", **_local_route(family, default, scope, lo))
                 added.append(f"route{version}")
             if not _has_rule(ipr, family):
                 ipr.rule("add", fwmark=TPROXY_MARK, table=ROUTE_TABLE, family=family)
@@ -150,9 +161,8 @@ def remove_tproxy_routing(
             while (only is None or f"rule{version}" in only) and _has_rule(ipr, family):
                 ipr.rule("del", fwmark=TPROXY_MARK, table=ROUTE_TABLE, family=family)
             if only is None or f"route{version}" in only:
-                route = {"dst": default, "type": "local", "scope": scope, "oif": lo}
                 with contextlib.suppress(netlink_error):
-                    ipr.route("del", table=ROUTE_TABLE, family=family, **route)
+                    ipr.route("del", **_local_route(family, default, scope, lo))
 
 
 class Background:
