@@ -168,28 +168,18 @@ def delete(ns: Netns | str) -> None:
     subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
 
 
+def _add_veth(a: Netns, a_if: str, b: Netns, b_if: str) -> None:
+    """Create the pair inside ``a`` with the peer placed straight into ``b`` (never the root ns)."""
+    peer = ["peer", "name", b_if, "netns", b.name]
+    _run(["ip", "-n", a.name, "link", "add", a_if, "type", "veth", *peer])
+
+
 def veth(
     a: Netns, b: Netns, *, a_addr: str, b_addr: str, a_if: str = "eth0", b_if: str = "eth0"
 ) -> None:
     """A veth pair between two namespaces, created inside ``a`` with the peer placed in ``b``."""
     a_iface, b_iface = _check_address(a_addr), _check_address(b_addr)
-    _run(
-        [
-            "ip",
-            "-n",
-            a.name,
-            "link",
-            "add",
-            a_if,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            b_if,
-            "netns",
-            b.name,
-        ]
-    )
+    _add_veth(a, a_if, b, b_if)
     for ns, ifname, iface in ((a, a_if, a_iface), (b, b_if, b_iface)):
         _run(["ip", "-n", ns.name, "addr", "add", str(iface), "dev", ifname])
         _run(["ip", "-n", ns.name, "link", "set", ifname, "up"])
@@ -216,23 +206,7 @@ def attach(
     """Plug a pod namespace into the node's bridge; returns the node-side interface name."""
     iface = _check_address(address)
     node_if = f"veth{next(_counter)}"  # unique within the node namespace, which is ours
-    _run(
-        [
-            "ip",
-            "-n",
-            pod.name,
-            "link",
-            "add",
-            pod_if,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            node_if,
-            "netns",
-            node.name,
-        ]
-    )
+    _add_veth(pod, pod_if, node, node_if)
     _run(["ip", "-n", node.name, "link", "set", node_if, "master", bridge_name, "up"])
     _run(["ip", "-n", pod.name, "addr", "add", str(iface), "dev", pod_if])
     _run(["ip", "-n", pod.name, "link", "set", pod_if, "up"])
