@@ -141,7 +141,8 @@ def run_inject(args: argparse.Namespace) -> int:
     return 0
 
 
-def _labels(pairs: list[str]) -> dict[str, str] | None:
+def parse_labels(pairs: list[str]) -> dict[str, str] | None:
+    """``--namespace-label k=v`` values (offline and live check share them); None when absent."""
     if not pairs:
         return None
     labels: dict[str, str] = {}
@@ -163,7 +164,7 @@ def run_check(args: argparse.Namespace) -> int:
         config = _config(args.config)
         rows, ok = check_documents(
             load_documents(_read(args.filename)), config=config,
-            namespace_labels=_labels(args.namespace_label), default_namespace=args.namespace,
+            namespace_labels=parse_labels(args.namespace_label), default_namespace=args.namespace,
         )
     except (MeshInjectError, SettingsError) as err:
         return _fail(err, sys.stderr)

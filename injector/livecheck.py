@@ -22,7 +22,7 @@ from cryptography.exceptions import InvalidSignature
 
 from injector import certs
 from injector.annotations import INJECT, NAMESPACE_ENABLED
-from injector.cmd_offline import _labels
+from injector.cmd_offline import parse_labels
 from injector.errors import ManifestError
 from injector.kube import Kube, KubeError, NotFound
 from injector.meshview import (
@@ -211,7 +211,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(kube: Kube, args: argparse.Namespace, config: MeshConfig, *, out: Any) -> int:
-    overrides = _labels(getattr(args, "namespace_label", [])) or {}
+    overrides = parse_labels(getattr(args, "namespace_label", [])) or {}
     if args.pod:
         namespaces = [args.namespace or "default"]
     elif args.namespace:
