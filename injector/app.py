@@ -3,8 +3,8 @@
 Only HTTP lives here: reading a bounded body, timing, counting, and the probe endpoints. The
 review is CPU-only and takes a fraction of a millisecond for a typical pod (about 0.5 ms with
 2,000 env vars), so it runs in the event loop directly; a thread hop would cost more than it
-saves on a one-worker server. ``POST /mutate`` is served by a small ASGI layer in front of
-FastAPI (see :class:`_MutateFastPath`): parsing the AdmissionReview is the review's job, done
+saves on a one-worker server. ``POST /mutate`` is served ahead of FastAPI's own
+machinery (see :class:`WebhookApp`): parsing the AdmissionReview is the review's job, done
 once with orjson, and FastAPI's routing and request objects would add a third to its cost.
 The probes and ``/metrics`` are ordinary FastAPI routes.
 """
@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 
 from fastapi import FastAPI, Request, Response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from injector.metrics import CONTENT_TYPE, WebhookMetrics
 from injector.review import ReviewOutcome, bad_request, review
@@ -188,23 +188,29 @@ class Mutator:
         await send({"type": "http.response.body", "body": out.body})
 
 
-class _MutateFastPath:
-    """ASGI middleware sending ``POST /mutate`` straight to the :class:`Mutator`.
+class WebhookApp(FastAPI):
+    """FastAPI, except that ``POST /mutate`` goes straight to the :class:`Mutator`.
 
-    FastAPI's routing, dependency solving and Request/Response objects cost about as much CPU
-    as reviewing a typical pod; the webhook's one hot path skips them. The FastAPI route below
-    stays as the documented contract (OpenAPI) and answers the same if this is ever bypassed.
+    FastAPI's middleware stack (error handling, telemetry hooks that read the environment on
+    every request, body limits), routing, dependency solving and Request/Response objects cost
+    about as much CPU as reviewing a typical pod; the webhook's one hot path skips all of it.
+    The FastAPI route stays as the documented contract (OpenAPI) and answers the same when
+    ``fast_path`` is off.
     """
 
-    def __init__(self, app: ASGIApp, *, mutator: Mutator) -> None:
-        self.app = app
-        self.mutator = mutator
+    mutator: Mutator
+    fast_path = True
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] == "/mutate" and scope["method"] == "POST":
+        if (
+            self.fast_path
+            and scope["type"] == "http"
+            and scope["path"] == "/mutate"
+            and scope["method"] == "POST"
+        ):
             await self.mutator(scope, receive, send)
         else:
-            await self.app(scope, receive, send)
+            await super().__call__(scope, receive, send)
 
 
 def create_app(
@@ -213,13 +219,13 @@ def create_app(
     ready: Callable[[], bool] | None = None,
     max_body: int = MAX_BODY,
     body_timeout: float = BODY_TIMEOUT,
-) -> FastAPI:
+) -> WebhookApp:
     """The webhook app. ``ready`` tells /readyz whether to take traffic (e.g. the serving
     certificate is in place); without it the app is ready as soon as it runs."""
     metrics = WebhookMetrics()
     mutator = Mutator(config=config, metrics=metrics, max_body=max_body, body_timeout=body_timeout)
-    app = FastAPI(title="meshinject webhook", version="1", docs_url=None, redoc_url=None)
-    app.add_middleware(_MutateFastPath, mutator=mutator)
+    app = WebhookApp(title="meshinject webhook", version="1", docs_url=None, redoc_url=None)
+    app.mutator = mutator
 
     @app.post("/mutate", openapi_extra=_REVIEW_SCHEMA, response_class=Response)
     async def mutate(request: Request) -> Response:

@@ -248,6 +248,9 @@ def run(args: argparse.Namespace) -> int:
         port=args.port,
         ssl_context_factory=lambda _cfg, _default: reloading.context,
         access_log=False,
+        # the API server calls us directly: no X-Forwarded-* to trust, and no middleware for it
+        proxy_headers=False,
+        server_header=False,
         log_level=args.log_level,
         timeout_keep_alive=KEEP_ALIVE_SECONDS,
         workers=1,

@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 from fastapi import FastAPI
 
-from injector.app import _MutateFastPath, create_app
+from injector.app import create_app
 from injector.settings import MeshConfig
 from tests.webhook.corpus import admission_review, corpus_pods
 
@@ -88,9 +88,7 @@ def test_the_documented_route_answers_exactly_like_the_fast_path() -> None:
         call(fast_app, "POST", "/mutate", [{"type": "http.request", "body": BODY}])
     )
     routed_app = create_app(config=MeshConfig())
-    routed_app.user_middleware = [
-        m for m in routed_app.user_middleware if m.cls is not _MutateFastPath
-    ]
+    routed_app.fast_path = False
     routed = status_and_body(
         call(routed_app, "POST", "/mutate", [{"type": "http.request", "body": BODY}])
     )
