@@ -83,6 +83,11 @@ class PodOverrides:
     # with the rest so a bad value denies the pod at admission
     traffic: TrafficPolicy = dataclasses.field(default_factory=TrafficPolicy)
 
+    def __hash__(self) -> int:
+        # the sidecars are cached per overrides: hash what sets them apart cheaply (the
+        # annotations), and let equality compare the rest on the rare collision
+        return hash(self.proxy_annotations)
+
 
 def _traffic(name: str, value: str, parse: Callable[[str, str], T]) -> T:
     try:

@@ -8,11 +8,13 @@ The patch is a diff, never hand-written indexes: we change a copy and let ``json
 But only the subtrees injection touches are copied and compared (annotations, init containers,
 containers, volumes): diffing a whole pod with 2,000 env vars costs ~9 ms, comparing just these
 costs far less, and everything else is shared, untouched, between input and output. The
-returned pod therefore shares unchanged subtrees with the input: treat both as read-only.
+returned pod therefore shares unchanged subtrees with the input, and its sidecars with every
+other pod injected alike: treat all of them as read-only.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Mapping
@@ -31,6 +33,7 @@ _LISTS = (
     ("initContainers", "initContainers"), ("containers", "containers"), ("volumes", "volumes"),
 )
 _RESERVED = frozenset((sidecar.INIT_NAME, sidecar.PROXY_NAME))
+# what injection may edit, as (parent, key): plain names, nothing to escape in a JSON Pointer
 _DIFFED = (("metadata", "annotations"), ("spec", "initContainers"), ("spec", "containers"),
            ("spec", "volumes"))
 _MISSING: Any = object()
@@ -106,6 +109,32 @@ def config_hash(*, config: MeshConfig, overrides: PodOverrides) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+@dataclass(frozen=True)
+class _Additions:
+    """What injection adds to a pod, in the order it goes in."""
+
+    init_containers: tuple[dict[str, Any], ...]
+    containers: tuple[dict[str, Any], ...]
+    status: str  # the status annotation's value
+
+
+@functools.lru_cache(maxsize=256)
+def _additions(config: MeshConfig, overrides: PodOverrides) -> _Additions:
+    """Rendered once per (config, overrides): every pod of a workload gets the same sidecars,
+    and rendering them (the bootstrap above all) is most of an injection's cost. The dicts are
+    shared by every pod injected with them, so nothing may modify an injected pod in place."""
+    proxy = sidecar.proxy_container(config=config, overrides=overrides)
+    init = sidecar.init_container(config=config, overrides=overrides)
+    inits, containers = ((init, proxy), ()) if overrides.native else ((init,), (proxy,))
+    status = {
+        "initContainers": [c["name"] for c in inits],
+        "containers": [c["name"] for c in containers],
+        "volumes": [],
+        "configHash": config_hash(config=config, overrides=overrides),
+    }
+    return _Additions(inits, containers, json.dumps(status, separators=(",", ":")))
+
+
 def render(
     pod: Mapping[str, Any], *, config: MeshConfig, overrides: PodOverrides
 ) -> dict[str, Any]:
@@ -113,69 +142,43 @@ def render(
     new = _editable(pod)
     _strip(new)
     spec = new["spec"]
-    proxy = sidecar.proxy_container(config=config, overrides=overrides)
-    init = sidecar.init_container(config=config, overrides=overrides)
-    if overrides.native:
-        spec["initContainers"] = [init, proxy, *spec.get("initContainers", [])]
-        added = {"initContainers": [init["name"], proxy["name"]], "containers": []}
-    else:
-        spec["initContainers"] = [init, *spec.get("initContainers", [])]
-        spec["containers"] = [proxy, *spec.get("containers", [])]
-        added = {"initContainers": [init["name"]], "containers": [proxy["name"]]}
-    status = {**added, "volumes": [], "configHash": config_hash(config=config, overrides=overrides)}
-    annotations = new["metadata"].setdefault("annotations", {})
-    annotations[STATUS] = json.dumps(status, separators=(",", ":"))
+    additions = _additions(config, overrides)
+    spec["initContainers"] = [*additions.init_containers, *spec.get("initContainers", [])]
+    if additions.containers:
+        spec["containers"] = [*additions.containers, *spec.get("containers", [])]
+    new["metadata"].setdefault("annotations", {})[STATUS] = additions.status
     return new
-
-
-def _get(obj: Mapping[str, Any], path: tuple[str, ...]) -> Any:
-    for key in path:
-        if not isinstance(obj, Mapping) or key not in obj:
-            return _MISSING
-        obj = obj[key]
-    return obj
-
-
-def _pointer(path: tuple[str, ...]) -> str:
-    return "".join("/" + p.replace("~", "~0").replace("/", "~1") for p in path)
 
 
 def diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[dict[str, Any]]:
     """JSON Patch from ``old`` to ``new``, looking only at the subtrees injection edits."""
     ops: list[dict[str, Any]] = []
-    added: set[tuple[str, ...]] = set()
-    for path in _DIFFED:
-        before, after = _get(old, path), _get(new, path)
-        if before is after or before == after or any(path[:i] in added for i in range(1, 3)):
+    for parent, key in _DIFFED:
+        old_parent, new_parent = old.get(parent, _MISSING), new.get(parent, _MISSING)
+        if not isinstance(old_parent, Mapping):  # a template without metadata: add it whole
+            if not ops or ops[-1]["path"] != f"/{parent}":
+                ops.append({"op": "add", "path": f"/{parent}", "value": new_parent})
+            continue
+        before, after = old_parent.get(key, _MISSING), new_parent.get(key, _MISSING)
+        if before is after or before == after:
             continue
         if after is _MISSING:
-            ops.append({"op": "remove", "path": _pointer(path)})
-            continue
-        if before is _MISSING:
-            # add at the shallowest missing level: /metadata/annotations needs /metadata
-            depth = next(i for i in range(1, len(path) + 1) if _get(old, path[:i]) is _MISSING)
-            added.add(path[:depth])
-            value = _get(new, path[:depth])
-            ops.append({"op": "add", "path": _pointer(path[:depth]), "value": value})
-            continue
-        ops.extend(_subtree_patch(before, after, prefix=_pointer(path)))
+            ops.append({"op": "remove", "path": f"/{parent}/{key}"})
+        elif before is _MISSING:
+            ops.append({"op": "add", "path": f"/{parent}/{key}", "value": after})
+        else:
+            ops.extend(_subtree_patch(before, after, prefix=f"/{parent}/{key}"))
     return ops
 
 
 def _subtree_patch(before: Any, after: Any, *, prefix: str) -> list[dict[str, Any]]:
-    """jsonpatch over one subtree. In lists, items that are the very same object on both sides
-    (the user's containers: we never copy them) stand in as tokens, so jsonpatch never walks
-    into them; a container with 2,000 env vars then costs nothing to compare."""
+    """jsonpatch over one subtree. In lists (containers, volumes), every item stands in as a
+    token, the same token on both sides for the same or an equal item, so jsonpatch never walks
+    into a container: one with 2,000 env vars costs nothing to compare, and a changed sidecar is
+    replaced whole rather than diffed field by field."""
     tokens: dict[str, Any] = {}
     if isinstance(before, list) and isinstance(after, list):
-        shared = {id(item): item for item in before if isinstance(item, dict)}
-        shared = {key: item for key, item in shared.items() if any(x is item for x in after)}
-
-        def shrink(items: list[Any]) -> list[Any]:
-            return [f"\0{id(x)}" if id(x) in shared else x for x in items]
-
-        tokens = {f"\0{key}": item for key, item in shared.items()}
-        before, after = shrink(before), shrink(after)
+        before, after = _tokenize(before, after, tokens)
     try:
         diffed = jsonpatch.make_patch(before, after).patch
     except RecursionError:  # absurd nesting in what we strip: replace the subtree whole
@@ -190,6 +193,31 @@ def _subtree_patch(before: Any, after: Any, *, prefix: str) -> list[dict[str, An
             op["value"] = _untoken(op["value"], tokens)
         ops.append(op)
     return ops
+
+
+def _tokenize(
+    before: list[Any], after: list[Any], tokens: dict[str, Any]
+) -> tuple[list[Any], list[Any]]:
+    """Both lists with each dict item replaced by a token (filled in ``tokens``): one token per
+    distinct item, matched by identity first (the user's containers are shared, never copied)
+    and by equality otherwise. Lists are a handful of items, so pairwise is cheap."""
+    known: list[tuple[Any, str]] = []
+
+    def token(item: Any) -> Any:
+        if not isinstance(item, dict):
+            return item
+        for seen, name in known:
+            if seen is item:
+                return name
+        for seen, name in known:
+            if seen == item:
+                return name
+        name = f"\0{len(known)}"
+        known.append((item, name))
+        tokens[name] = item
+        return name
+
+    return [token(x) for x in before], [token(x) for x in after]
 
 
 def _untoken(value: Any, tokens: dict[str, Any]) -> Any:

@@ -110,6 +110,14 @@ class MeshConfig(_Model):
         injected under another config can be found and re-rendered."""
         return self._fingerprint
 
+    def __hash__(self) -> int:
+        # the injector's caches are keyed on the config: hash it once, not field by field
+        return self._hash
+
+    @cached_property
+    def _hash(self) -> int:
+        return hash(self._fingerprint)
+
     @cached_property
     def _fingerprint(self) -> str:
         # computed once per config: the webhook asks for it on every pod

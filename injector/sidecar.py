@@ -10,7 +10,6 @@ transparent sockets need NET_ADMIN (and so root, keeping gid 1337 for the exempt
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 from initcontainer.config import to_args
@@ -81,17 +80,10 @@ def _proxy_security(overrides: PodOverrides) -> dict[str, Any]:
     }
 
 
-@functools.lru_cache(maxsize=256)
-def _bootstrap_text(config: MeshConfig, overrides: PodOverrides) -> str:
-    """The bootstrap is a pure function of these two, and pods of one workload share both: render
-    it once per combination (a string, so sharing it is safe)."""
-    return envoy.bootstrap_text(envoy.bootstrap(config=config, overrides=overrides))
-
-
 def proxy_container(*, config: MeshConfig, overrides: PodOverrides) -> dict[str, Any]:
     """The Envoy sidecar; ``overrides.native`` makes it a restartable init container (K8s
     1.29+)."""
-    bootstrap = _bootstrap_text(config, overrides)
+    bootstrap = envoy.bootstrap_text(envoy.bootstrap(config=config, overrides=overrides))
     container: dict[str, Any] = {
         "name": PROXY_NAME,
         "image": overrides.image,
