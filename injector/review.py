@@ -32,7 +32,7 @@ from typing import Any
 import orjson
 
 from injector.errors import MeshInjectError, ReviewError
-from injector.patch import inject_pod
+from injector.patch import patch_json
 from injector.settings import MeshConfig
 
 API_VERSION = "admission.k8s.io/v1"
@@ -176,16 +176,15 @@ def review(body: bytes, *, config: MeshConfig) -> ReviewOutcome:
 
 
 def _decide(uid: str, pod: dict[str, Any], *, namespace: str, config: MeshConfig) -> ReviewOutcome:
-    result = inject_pod(pod, config=config, namespace=namespace)
-    decision = result.decision
+    decision, ops = patch_json(pod, config=config, namespace=namespace)
     if not decision.inject:
         warning = f"meshinject: not injected: {decision.reason}"[:_WARNING_LIMIT]
         return _answer(
             uid, f"skipped:{decision.code}", decision.reason, allowed=True, warnings=[warning]
         )
-    if not result.patch:
+    if ops == b"[]":
         return _answer(uid, "unchanged", "already injected", allowed=True)
-    patch = base64.b64encode(orjson.dumps(result.patch)).decode("ascii")
+    patch = base64.b64encode(ops).decode("ascii")
     return _answer(uid, "injected", allowed=True, patchType="JSONPatch", patch=patch)
 
 

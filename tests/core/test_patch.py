@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from typing import Any
@@ -11,7 +12,7 @@ import pytest
 from initcontainer import config as capture_config
 from injector.annotations import parse_overrides
 from injector.errors import AnnotationError
-from injector.patch import inject_pod, strip_injection
+from injector.patch import inject_pod, patch_json, strip_injection
 from injector.settings import MeshConfig, ProxySettings
 from tests.core.pods import CONFIG, apply, names, pod
 
@@ -122,6 +123,26 @@ def test_injecting_twice_equals_injecting_once_with_an_empty_patch() -> None:
     again = inject_pod(once, config=CONFIG, namespace="shop")
     assert again.pod == once
     assert again.patch == []
+
+
+def test_changing_an_injected_pod_in_place_never_changes_the_next_injection() -> None:
+    expected = copy.deepcopy(inject(pod()))
+    changed = inject(pod())
+    changed["spec"]["initContainers"][0]["securityContext"]["privileged"] = True
+    changed["spec"]["initContainers"][1]["args"].append("--component-log-level")
+    assert inject(pod()) == expected
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_the_webhooks_serialized_patch_equals_inject_pods(native: bool) -> None:
+    config = MeshConfig(native_sidecars=native)
+    for subject in (pod(), pod(annotations={"a": "b"}, spec={
+            "initContainers": [{"name": "i", "image": "i"}],
+            "containers": [{"name": "a", "image": "a"}]})):
+        expected = inject_pod(subject, config=config, namespace="shop")
+        decision, serialized = patch_json(subject, config=config, namespace="shop")
+        assert decision == expected.decision
+        assert json.loads(serialized) == expected.patch
 
 
 def test_strip_undoes_injection_exactly() -> None:

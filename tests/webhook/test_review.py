@@ -10,7 +10,7 @@ import jsonpatch
 import orjson
 import pytest
 
-from injector.patch import InjectionResult, inject_pod
+from injector.patch import inject_pod
 from injector.review import review
 from injector.settings import MeshConfig
 from tests.webhook.corpus import admission_review, corpus_pods
@@ -166,7 +166,7 @@ def test_an_unexpected_error_in_the_injector_denies_the_pod(
     def explode(*_: object, **__: object) -> None:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr("injector.review.inject_pod", explode)
+    monkeypatch.setattr("injector.review.patch_json", explode)
     status, body, outcome = answer(admission_review(POD, uid="u"))
     assert (status, outcome, body["response"]["allowed"]) == (200, "failed", False)
     assert body["response"]["status"]["code"] == 500
@@ -183,13 +183,10 @@ def test_an_already_injected_pod_is_allowed_unchanged() -> None:
 def test_a_patch_that_cannot_be_encoded_denies_the_pod_as_our_failure(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    real = inject_pod
+    def odd(*_: Any) -> list[dict[str, Any]]:
+        return [{"op": "add", "value": {1j}}]
 
-    def odd(*args: Any, **kwargs: Any) -> InjectionResult:
-        result = real(*args, **kwargs)
-        return InjectionResult(result.decision, result.pod, [{"op": "add", "value": {1j}}])
-
-    monkeypatch.setattr("injector.review.inject_pod", odd)
+    monkeypatch.setattr("injector.patch.diff", odd)
     status, body, outcome = answer(admission_review(POD))
     assert (status, outcome, body["response"]["allowed"]) == (200, "failed", False)
     assert "internal error: TypeError" in body["response"]["status"]["message"]
