@@ -90,7 +90,8 @@ class TrafficDefaults(_Model):
     max_requests: int = Field(default=_UINT32, ge=1, le=_UINT32)
     outlier_consecutive_5xx: int = Field(default=5, ge=0, le=_UINT32)
     outlier_ejection_time: str = Field(default="30s", pattern=_DURATION)
-    access_log: bool = True
+    # off, as in Istio and Linkerd: a log line per request costs each proxy ~10% more CPU
+    access_log: bool = False
     opaque_ports: str = "25,587,3306,4444,5432,6379,9300,11211"
     protocol_detection_timeout: str = Field(default="1s", pattern=_DURATION)
 

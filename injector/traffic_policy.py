@@ -90,7 +90,7 @@ class TrafficPolicy:
     outlier_ejection_time_ms: int = 30_000
     fault_delay: Fault | None = None
     fault_abort: Fault | None = None
-    access_log: bool = True
+    access_log: bool = False
     drain_seconds: int = 5
     opaque_ports: tuple[PortRange, ...] = ()
     detection_timeout_ms: int = 1000

@@ -1,8 +1,10 @@
 """The demo's manifest: three ordinary Deployments and Services, as a user would write them.
 
-Nothing in it mentions Envoy or iptables. The namespace carries the opt-in label; the frontend
-carries two annotations asking its proxy to retry failed calls (``5xx``), which is what hides
-the ``reviews`` service's flakiness (every fifth request answers 503) from the frontend's code.
+Nothing in it mentions Envoy or iptables. The namespace carries the opt-in label; every pod
+asks its proxy for access logs (off by default), which the demo reads to show who called whom;
+the frontend carries two more annotations asking its proxy to retry failed calls (``5xx``),
+which is what hides the ``reviews`` service's flakiness (every fifth request answers 503) from
+the frontend's code.
 The app commands are this package's ``demo_app`` module, run by ``python3`` from meshinject's
 own environment (the sandbox puts it first on every container's PATH).
 """
@@ -47,8 +49,10 @@ spec:
   ports: [{{name: http, port: 80, targetPort: http}}]
 """
 
-_RETRIES = """
+_ACCESS_LOG = """
       annotations:
+        proxy.meshinject.io/access-log: "on\""""
+_RETRIES = _ACCESS_LOG + """
         proxy.meshinject.io/retries: "3"
         proxy.meshinject.io/retry-on: "5xx,connect-failure\""""
 
@@ -59,8 +63,8 @@ MANIFEST = (
         name="frontend", annotations=_RETRIES,
         args="frontend, --call=catalog=catalog:80/items, --call=reviews=reviews:80/reviews",
     )
-    + _APP.format(name="catalog", annotations="", args="backend, --name=catalog")
-    + _APP.format(name=FLAKY, annotations="",
+    + _APP.format(name="catalog", annotations=_ACCESS_LOG, args="backend, --name=catalog")
+    + _APP.format(name=FLAKY, annotations=_ACCESS_LOG,
                   args=f"backend, --name={FLAKY}, --fail-every={FAIL_EVERY}")
 )
 

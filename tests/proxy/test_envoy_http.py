@@ -21,6 +21,7 @@ FULL = {
     tp.RETRY_BUDGET_PERCENT: "25", tp.MAX_CONNECTIONS: "100", tp.MAX_PENDING_REQUESTS: "10",
     tp.MAX_REQUESTS: "50", tp.OUTLIER_CONSECUTIVE_5XX: "4", tp.OUTLIER_EJECTION_TIME: "15s",
     tp.FAULT_DELAY: "100ms@10", tp.FAULT_ABORT: "503@0.5", tp.OPAQUE_PORTS: "3306,7000-7010",
+    tp.ACCESS_LOG: "on",
 }
 POLICIES: dict[str, dict[str, str]] = {
     "defaults": {},

@@ -51,7 +51,8 @@ def banner(mesh: Mesh, port: int) -> tuple[float, str, str]:
 
 
 def test_a_server_first_protocol_on_an_opaque_port_answers_immediately(mesh: Mesh) -> None:
-    mesh.start(boot(), boot())
+    with_log = boot(**{tp.ACCESS_LOG: "on"})
+    mesh.start(with_log, with_log)
     mesh.server.start_upstream(3306, "--banner")
     waited, first, echo = banner(mesh, 3306)
     assert first.startswith("220 hello") and echo == "echo hi"
@@ -87,7 +88,8 @@ def test_h2c_is_detected_and_stays_http2_to_the_app(mesh: Mesh) -> None:
 
 
 def test_http_stats_have_clear_prefixes_and_access_logs_are_json_lines(mesh: Mesh) -> None:
-    mesh.start(boot(), boot())
+    with_log = boot(**{tp.ACCESS_LOG: "on"})
+    mesh.start(with_log, with_log)
     mesh.server.start_upstream(8080, "--body-bytes", "1024")
     assert mesh.client.load(SERVER_IP, 8080, "--requests", "20")["outcomes"] == {"200": 20}
     prom = mesh.client.admin("/stats/prometheus")
@@ -112,9 +114,8 @@ def test_http_stats_have_clear_prefixes_and_access_logs_are_json_lines(mesh: Mes
     assert served[0]["direction"] == "inbound"
 
 
-def test_access_logs_are_off_by_annotation(mesh: Mesh) -> None:
-    off = boot(**{tp.ACCESS_LOG: "off"})
-    mesh.start(off, off)
+def test_access_logs_are_off_by_default(mesh: Mesh) -> None:
+    mesh.start(boot(), boot())
     mesh.server.start_upstream(8080)
     assert mesh.client.load(SERVER_IP, 8080, "--requests", "5")["outcomes"] == {"200": 5}
     time.sleep(1.2)

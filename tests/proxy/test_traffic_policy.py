@@ -27,7 +27,7 @@ def test_a_pod_without_annotations_gets_the_safe_defaults() -> None:
     assert policy.retry_budget_percent == 20.0
     assert policy.max_requests == tp.UINT32
     assert policy.fault_delay is None and policy.fault_abort is None
-    assert policy.access_log is True
+    assert policy.access_log is False
     assert policy.drain_seconds == MESH.proxy.drain_seconds
     assert PortRange(3306, 3306) in policy.opaque_ports
     assert policy.detection_timeout_ms == 1000
