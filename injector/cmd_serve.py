@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import atexit
+import gc
 import logging
 import shutil
 import ssl
@@ -257,6 +258,8 @@ def run(args: argparse.Namespace) -> int:
         loop=args.loop,
         http=http_protocol(args.http, header_seconds=args.header_timeout),
     )
+    # everything built so far lives as long as the server: keep it out of every collection
+    gc.freeze()
     try:
         uvicorn.Server(server_config).run()
     finally:

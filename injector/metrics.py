@@ -51,18 +51,27 @@ class WebhookMetrics:
             buckets=_BUCKETS,
             registry=self.registry,
         )
+        self._counters: dict[str, tuple[Counter, ...]] = {}
 
     def record(self, outcome: str, seconds: float | None = None) -> None:
         """Count one answered request; ``outcome`` is the review's label."""
-        self.requests.labels(outcome).inc()
-        if outcome == "injected":
-            self.injections.inc()
-        elif outcome.startswith("skipped:"):
-            self.skips.labels(outcome.removeprefix("skipped:")).inc()
-        elif outcome in ("bad-request", "too-large", "failed"):
-            self.failures.labels("internal" if outcome == "failed" else outcome).inc()
+        counters = self._counters.get(outcome)
+        if counters is None:  # outcomes are a bounded set (see above): one lookup each, ever
+            counters = self._counters[outcome] = self._counters_of(outcome)
+        for counter in counters:
+            counter.inc()
         if seconds is not None:
             self.duration.observe(seconds)
+
+    def _counters_of(self, outcome: str) -> tuple[Counter, ...]:
+        counters = [self.requests.labels(outcome)]
+        if outcome == "injected":
+            counters.append(self.injections)
+        elif outcome.startswith("skipped:"):
+            counters.append(self.skips.labels(outcome.removeprefix("skipped:")))
+        elif outcome in ("bad-request", "too-large", "failed"):
+            counters.append(self.failures.labels("internal" if outcome == "failed" else outcome))
+        return tuple(counters)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -24,12 +24,12 @@ the webhook failing, and the decision belongs in the AdmissionReview.
 
 from __future__ import annotations
 
-import base64
 import reprlib
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
+import pybase64
 
 from injector.errors import MeshInjectError, ReviewError
 from injector.patch import patch_json
@@ -184,7 +184,7 @@ def _decide(uid: str, pod: dict[str, Any], *, namespace: str, config: MeshConfig
         )
     if ops == b"[]":
         return _answer(uid, "unchanged", "already injected", allowed=True)
-    patch = base64.b64encode(ops).decode("ascii")
+    patch = pybase64.b64encode(ops).decode("ascii")
     return _answer(uid, "injected", allowed=True, patchType="JSONPatch", patch=patch)
 
 
