@@ -4,14 +4,17 @@ A client pod and a server pod (network namespaces joined by a veth, 198.18.9.0/2
 by the real pure core: ``mesh-init`` runs with the args of the injected spec and ``mesh-proxy``
 (Envoy) with its args as uid/gid 1337. The app is a tiny Envoy answering 1 KB to a 1 KB POST on
 two ports: 8080 goes through both proxies, 8081 is excluded from capture on both sides, so the
-same client and server measure "no mesh" in the same run. ``wrk`` paces each connection
-(``--rate`` over ``--connections``), rounds alternate between the two paths, and the figures are
-the medians over rounds:
+same client and server measure "no mesh" in the same run. A third path is the calibration: two
+minimal one-route Envoys chained the same way (client pod, server pod, app) with no capture and
+no policy, the floor any pair of Envoy sidecars stands on on this machine today. ``wrk`` paces
+each connection (``--rate`` over ``--connections``), rounds take the three paths in turn, and
+the figures are the medians over rounds:
 
-- added latency: p50/p90/p99 through the mesh minus the same percentile without it;
-- each proxy's CPU (vCPU per 1,000 req/s, from /proc/PID/stat during the meshed runs) and
-  anonymous resident memory (RssAnon: the binary's pages are shared between pods), idle and
-  after the load.
+- added latency: p50/p90/p99 through the mesh (and through the bare pair) minus the same
+  percentile without either;
+- each proxy's CPU (vCPU per 1,000 req/s, from /proc/PID/stat during its path's runs), next to
+  the bare Envoy in the same place, and the mesh proxies' anonymous resident memory (RssAnon:
+  the binary's pages are shared between pods), idle and after the load.
 
 Run as root: ``.venv/bin/python scripts/bench_proxy.py [--rate 1000] [--duration 10]``. Prints
 figures, asserts nothing. Everything it creates is deleted at the end, even on failure.
@@ -37,6 +40,7 @@ from injector.settings import MeshConfig
 
 CLIENT_IP, SERVER_IP = "198.18.9.1", "198.18.9.2"
 MESHED, DIRECT = 8080, 8081
+BARE_CLIENT, BARE_SERVER = 9000, 9001  # the calibration's two minimal Envoys
 INIT = str(Path(sys.executable).parent / "meshinject-init")
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -99,10 +103,10 @@ def app_bootstrap() -> str:
         "static_resources": {"listeners": [listener(MESHED), listener(DIRECT)]}})
 
 
-def minimal_proxy_bootstrap(upstream: str, port: int) -> str:
+def minimal_proxy_bootstrap(listen: tuple[str, int], upstream: tuple[str, int]) -> str:
     """The calibration: the least an HTTP proxy can be in Envoy (one listener, one route, one
-    static upstream). Its CPU per request, measured here and now, says how fast this machine
-    is; the mesh proxies' figures read against it."""
+    static upstream, nothing else). Two of them chained, measured here and now, are the floor
+    any pair of Envoy sidecars stands on on this machine; the mesh's figures read against it."""
     router = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
     hcm = {
         "@type": "type.googleapis.com/envoy.extensions.filters.network."
@@ -112,10 +116,10 @@ def minimal_proxy_bootstrap(upstream: str, port: int) -> str:
             {"match": {"prefix": "/"}, "route": {"cluster": "upstream"}}]}]},
         "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {"@type": router}}],
     }
-    address = {"socket_address": {"address": upstream, "port_value": DIRECT}}
+    address = {"socket_address": {"address": upstream[0], "port_value": upstream[1]}}
     return json.dumps({"static_resources": {
         "listeners": [{
-            "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+            "address": {"socket_address": {"address": listen[0], "port_value": listen[1]}},
             "filter_chains": [{"filters": [{
                 "name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}],
         }],
@@ -223,9 +227,10 @@ def main() -> int:
         netns.veth(client, server, a_addr=f"{CLIENT_IP}/24", b_addr=f"{SERVER_IP}/24")
         proxies: dict[str, int] = {}
         extra = dict(item.split("=", 1) for item in args.annotation)
+        bypass = f"{DIRECT},{BARE_SERVER}"  # the no-mesh and the bare-Envoy paths
         for role, ns, annotations in (
-            ("client", client, {"traffic.meshinject.io/exclude-outbound-ports": str(DIRECT)}),
-            ("server", server, {"traffic.meshinject.io/exclude-inbound-ports": str(DIRECT)}),
+            ("client", client, {"traffic.meshinject.io/exclude-outbound-ports": bypass}),
+            ("server", server, {"traffic.meshinject.io/exclude-inbound-ports": bypass}),
         ):
             init_args, proxy_args = injected(role, {**annotations, **extra})
             ns.run([INIT, *init_args])
@@ -243,70 +248,76 @@ def main() -> int:
         server.wait_for_port(DIRECT)
         prioritize(envoy_pid(app), args.nice, fifo=args.fifo)
 
+        # the calibration: two minimal Envoys chained like the sidecars, client pod -> server
+        # pod -> app, on ports the capture leaves alone, same priority
+        bare: dict[str, int] = {}
+        for role, ns, listen, upstream in (
+            ("server", server, ("0.0.0.0", BARE_SERVER), ("127.0.0.1", DIRECT)),
+            ("client", client, ("127.0.0.1", BARE_CLIENT), (SERVER_IP, BARE_SERVER)),
+        ):
+            proc = ns.spawn([envoy_binary(), "--config-yaml",
+                             minimal_proxy_bootstrap(listen, upstream), "--disable-hot-restart",
+                             "--concurrency", "1", "-l", "error"],
+                            log_path=str(workdir / f"bare-{role}.log"))
+            started.append(proc)
+            ns.wait_for_port(listen[1])
+            bare[role] = envoy_pid(proc)
+            prioritize(bare[role], args.nice, fifo=args.fifo)
+
         # closed-loop pacing in whole milliseconds: each connection waits its period less about
         # a request's latency, so that all of them together send close to `rate`
         per_conn_ms = max(0, round(args.connections * 1000 / args.rate) - 1)
         script = workdir / "pace.lua"
         script.write_text(LUA.format(delay_ms=per_conn_ms))
         idle = {role: rss_anon_mb(pid) for role, pid in proxies.items()}
+        paths = {"no mesh": (SERVER_IP, DIRECT), "mesh": (SERVER_IP, MESHED),
+                 "bare Envoys": ("127.0.0.1", BARE_CLIENT)}
+        measured = {"mesh": proxies, "bare Envoys": bare}
 
-        def load(port: int, seconds: int, host: str = SERVER_IP) -> dict[str, float]:
+        def load(path: str, seconds: int) -> dict[str, float]:
+            host, port = paths[path]
             return wrk(client, port, rate=args.rate, connections=args.connections,
                        seconds=seconds, script=script, nice=args.nice, fifo=args.fifo,
                        host=host)
 
-        for port in (DIRECT, MESHED):  # warm up both paths
-            load(port, 2)
+        for path in paths:  # warm up every path
+            load(path, 2)
 
-        runs: dict[int, list[dict[str, float]]] = {DIRECT: [], MESHED: []}
-        cpu: dict[str, list[float]] = {role: [] for role in proxies}
+        # the paths take turns, round after round: the machine's drift hits them alike
+        runs: dict[str, list[dict[str, float]]] = {path: [] for path in paths}
+        cpu: dict[tuple[str, str], list[float]] = {}
         for _ in range(args.rounds):
-            runs[DIRECT].append(load(DIRECT, args.duration))
-            before = {role: proc_cpu_seconds(pid) for role, pid in proxies.items()}
-            t0 = time.monotonic()
-            run = load(MESHED, args.duration)
-            elapsed = time.monotonic() - t0
-            runs[MESHED].append(run)
-            for role, pid in proxies.items():
-                vcpu = (proc_cpu_seconds(pid) - before[role]) / elapsed
-                cpu[role].append(vcpu / (run["rate"] / 1000))
+            for path in paths:
+                pids = measured.get(path, {})
+                before = {role: proc_cpu_seconds(pid) for role, pid in pids.items()}
+                t0 = time.monotonic()
+                run = load(path, args.duration)
+                elapsed = time.monotonic() - t0
+                runs[path].append(run)
+                for role, pid in pids.items():
+                    vcpu = (proc_cpu_seconds(pid) - before[role]) / elapsed
+                    cpu.setdefault((path, role), []).append(vcpu / (run["rate"] / 1000))
         loaded = {role: rss_anon_mb(pid) for role, pid in proxies.items()}
 
-        # calibration: a minimal HTTP proxy in the client pod (loopback is never captured, and
-        # its upstream port is excluded), same load, same priority
-        minimal = client.spawn([envoy_binary(), "--config-yaml",
-                                minimal_proxy_bootstrap(SERVER_IP, 9000), "--disable-hot-restart",
-                                "--concurrency", "1", "-l", "error", "--base-id", "9"])
-        started.append(minimal)
-        client.wait_for_port(9000)
-        minimal_pid = envoy_pid(minimal)
-        prioritize(minimal_pid, args.nice, fifo=args.fifo)
-        load(9000, 2, host="127.0.0.1")
-        before_min, t0 = proc_cpu_seconds(minimal_pid), time.monotonic()
-        run = load(9000, args.duration, host="127.0.0.1")
-        minimal_cpu = (proc_cpu_seconds(minimal_pid) - before_min) / (time.monotonic() - t0)
-        minimal_cpu /= run["rate"] / 1000
-
-        def med(port: int, key: str) -> float:
-            return statistics.median(r[key] for r in runs[port])
+        def med(path: str, key: str) -> float:
+            return statistics.median(r[key] for r in runs[path])
 
         print(f"HTTP/1.1 POST, 1 KB request and response bodies, {args.connections} keep-alive "
               f"connections, {args.rounds} rounds x {args.duration}s per path (medians); "
               f"{'SCHED_FIFO' if args.fifo else f'nice {args.nice}'}; "
               f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
-        print(f"achieved rate: no mesh {med(DIRECT, 'rate'):.0f} req/s, "
-              f"mesh {med(MESHED, 'rate'):.0f} req/s")
-        print(f"{'':>10} {'no mesh':>9} {'mesh':>9} {'added':>9}")
+        print("achieved rate: " + ", ".join(f"{p} {med(p, 'rate'):.0f} req/s" for p in paths))
+        print(f"{'':>10} {'no mesh':>9} {'mesh':>9} {'added':>9}   {'two bare Envoys':>15}"
+              f" {'added':>9}")
         for key in ("p50", "p90", "p99"):
-            base, meshed = med(DIRECT, key), med(MESHED, key)
-            print(f"{key + ' ms':>10} {base:9.3f} {meshed:9.3f} {meshed - base:+9.3f}")
+            base, meshed, floor = med("no mesh", key), med("mesh", key), med("bare Envoys", key)
+            print(f"{key + ' ms':>10} {base:9.3f} {meshed:9.3f} {meshed - base:+9.3f}   "
+                  f"{floor:15.3f} {floor - base:+9.3f}")
         for role in proxies:
-            print(f"{role} proxy: {statistics.median(cpu[role]):.3f} vCPU per 1,000 req/s, "
+            print(f"{role} proxy: {statistics.median(cpu['mesh', role]):.3f} vCPU per 1,000 "
+                  f"req/s (a bare Envoy in its place: "
+                  f"{statistics.median(cpu['bare Envoys', role]):.3f}), "
                   f"RssAnon {idle[role]:.1f} MB idle, {loaded[role]:.1f} MB after load")
-        print(f"calibration, a minimal one-route HTTP proxy on this machine now: "
-              f"{minimal_cpu:.3f} vCPU per 1,000 req/s, adds p50 "
-              f"{run['p50'] - med(DIRECT, 'p50'):+.3f} ms, "
-              f"p99 {run['p99'] - med(DIRECT, 'p99'):+.3f} ms")
         if any(r["errors"] for rs in runs.values() for r in rs):
             print("WARNING: some runs had errors or non-2xx responses")
         return 0
