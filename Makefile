@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := iptables iproute2 procps util-linux wrk curl nftables
+APT_PACKAGES := iptables iproute2 procps util-linux wrk hey curl nftables
 STAMP := $(VENV)/.installed
 
 .PHONY: setup demo test lint clean e2e
