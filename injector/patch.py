@@ -232,7 +232,7 @@ def _tokenize(
             if seen is item:
                 return name
         for seen, name in known:
-            if seen == item:
+            if _equal(seen, item):
                 return name
         name = f"\0{len(known)}"
         known.append((item, name))
@@ -240,6 +240,13 @@ def _tokenize(
         return name
 
     return [token(x) for x in before], [token(x) for x in after]
+
+
+def _equal(a: Any, b: Any) -> bool:
+    try:
+        return bool(a == b)
+    except RecursionError:  # absurd nesting: call them different, which is always safe
+        return False
 
 
 def _untoken(value: Any, tokens: dict[str, Any]) -> Any:

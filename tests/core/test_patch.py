@@ -263,6 +263,22 @@ def test_an_unreadable_status_is_replaced_not_trusted(garbage: str) -> None:
     assert result.pod == inject(pod())
 
 
+def test_absurd_nesting_in_two_equal_user_containers_still_gives_a_working_patch() -> None:
+    def deep() -> Any:
+        value: Any = "x"
+        for _ in range(2000):
+            value = {"d": value}
+        return value
+
+    user = pod(spec={"initContainers": [{"name": "a", "image": "i", "x": deep()},
+                                        {"name": "a", "image": "i", "x": deep()}],
+                     "containers": [{"name": "c", "image": "c"}]})
+    result = inject_pod(user, config=CONFIG, namespace="shop")
+    assert names(result.pod["spec"]["initContainers"]) == ["mesh-init", "mesh-proxy", "a", "a"]
+    assert [op["path"] for op in result.patch if "initContainers" in op["path"]] == [
+        "/spec/initContainers/0", "/spec/initContainers/1"]
+
+
 def test_absurd_nesting_in_a_stripped_container_still_gives_a_working_patch() -> None:
     deep: Any = "x"
     for _ in range(400):
