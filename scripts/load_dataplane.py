@@ -15,8 +15,9 @@ Phase 2 restarts the server's proxy at ``--restart-at`` of the run, as the kubel
 restartable init container: the spec's preStop hook if it has one, SIGTERM, wait for the exit,
 start it again with the same args, until ready. Requests arriving while no proxy listens find
 the inbound port closed; the client proxy retries connect failures (the mesh default: 2 retries,
-25 ms backoff), so the loss the design allows is what arrives in the gap beyond that window,
-and with a draining preStop, nothing in flight. The script prints both.
+25 ms backoff), as far as its retry budget lets it (at least 3 retries in flight at once), so
+the loss the design allows is what arrives in the gap less those retries, and with a draining
+preStop, nothing in flight. The script prints both.
 
     sudo .venv/bin/python scripts/load_dataplane.py [--requests 1000000] [--rate 2000]
         [--connections 20] [--phase steady|restart|both]
@@ -37,6 +38,8 @@ from pathlib import Path
 from typing import Any
 
 from injector import netns
+from injector.settings import MeshConfig
+from injector.traffic_policy import parse_duration_ms
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_proxy import INIT, app_bootstrap, cleanup, envoy_binary, envoy_pid, injected_containers
@@ -147,10 +150,16 @@ def run_phase(name: str, client: netns.Netns, server_proxy: Proxy, client_proxy:
         http = after["client"]["downstream_rq_total"] > before["client"]["downstream_rq_total"]
         drained = restart["prestop_s"] > 0.01
         in_flight = 0 if drained else args.connections
-        if http:  # the client proxy retries connect failures: 2 retries, 25 ms base backoff
-            window = 0.025 + 0.050
-            arrivals = max(0.0, restart["gap_s"] - window) * args.rate
-            how = "HTTP: arrivals in the gap beyond the client proxy's retry window"
+        if http:
+            # the client proxy retries connect failures, but its retry budget lets only so many
+            # retries be in flight at once (at least retryMinConcurrency), and each holds its
+            # slot for the backoff: a restart looks to it like a failing upstream
+            traffic = MeshConfig().traffic
+            backoff = parse_duration_ms("retryBackoff", traffic.retry_backoff) / 1000
+            budgeted = traffic.retry_min_concurrency * restart["gap_s"] / backoff
+            arrivals = max(0.0, restart["gap_s"] * args.rate - budgeted)
+            how = (f"HTTP: arrivals in the gap less the retries the budget lets through "
+                   f"({traffic.retry_min_concurrency} at once, {backoff * 1000:g} ms apart)")
         else:
             arrivals = restart["gap_s"] * args.rate
             how = "TCP passthrough, no L7 retry: every arrival in the gap"
