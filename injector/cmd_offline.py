@@ -21,7 +21,7 @@ from typing import Any, TextIO
 
 import yaml
 
-from injector import workloads
+from injector import advice, workloads
 from injector.annotations import parse_overrides
 from injector.errors import ManifestError, MeshInjectError
 from injector.patch import inject_pod
@@ -61,7 +61,8 @@ def dump_documents(docs: list[Any]) -> str:
 
 
 def inject_documents(docs: list[Any], *, config: MeshConfig) -> tuple[list[Any], list[str]]:
-    """Inject every pod template; returns the new documents and the skip messages."""
+    """Inject every pod template; returns the new documents and the skip and warning
+    messages."""
     out: list[Any] = []
     notes: list[str] = []
     for index, doc in enumerate(docs, start=1):
@@ -76,6 +77,7 @@ def inject_documents(docs: list[Any], *, config: MeshConfig) -> tuple[list[Any],
                 raise ManifestError(str(err), document=index, kind=found.title) from err
             if result.decision.inject:
                 doc = workloads.replace(doc, found.path, result.pod)
+                notes.extend(f"warning: {found.title}: {text}" for text in result.warnings)
             else:
                 notes.append(f"skipped {found.title}: {result.decision.reason}")
         out.append(doc)
@@ -96,15 +98,18 @@ def check_documents(
             title = found.title
             decision = decide(found.pod, namespace=found.namespace,
                               namespace_labels=namespace_labels, config=config)
+            why = decision.reason
             if decision.inject:
                 try:
-                    parse_overrides((found.pod.get("metadata") or {}).get("annotations") or {},
-                                    config=config)
+                    overrides = parse_overrides(
+                        (found.pod.get("metadata") or {}).get("annotations") or {}, config=config
+                    )
                 except MeshInjectError as err:
                     rows.append((title, "error", str(err)))
                     ok = False
                     continue
-            rows.append((title, "yes" if decision.inject else "no", decision.reason))
+                why = "; warning: ".join((why, *advice.warnings(found.pod, overrides)))
+            rows.append((title, "yes" if decision.inject else "no", why))
     return rows, ok
 
 

@@ -20,12 +20,12 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import jsonpatch
 import orjson
 
-from injector import sidecar
+from injector import advice, sidecar
 from injector.annotations import STATUS, PodOverrides, parse_overrides
 from injector.policy import Decision, decide
 from injector.settings import MeshConfig
@@ -46,6 +46,15 @@ class InjectionResult:
     decision: Decision
     pod: dict[str, Any]
     patch: list[dict[str, Any]]
+    warnings: tuple[str, ...] = ()  # see injector.advice
+
+
+class PatchAnswer(NamedTuple):
+    """What the webhook needs: ``patch`` is the JSON Patch as JSON, ``b"[]"`` for none."""
+
+    decision: Decision
+    patch: bytes
+    warnings: tuple[str, ...] = ()
 
 
 def _editable(pod: Mapping[str, Any]) -> dict[str, Any]:
@@ -269,20 +278,18 @@ def inject_pod(
     if overrides is None:
         return InjectionResult(decision=decision, pod=dict(pod), patch=[])
     new = render(pod, config=config, overrides=overrides)
-    return InjectionResult(decision=decision, pod=new, patch=diff(pod, new))
+    return InjectionResult(decision=decision, pod=new, patch=diff(pod, new),
+                           warnings=advice.warnings(pod, overrides))
 
 
-def patch_json(
-    pod: Mapping[str, Any], *, config: MeshConfig, namespace: str
-) -> tuple[Decision, bytes]:
-    """The webhook's answer: the decision and the JSON Patch as JSON (``b"[]"`` when there is
-    nothing to change), equal to ``inject_pod``'s. Serialized here, so the cached sidecars can
-    go in without a copy: they never leave this function but as bytes."""
+def patch_json(pod: Mapping[str, Any], *, config: MeshConfig, namespace: str) -> PatchAnswer:
+    """The webhook's answer, equal to ``inject_pod``'s, with the patch serialized here: so the
+    cached sidecars can go in without a copy, as they never leave this function but as bytes."""
     decision, overrides = _decide(pod, config, namespace, None)
     if overrides is None:
-        return decision, b"[]"
+        return PatchAnswer(decision, b"[]")
     new = _render(pod, _additions(config, overrides))
-    return decision, orjson.dumps(diff(pod, new))
+    return PatchAnswer(decision, orjson.dumps(diff(pod, new)), advice.warnings(pod, overrides))
 
 
 def _decide(

@@ -12,7 +12,8 @@ Answers, by case:
   the webhook's rules should not send these, but answering them harmlessly is cheap.
 - a pod the policy skips: allowed, no patch, the reason in ``warnings`` (kubectl prints it).
 - a bad annotation value: denied, status code 400, message naming annotation and value.
-- a pod to inject: allowed with a base64 JSONPatch.
+- a pod to inject: allowed with a base64 JSONPatch, and in ``warnings`` any setting that will
+  not do what the user expects (``injector.advice``).
 - an unexpected error in the injector: denied, status code 500. We fail closed, like the
   webhook's ``failurePolicy: Fail``: a pod in a meshed namespace that silently started without
   its proxy would bypass the mesh's policies unnoticed, while a denied pod is loud (its
@@ -176,16 +177,19 @@ def review(body: bytes, *, config: MeshConfig) -> ReviewOutcome:
 
 
 def _decide(uid: str, pod: dict[str, Any], *, namespace: str, config: MeshConfig) -> ReviewOutcome:
-    decision, ops = patch_json(pod, config=config, namespace=namespace)
+    decision, ops, advice = patch_json(pod, config=config, namespace=namespace)
     if not decision.inject:
         warning = f"meshinject: not injected: {decision.reason}"[:_WARNING_LIMIT]
         return _answer(
             uid, f"skipped:{decision.code}", decision.reason, allowed=True, warnings=[warning]
         )
+    extra: dict[str, Any] = {}
+    if advice:
+        extra["warnings"] = [f"meshinject: {text}"[:_WARNING_LIMIT] for text in advice]
     if ops == b"[]":
-        return _answer(uid, "unchanged", "already injected", allowed=True)
+        return _answer(uid, "unchanged", "already injected", allowed=True, **extra)
     patch = pybase64.b64encode(ops).decode("ascii")
-    return _answer(uid, "injected", allowed=True, patchType="JSONPatch", patch=patch)
+    return _answer(uid, "injected", allowed=True, patchType="JSONPatch", patch=patch, **extra)
 
 
 def _internal(err: Exception) -> str:

@@ -105,6 +105,25 @@ def test_a_bad_annotation_names_document_annotation_and_value(
     assert 'proxy.meshinject.io/log-level="loud"' in out
 
 
+def test_inject_and_check_print_the_warnings_of_an_injected_pod(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    manifest = tmp_path / "slow-drain.yaml"
+    manifest.write_text(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: slow\n  namespace: shop\n"
+        "  annotations: {proxy.meshinject.io/drain-time: 45s}\n"
+        "spec:\n  terminationGracePeriodSeconds: 20\n  containers: [{name: a, image: a}]\n"
+    )
+    code, out, err = run(capsys, "inject", "-f", str(manifest))
+    assert code == 0 and "mesh-proxy" in out
+    assert err == ("warning: Pod shop/slow: proxy.meshinject.io/drain-time is 45s but "
+                   "terminationGracePeriodSeconds is 20s: the kubelet will stop the proxy "
+                   "before its drain ends; give the pod a grace period above 45s\n")
+    code, out, _ = run(capsys, "check", "-f", str(manifest))
+    assert code == 0
+    assert "; warning: proxy.meshinject.io/drain-time is 45s" in out
+
+
 def test_a_missing_file_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(capsys, "inject", "-f", "/nonexistent/app.yaml")
     assert code == 1 and "cannot read /nonexistent/app.yaml" in err

@@ -140,9 +140,10 @@ def test_the_webhooks_serialized_patch_equals_inject_pods(native: bool) -> None:
             "initContainers": [{"name": "i", "image": "i"}],
             "containers": [{"name": "a", "image": "a"}]})):
         expected = inject_pod(subject, config=config, namespace="shop")
-        decision, serialized = patch_json(subject, config=config, namespace="shop")
-        assert decision == expected.decision
-        assert json.loads(serialized) == expected.patch
+        answer = patch_json(subject, config=config, namespace="shop")
+        assert answer.decision == expected.decision
+        assert json.loads(answer.patch) == expected.patch
+        assert answer.warnings == expected.warnings
 
 
 def test_strip_undoes_injection_exactly() -> None:

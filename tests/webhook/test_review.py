@@ -173,6 +173,15 @@ def test_an_unexpected_error_in_the_injector_denies_the_pod(
     assert "RuntimeError: boom" in body["response"]["status"]["message"]
 
 
+def test_a_drain_longer_than_the_grace_period_is_injected_with_a_warning() -> None:
+    status, body, outcome = answer(admission_review(
+        with_annotations(**{"proxy.meshinject.io/drain-time": "45s"}), uid="w"))
+    assert (status, outcome, body["response"]["allowed"]) == (200, "injected", True)
+    [warning] = body["response"]["warnings"]
+    assert warning.startswith("meshinject: proxy.meshinject.io/drain-time is 45s but "
+                              "terminationGracePeriodSeconds is 30s")
+
+
 def test_an_already_injected_pod_is_allowed_unchanged() -> None:
     injected = inject_pod(POD, config=CONFIG, namespace="default").pod
     status, body, outcome = answer(admission_review(injected, uid="again"))
