@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 from typing import Any
 
 import jsonpatch
 
 from injector.settings import MeshConfig
+from tests.webhook.corpus import CORPUS
 
-CORPUS = Path("/work/shared/corpus/k8s-examples")
+__all__ = ["CONFIG", "CORPUS", "apply", "names", "pod"]
+
 CONFIG = MeshConfig()
 
 
