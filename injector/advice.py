@@ -27,12 +27,16 @@ def _drain_outlasts_grace(pod: Mapping[str, Any], overrides: PodOverrides) -> st
     """The proxy's preStop drain must end inside the pod's grace period: the kubelet kills
     whatever still runs when it ends, and requests still in flight on the proxy are lost."""
     spec = pod.get("spec") or {}
-    grace = spec.get("terminationGracePeriodSeconds", DEFAULT_GRACE_SECONDS)
+    grace = spec.get("terminationGracePeriodSeconds")
+    if grace is None:
+        grace = DEFAULT_GRACE_SECONDS
     if not isinstance(grace, int) or isinstance(grace, bool):
         return None  # not ours to judge: the API server validates it
     drain = overrides.traffic.drain_seconds
-    if drain < grace:
+    if drain == 0 or drain < grace:
         return None
-    return (f"{DRAIN_TIME} is {drain}s but terminationGracePeriodSeconds is {grace}s: the "
-            f"kubelet will stop the proxy before its drain ends; give the pod a grace period "
-            f"above {drain}s")
+    annotated = any(key == DRAIN_TIME for key, _ in overrides.proxy_annotations)
+    source = DRAIN_TIME if annotated else "the mesh config's proxy.drainSeconds"
+    return (f"the proxy's drain time is {drain}s ({source}) but terminationGracePeriodSeconds "
+            f"is {grace}s: the kubelet will stop the proxy before its drain ends; give the pod "
+            f"a grace period above {drain}s")

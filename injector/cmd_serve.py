@@ -258,7 +258,9 @@ def run(args: argparse.Namespace) -> int:
         loop=args.loop,
         http=http_protocol(args.http, header_seconds=args.header_timeout),
     )
-    # everything built so far lives as long as the server: keep it out of every collection
+    # everything built so far lives as long as the server: collect start-up's garbage once,
+    # then keep the rest out of every collection
+    gc.collect()
     gc.freeze()
     try:
         uvicorn.Server(server_config).run()

@@ -187,7 +187,8 @@ def diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[dict[str, Any]]
     for parent, key in _DIFFED:
         old_parent, new_parent = old.get(parent, _MISSING), new.get(parent, _MISSING)
         if not isinstance(old_parent, Mapping):  # a template without metadata: add it whole
-            if not ops or ops[-1]["path"] != f"/{parent}":
+            added = isinstance(new_parent, Mapping) and key in new_parent
+            if added and (not ops or ops[-1]["path"] != f"/{parent}"):
                 ops.append({"op": "add", "path": f"/{parent}", "value": new_parent})
             continue
         before, after = old_parent.get(key, _MISSING), new_parent.get(key, _MISSING)

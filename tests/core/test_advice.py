@@ -8,36 +8,49 @@ import pytest
 
 from injector import advice
 from injector.annotations import parse_overrides
+from injector.settings import MeshConfig
 from injector.traffic_policy import DRAIN_TIME
 from tests.core.pods import CONFIG, pod
 
+UNSET = object()
 
-def warnings_for(drain: str | None, grace: Any = None) -> tuple[str, ...]:
+
+def warnings_for(
+    drain: str | None, grace: Any = UNSET, config: MeshConfig = CONFIG
+) -> tuple[str, ...]:
     annotations = {} if drain is None else {DRAIN_TIME: drain}
     spec: dict[str, Any] = {"containers": [{"name": "app", "image": "app"}]}
-    if grace is not None:
+    if grace is not UNSET:
         spec["terminationGracePeriodSeconds"] = grace
     subject = pod(annotations=annotations, spec=spec)
-    return advice.warnings(subject, parse_overrides(annotations, config=CONFIG))
+    return advice.warnings(subject, parse_overrides(annotations, config=config))
 
 
 def test_the_defaults_warn_about_nothing() -> None:
     assert warnings_for(None) == ()
 
 
-@pytest.mark.parametrize(("drain", "grace"), [("30s", None), ("45s", None), ("10s", 10),
+@pytest.mark.parametrize(("drain", "grace"), [("30s", UNSET), ("45s", None), ("10s", 10),
                                                ("2s", 0)])
 def test_a_drain_that_outlasts_the_grace_period_is_named_with_both_values(
-    drain: str, grace: int | None
+    drain: str, grace: Any
 ) -> None:
     [warning] = warnings_for(drain, grace)
     seconds = int(drain.removesuffix("s"))
-    assert f"{DRAIN_TIME} is {seconds}s" in warning
-    assert f"terminationGracePeriodSeconds is {30 if grace is None else grace}s" in warning
+    assert f"drain time is {seconds}s ({DRAIN_TIME})" in warning
+    expected = 30 if grace in (UNSET, None) else grace  # the API server's default
+    assert f"terminationGracePeriodSeconds is {expected}s" in warning
 
 
-@pytest.mark.parametrize(("drain", "grace"), [("29s", None), ("45s", 60), ("5s", 6)])
-def test_a_drain_inside_the_grace_period_is_fine(drain: str, grace: int | None) -> None:
+def test_a_mesh_wide_drain_time_is_named_as_the_mesh_configs() -> None:
+    [warning] = warnings_for(None, config=MeshConfig.model_validate(
+        {"proxy": {"drainSeconds": 30}}))
+    assert "drain time is 30s (the mesh config's proxy.drainSeconds)" in warning
+
+
+@pytest.mark.parametrize(("drain", "grace"), [("29s", UNSET), ("45s", 60), ("5s", 6),
+                                               ("0s", 0)])
+def test_a_drain_inside_the_grace_period_is_fine(drain: str, grace: Any) -> None:
     assert warnings_for(drain, grace) == ()
 
 

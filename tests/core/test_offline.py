@@ -116,12 +116,13 @@ def test_inject_and_check_print_the_warnings_of_an_injected_pod(
     )
     code, out, err = run(capsys, "inject", "-f", str(manifest))
     assert code == 0 and "mesh-proxy" in out
-    assert err == ("warning: Pod shop/slow: proxy.meshinject.io/drain-time is 45s but "
-                   "terminationGracePeriodSeconds is 20s: the kubelet will stop the proxy "
-                   "before its drain ends; give the pod a grace period above 45s\n")
+    assert err == ("warning: Pod shop/slow: the proxy's drain time is 45s "
+                   "(proxy.meshinject.io/drain-time) but terminationGracePeriodSeconds is 20s: "
+                   "the kubelet will stop the proxy before its drain ends; give the pod a grace "
+                   "period above 45s\n")
     code, out, _ = run(capsys, "check", "-f", str(manifest))
     assert code == 0
-    assert "; warning: proxy.meshinject.io/drain-time is 45s" in out
+    assert "; warning: the proxy's drain time is 45s" in out
 
 
 def test_a_missing_file_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:

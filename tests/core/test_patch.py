@@ -12,7 +12,7 @@ import pytest
 from initcontainer import config as capture_config
 from injector.annotations import parse_overrides
 from injector.errors import AnnotationError
-from injector.patch import inject_pod, patch_json, strip_injection
+from injector.patch import diff, inject_pod, patch_json, strip_injection
 from injector.settings import MeshConfig, ProxySettings
 from tests.core.pods import CONFIG, apply, names, pod
 
@@ -206,6 +206,11 @@ def test_a_template_without_metadata_gets_metadata_added() -> None:
     result = inject_pod(template, config=CONFIG, namespace="shop")
     assert result.patch[0]["path"] == "/metadata"
     assert apply(result.patch, template) == result.pod
+
+
+def test_a_pod_without_metadata_differs_from_its_stripped_self_by_nothing() -> None:
+    bare = {"spec": {"containers": [{"name": "a", "image": "a"}]}}
+    assert diff(bare, strip_injection(bare)) == []
 
 
 def test_managed_fields_are_not_part_of_the_patch() -> None:

@@ -178,7 +178,8 @@ def test_a_drain_longer_than_the_grace_period_is_injected_with_a_warning() -> No
         with_annotations(**{"proxy.meshinject.io/drain-time": "45s"}), uid="w"))
     assert (status, outcome, body["response"]["allowed"]) == (200, "injected", True)
     [warning] = body["response"]["warnings"]
-    assert warning.startswith("meshinject: proxy.meshinject.io/drain-time is 45s but "
+    assert warning.startswith("meshinject: the proxy's drain time is 45s "
+                              "(proxy.meshinject.io/drain-time) but "
                               "terminationGracePeriodSeconds is 30s")
 
 
