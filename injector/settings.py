@@ -8,8 +8,9 @@ the rest of Kubernetes; an unknown or badly typed field is an error naming the f
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from functools import cached_property
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 import orjson
 import yaml
@@ -110,6 +111,14 @@ class MeshConfig(_Model):
         """A short hash of the whole config: the status annotation records it, so a pod
         injected under another config can be found and re-rendered."""
         return self._fingerprint
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        """pydantic's copy, without the fingerprint and hash cached on this one: with
+        ``update`` the copy is another config."""
+        copied = super().model_copy(update=update, deep=deep)
+        for cached in ("_fingerprint", "_hash"):
+            copied.__dict__.pop(cached, None)
+        return copied
 
     def __hash__(self) -> int:
         # the injector's caches are keyed on the config: hash it once, not field by field

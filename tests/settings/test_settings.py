@@ -48,3 +48,13 @@ def test_the_fingerprint_changes_with_the_config_and_only_then() -> None:
     assert MeshConfig().fingerprint() == MeshConfig().fingerprint()
     changed = config_from_yaml("proxy: {logLevel: debug}")
     assert changed.fingerprint() != MeshConfig().fingerprint()
+
+
+def test_a_changed_copy_of_a_config_is_fingerprinted_afresh() -> None:
+    config = MeshConfig()
+    before = config.fingerprint()
+    changed = config.model_copy(update={"native_sidecars": False})
+    assert changed.fingerprint() != before
+    assert changed.fingerprint() == MeshConfig(native_sidecars=False).fingerprint()
+    assert hash(changed) == hash(MeshConfig(native_sidecars=False))
+    assert config.model_copy().fingerprint() == before
