@@ -118,7 +118,7 @@ def seed(fake: Running, tmp: Path) -> MeshConfig:
         )
         injector["status"]["conditions"] = [{"type": "Ready", "status": "True"}]
         api.put(injector)
-    old = config.model_copy(update={"proxy": config.proxy.model_copy(update={"concurrency": 1})})
+    old = config.model_copy(update={"proxy": config.proxy.model_copy(update={"concurrency": 2})})
     api.put(_injected(_pod("shop", "web-6d4b9-x2x9q"), config))
     api.put(
         _injected(

@@ -67,7 +67,7 @@ def test_the_proxy_container_runs_envoy_locked_down() -> None:
     assert proxy["command"] == ["envoy"]
     args = proxy["args"]
     assert args[0] == "--config-yaml" and json.loads(args[1])["admin"]
-    assert args[2:] == ["--disable-hot-restart", "--log-level", "warning", "--concurrency", "2",
+    assert args[2:] == ["--disable-hot-restart", "--log-level", "warning", "--concurrency", "1",
                         "--drain-time-s", "5", "--drain-strategy", "immediate",
                         "--file-flush-interval-msec", "1000"]
     # drained before the kubelet's SIGTERM (Envoy exits at once on it)
