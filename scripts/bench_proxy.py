@@ -179,8 +179,8 @@ LUA = """
 wrk.method = "POST"
 wrk.body = string.rep("x", 1024)
 wrk.headers["Content-Type"] = "application/octet-stream"
-function delay() return {delay_ms} end
 """
+PACE = "function delay() return {delay_ms} end\n"
 
 
 def wrk(client: netns.Netns, port: int, *, rate: float, connections: int, seconds: int,
@@ -210,6 +210,9 @@ def main() -> int:
                         help="niceness of wrk, the app and the proxies (0: leave as is)")
     parser.add_argument("--annotation", "-a", action="append", default=[], metavar="KEY=VALUE",
                         help="an annotation on both pods, e.g. proxy.meshinject.io/access-log=off")
+    parser.add_argument("--saturate", action="store_true",
+                        help="no pacing: as fast as the connections go, so CPU per request is "
+                        "measured where one wake-up serves many (latencies are then queueing)")
     parser.add_argument("--fifo", action="store_true",
                         help="run them SCHED_FIFO instead: isolates the figures from the "
                         "machine's other load (they use a fraction of a core)")
@@ -268,7 +271,7 @@ def main() -> int:
         # a request's latency, so that all of them together send close to `rate`
         per_conn_ms = max(0, round(args.connections * 1000 / args.rate) - 1)
         script = workdir / "pace.lua"
-        script.write_text(LUA.format(delay_ms=per_conn_ms))
+        script.write_text(LUA if args.saturate else LUA + PACE.format(delay_ms=per_conn_ms))
         idle = {role: rss_anon_mb(pid) for role, pid in proxies.items()}
         paths = {"no mesh": (SERVER_IP, DIRECT), "mesh": (SERVER_IP, MESHED),
                  "bare Envoys": ("127.0.0.1", BARE_CLIENT)}
@@ -303,7 +306,8 @@ def main() -> int:
             return statistics.median(r[key] for r in runs[path])
 
         print(f"HTTP/1.1 POST, 1 KB request and response bodies, {args.connections} keep-alive "
-              f"connections, {args.rounds} rounds x {args.duration}s per path (medians); "
+              f"connections{', unpaced' if args.saturate else ''}, {args.rounds} rounds x "
+              f"{args.duration}s per path (medians); "
               f"{'SCHED_FIFO' if args.fifo else f'nice {args.nice}'}; "
               f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
         print("achieved rate: " + ", ".join(f"{p} {med(p, 'rate'):.0f} req/s" for p in paths))
