@@ -21,7 +21,7 @@ import yaml
 from tests.cluster.fakeserver import Running
 from tests.cluster.render import MANIFESTS
 from tests.cluster.test_certstore import HOOK, NS, SVC, _ca_bundles, _seed_webhook
-from tests.webhook.server import free_port
+from tests.webhook.server import free_port, stop
 
 MESHINJECT = Path(sys.executable).parent / "meshinject"
 
@@ -65,12 +65,7 @@ def served(fake: Running, tmp_path: Path) -> Iterator[tuple[int, Running]]:
                 time.sleep(0.1)
         yield port, fake
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
         if proc.stdout is not None:
             proc.stdout.close()
 

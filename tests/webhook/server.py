@@ -98,13 +98,18 @@ def serve(workdir: Path, args: Sequence[str], *, ca_file: Path | None = None) ->
             time.sleep(0.05)
         yield server
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
         out.close()
+
+
+def stop(proc: subprocess.Popen[str]) -> None:
+    """End a server this test run started: TERM, and KILL if it has not gone in 10 s."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def _healthy(server: Server) -> bool:
