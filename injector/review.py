@@ -179,17 +179,21 @@ def review(body: bytes, *, config: MeshConfig) -> ReviewOutcome:
 def _decide(uid: str, pod: dict[str, Any], *, namespace: str, config: MeshConfig) -> ReviewOutcome:
     decision, ops, advice = patch_json(pod, config=config, namespace=namespace)
     if not decision.inject:
-        warning = f"meshinject: not injected: {decision.reason}"[:_WARNING_LIMIT]
+        warning = _warning(f"not injected: {decision.reason}")
         return _answer(
             uid, f"skipped:{decision.code}", decision.reason, allowed=True, warnings=[warning]
         )
     extra: dict[str, Any] = {}
     if advice:
-        extra["warnings"] = [f"meshinject: {text}"[:_WARNING_LIMIT] for text in advice]
+        extra["warnings"] = [_warning(text) for text in advice]
     if ops == b"[]":
         return _answer(uid, "unchanged", "already injected", allowed=True, **extra)
     patch = pybase64.b64encode(ops).decode("ascii")
     return _answer(uid, "injected", allowed=True, patchType="JSONPatch", patch=patch, **extra)
+
+
+def _warning(text: str) -> str:
+    return f"meshinject: {text}"[:_WARNING_LIMIT]
 
 
 def _internal(err: Exception) -> str:
