@@ -31,7 +31,7 @@ test: lint
 	$(VENV)/bin/pytest
 
 lint: setup
-	$(VENV)/bin/ruff check injector initcontainer tests scripts
+	$(VENV)/bin/ruff check mesh injector controlplane initcontainer tests scripts
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 

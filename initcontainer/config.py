@@ -24,6 +24,17 @@ Backend = Literal["auto", "nft", "legacy"]
 ENV_PREFIX = "MESH_INIT_"
 ALL = "*"
 
+# The numbers both sides of the seam must agree on, defined here once: the injector's contract
+# (mesh.contract) takes them from this module, and mesh-init's rules use them directly.
+OUTBOUND_PORT = 15001  # the proxy's outbound capture listener
+INBOUND_PORT = 15006  # the proxy's inbound capture listener
+PROXY_UID = PROXY_GID = 1337  # the proxy runs as these; its own traffic is never captured
+READINESS_PORT = 15021  # the proxy's readiness listener, probed by the kubelet
+PROMETHEUS_PORT = 15090  # the proxy's Prometheus listener, scraped from outside the pod
+# the proxy's own listeners, never captured inbound: the kubelet's probes and Prometheus'
+# scrapes must reach Envoy itself, not the inbound passthrough to the app
+PROXY_OWN_PORTS = (READINESS_PORT, PROMETHEUS_PORT)
+
 
 class ConfigError(ValueError):
     """A flag or variable has a value mesh-init cannot use; the message names both."""
@@ -56,10 +67,10 @@ class CaptureConfig:
     ``None`` for an include list means "everything"; an empty exclude list means "nothing".
     """
 
-    outbound_port: int = 15001
-    inbound_port: int = 15006
-    proxy_uid: int = 1337
-    proxy_gid: int = 1337
+    outbound_port: int = OUTBOUND_PORT
+    inbound_port: int = INBOUND_PORT
+    proxy_uid: int = PROXY_UID
+    proxy_gid: int = PROXY_GID
     include_inbound_ports: Ports | None = None
     exclude_inbound_ports: Ports = ()
     include_outbound_ports: Ports | None = None

@@ -13,7 +13,7 @@ import subprocess
 from collections import Counter
 from dataclasses import dataclass
 
-from initcontainer.config import Backend, CaptureConfig
+from initcontainer.config import OUTBOUND_PORT, Backend, CaptureConfig
 from initcontainer.rules import (
     Installed,
     NetInfo,
@@ -72,7 +72,8 @@ def _tools(backend: str) -> Tools:
     return Tools(backend, f"iptables-{backend}", f"ip6tables-{backend}")
 
 
-PROBE = "*nat\n:MESH_PROBE - [0:0]\n-A MESH_PROBE -p tcp -j REDIRECT --to-ports 15001\nCOMMIT\n"
+PROBE = (f"*nat\n:MESH_PROBE - [0:0]\n-A MESH_PROBE -p tcp -j REDIRECT --to-ports {OUTBOUND_PORT}"
+         "\nCOMMIT\n")
 
 
 def detect(forced: Backend) -> Tools:

@@ -14,9 +14,12 @@ import contextlib
 import ipaddress
 import os
 from collections.abc import Callable, Collection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from initcontainer.rules import ROUTE_TABLE, TPROXY_MARK, NetInfo
+
+if TYPE_CHECKING:  # never at run time (see _pyroute2); it tells the import contracts who loads it
+    import pyroute2.iproute.linux  # noqa: F401
 
 PROC_NET = "/proc/net"  # a plain string: pathlib alone costs several ms of start-up
 _LINK_OR_HOST_SCOPE = {0x10, 0x20}  # if_inet6 scope: host (::1) and link (fe80::/10)

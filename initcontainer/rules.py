@@ -31,7 +31,7 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from initcontainer.config import CaptureConfig, Ports
+from initcontainer.config import PROXY_OWN_PORTS, CaptureConfig, Ports
 
 INBOUND, IN_REDIRECT = "MESH_INBOUND", "MESH_IN_REDIRECT"
 OUTPUT, REDIRECT = "MESH_OUTPUT", "MESH_REDIRECT"
@@ -40,7 +40,6 @@ OUR_CHAINS = frozenset({INBOUND, IN_REDIRECT, OUTPUT, REDIRECT, DIVERT, TPROXY})
 BUILTIN = frozenset({"PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"})
 TPROXY_MARK = 0x539  # 1337: packets diverted to the proxy
 ROUTE_TABLE = 133  # the policy-routing table that delivers marked packets locally
-PROXY_OWN_PORTS = (15021, 15090)  # readiness and Prometheus: kubelet and scrapers reach Envoy
 
 
 @dataclass(frozen=True)

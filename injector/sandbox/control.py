@@ -19,12 +19,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from injector.sandbox import network, nsnet
-from injector.sandbox.errors import SandboxError
+from injector.sandbox import network, nssocket
 from injector.sandbox.model import ContainerPlan, PodPlan, SandboxPlan
 from injector.sandbox.state import StateDir, same_process
+from mesh.contract import READINESS_PATH, READINESS_PORT
+from mesh.errors import SandboxError
 
-READINESS = (15021, "/healthz/ready")
+READINESS = (READINESS_PORT, READINESS_PATH)
 # supervisors this process forked: kept so ``down`` can reap them (the supervisor outlives a
 # CLI that exits, and an unreaped child is a zombie and a ResourceWarning)
 _children: dict[int, subprocess.Popen[bytes]] = {}
@@ -70,8 +71,8 @@ def _app_ready(c: ContainerPlan, info: dict[str, Any]) -> bool:
     """Its readiness probe passes or, without one, its declared ports accept connections."""
     ns, probe = info.get("netns", ""), c.readiness_probe
     if probe is not None:
-        return nsnet.probe(ns, kind=probe.kind, port=probe.port, path=probe.path)
-    return all(nsnet.probe(ns, kind="tcp", port=port) for port in c.ports)
+        return nssocket.probe(ns, kind=probe.kind, port=probe.port, path=probe.path)
+    return all(nssocket.probe(ns, kind="tcp", port=port) for port in c.ports)
 
 
 def start(state: StateDir, plan: SandboxPlan) -> int:
@@ -155,7 +156,7 @@ def down(state: StateDir, *, timeout: float = 15) -> list[str]:
 def readiness(namespace: str) -> str:
     """The proxy's readiness as ``status`` shows it: ready, not ready, or down."""
     try:
-        code, _ = nsnet.http_get(namespace, READINESS[0], READINESS[1], timeout=1)
+        code, _ = nssocket.http_get(namespace, READINESS[0], READINESS[1], timeout=1)
     except OSError:
         return "down"
     return "ready" if code == 200 else f"not ready ({code})"

@@ -18,12 +18,13 @@ from collections import Counter
 from pathlib import Path
 from types import FrameType
 
-from injector.sandbox import control, demo_manifest, network, nsnet, stats
+from injector.sandbox import control, demo_manifest, network, nssocket, stats
 from injector.sandbox.model import SandboxPlan
 from injector.sandbox.plan import build_plan
 from injector.sandbox.progress import Progress, bar
 from injector.sandbox.state import StateDir
-from injector.settings import MeshConfig
+from mesh.contract import PROXY_NAME, PROXY_UID
+from mesh.settings import MeshConfig
 
 WORKERS = 8
 
@@ -31,7 +32,7 @@ WORKERS = 8
 def request(node: str, address: str, *, host: str, timeout: float = 5) -> int:
     """One GET from the node namespace; the status, or 599 when no answer came."""
     try:
-        code, _ = nsnet.http_get(node, 80, "/", host=address, timeout=timeout, header_host=host)
+        code, _ = nssocket.http_get(node, 80, "/", host=address, timeout=timeout, header_host=host)
     except OSError:
         return 599
     return code
@@ -88,7 +89,7 @@ def _settle(plan: SandboxPlan, state: StateDir, sent: int) -> None:
     begun = time.monotonic()
     entry = plan.pods[0].key
     while time.monotonic() < begun + 3:
-        text = state.log_path(entry, "mesh-proxy").read_text(errors="replace")
+        text = state.log_path(entry, PROXY_NAME).read_text(errors="replace")
         logged = sum(e.get("direction") == "inbound" for e in stats.access_entries(text))
         if logged >= sent or (not logged and time.monotonic() > begun + 1.5):
             return
@@ -102,7 +103,7 @@ def report(plan: SandboxPlan, state: StateDir, namespaces: dict[str, str]) -> di
     names = {f"{s.vip}:{p.port}": f"{s.name}.{s.namespace} ({s.vip}:{p.port})"
              for s in plan.services for p in s.ports}
     for pod in plan.pods:
-        log = state.log_path(pod.key, "mesh-proxy").read_text(errors="replace")
+        log = state.log_path(pod.key, PROXY_NAME).read_text(errors="replace")
         t = stats.summarize(stats.fetch(namespaces[pod.key]), stats.access_entries(log))
         name = f"  {pod.name:<11}"
         if t.requests_in:
@@ -152,8 +153,8 @@ def run(*, requests: int = 300, seconds: float = 10, state_dir: str | None = Non
     ok = False
     try:
         pid = control.start(state, plan)
-        boot = Progress(f"starting {len(plan.pods)} pods (mesh-init, Envoy as uid 1337, app)",
-                        stream=sys.stdout)
+        what = f"mesh-init, Envoy as uid {PROXY_UID}, app"
+        boot = Progress(f"starting {len(plan.pods)} pods ({what})", stream=sys.stdout)
         control.wait_ready(state, plan, supervisor=pid, timeout=45,
                            progress=lambda r, t: boot.update(f"{r}/{t} ready"))
         boot.done(f"{len(plan.pods)}/{len(plan.pods)} ready")

@@ -18,8 +18,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from injector.sandbox.errors import SandboxError
-from injector.settings import MeshConfig
+from mesh.contract import INIT_COMMAND, INIT_NAME, PROXY_COMMAND, PROXY_NAME
+from mesh.errors import SandboxError
+from mesh.settings import MeshConfig
 
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _VAR = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
@@ -47,14 +48,14 @@ def mesh_program(container: Mapping[str, Any], *, config: MeshConfig) -> str | N
     """``meshinject-init`` or ``envoy`` when the container runs one of the mesh's images."""
     image = str(container.get("image", ""))
     repo = _repository(image)
-    if image == config.init.image or container.get("name") == "mesh-init" or repo.endswith(
+    if image == config.init.image or container.get("name") == INIT_NAME or repo.endswith(
         "/mesh-init"
     ):
-        return "meshinject-init"
-    if image == config.proxy.image or container.get("name") == "mesh-proxy" or repo.endswith(
+        return INIT_COMMAND
+    if image == config.proxy.image or container.get("name") == PROXY_NAME or repo.endswith(
         "envoyproxy/envoy"
     ):
-        return "envoy"
+        return PROXY_COMMAND
     return None
 
 

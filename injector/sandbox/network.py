@@ -15,11 +15,10 @@ import subprocess
 import time
 from pathlib import Path
 
-from injector import netns
-from injector.sandbox import services
-from injector.sandbox.errors import SandboxError
+from injector.sandbox import netns, services
 from injector.sandbox.model import BRIDGE, NODE_ADDRESS, VIP_RANGE, PodPlan, SandboxPlan
 from injector.sandbox.state import StateDir, start_time
+from mesh.errors import SandboxError
 
 HOSTS_ROOT = Path("/etc/netns")
 

@@ -12,10 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
-from injector.errors import MeshInjectError
-from injector.patch import inject_pod
+from injector.core.patch import inject_pod
 from injector.sandbox import images
-from injector.sandbox.errors import SandboxError
 from injector.sandbox.model import (
     POD_LIMIT,
     ContainerPlan,
@@ -27,7 +25,8 @@ from injector.sandbox.model import (
     pod_address,
     vip_address,
 )
-from injector.settings import MeshConfig
+from mesh.errors import MeshError, SandboxError
+from mesh.settings import MeshConfig
 
 _REPLICATED = ("Deployment", "ReplicaSet", "ReplicationController", "StatefulSet")
 
@@ -105,7 +104,7 @@ def _pod(name: str, template: Mapping[str, Any], *, namespace: str, index: int,
     pod = {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": template.get("spec") or {}}
     try:
         result = inject_pod(pod, config=config, namespace=namespace, namespace_labels=None)
-    except MeshInjectError as err:
+    except MeshError as err:
         raise SandboxError(f"pod {name!r}: {err}") from err
     spec = result.pod["spec"]
     info = {"name": name, "namespace": namespace, "address": pod_address(index)}

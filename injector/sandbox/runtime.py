@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from injector import netns
+from injector.sandbox import netns
 from injector.sandbox.model import ContainerPlan, PodPlan
 from injector.sandbox.state import start_time
 

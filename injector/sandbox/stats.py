@@ -14,10 +14,11 @@ import json
 from collections import Counter
 from dataclasses import dataclass, field
 
-from injector.sandbox import nsnet
+from injector.sandbox import nssocket
+from mesh.contract import ADMIN_PORT, INBOUND_PORT, OUTBOUND_PORT
 
-OUTBOUND_LISTENER = "listener.0.0.0.0_15001."
-INBOUND_LISTENER = "listener.0.0.0.0_15006."
+OUTBOUND_LISTENER = f"listener.0.0.0.0_{OUTBOUND_PORT}."
+INBOUND_LISTENER = f"listener.0.0.0.0_{INBOUND_PORT}."
 
 
 def parse(text: str) -> dict[str, int]:
@@ -31,7 +32,7 @@ def parse(text: str) -> dict[str, int]:
 
 
 def fetch(namespace: str) -> dict[str, int]:
-    code, body = nsnet.http_get(namespace, 15000, "/stats", timeout=3)
+    code, body = nssocket.http_get(namespace, ADMIN_PORT, "/stats", timeout=3)
     if code != 200:
         raise OSError(f"Envoy admin in {namespace} answered {code}")
     return parse(body)

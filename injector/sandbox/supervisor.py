@@ -21,8 +21,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from injector import netns
-from injector.sandbox import network, nsnet
+from injector.sandbox import netns, network, nssocket
 from injector.sandbox.model import PodPlan
 from injector.sandbox.runtime import Container
 from injector.sandbox.state import StateDir
@@ -117,7 +116,7 @@ class Supervisor:
         assert probe is not None
         deadline = time.monotonic() + STARTUP_TIMEOUT
         while not self.stopping.is_set() and time.monotonic() < deadline:
-            if nsnet.probe(ns, kind=probe.kind, port=probe.port, path=probe.path):
+            if nssocket.probe(ns, kind=probe.kind, port=probe.port, path=probe.path):
                 container.started = True
                 return
             time.sleep(0.05)

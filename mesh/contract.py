@@ -1,0 +1,86 @@
+"""Every user-visible name of meshinject, defined once: the product's interface.
+
+Labels, annotations, container names, ports, paths and object names appear in users' manifests,
+dashboards and scripts; tests and docs rely on them. Code anywhere in meshinject takes them from
+here. The numbers mesh-init must agree on (capture ports, the proxy's uid and own ports) are
+defined at the seam, :mod:`initcontainer.config`, and re-exported here, so there is still one
+definition of each.
+"""
+
+from __future__ import annotations
+
+from initcontainer import config as _seam
+
+# -- opting in and out ----------------------------------------------------------------------
+INJECT = "meshinject.io/inject"  # namespace label (=enabled); pod label or annotation (true/false)
+NAMESPACE_ENABLED = "enabled"
+STATUS = "meshinject.io/status"  # on injected pods: what was added, and the config hash
+SYSTEM_NAMESPACES = ("kube-system", "kube-public", "kube-node-lease")
+
+# -- annotation prefixes ----------------------------------------------------------------------
+TRAFFIC = "traffic.meshinject.io/"  # what mesh-init captures
+PROXY = "proxy.meshinject.io/"  # the proxy container and its L7 policy
+OUR_PREFIXES = (TRAFFIC, PROXY)
+
+# traffic.meshinject.io/*
+EXCLUDE_INBOUND_PORTS = TRAFFIC + "exclude-inbound-ports"
+INCLUDE_INBOUND_PORTS = TRAFFIC + "include-inbound-ports"
+EXCLUDE_OUTBOUND_PORTS = TRAFFIC + "exclude-outbound-ports"
+INCLUDE_OUTBOUND_PORTS = TRAFFIC + "include-outbound-ports"
+EXCLUDE_OUTBOUND_IP_RANGES = TRAFFIC + "exclude-outbound-ip-ranges"
+INCLUDE_OUTBOUND_IP_RANGES = TRAFFIC + "include-outbound-ip-ranges"
+INTERCEPTION_MODE = TRAFFIC + "interception-mode"
+OPAQUE_PORTS = TRAFFIC + "opaque-ports"
+
+# proxy.meshinject.io/*: the container
+PROXY_IMAGE = PROXY + "image"
+PROXY_CPU = PROXY + "cpu"
+PROXY_MEMORY = PROXY + "memory"
+PROXY_CPU_LIMIT = PROXY + "cpu-limit"
+PROXY_MEMORY_LIMIT = PROXY + "memory-limit"
+PROXY_LOG_LEVEL = PROXY + "log-level"
+PROXY_CONCURRENCY = PROXY + "concurrency"
+PROXY_NATIVE_SIDECAR = PROXY + "native-sidecar"
+
+# proxy.meshinject.io/*: the L7 policy (docs/proxy.md)
+TIMEOUT = PROXY + "timeout"
+RETRIES = PROXY + "retries"
+RETRY_ON = PROXY + "retry-on"
+PER_TRY_TIMEOUT = PROXY + "per-try-timeout"
+RETRY_BACKOFF = PROXY + "retry-backoff"
+RETRY_BUDGET_PERCENT = PROXY + "retry-budget-percent"
+MAX_CONNECTIONS = PROXY + "max-connections"
+MAX_PENDING_REQUESTS = PROXY + "max-pending-requests"
+MAX_REQUESTS = PROXY + "max-requests"
+OUTLIER_CONSECUTIVE_5XX = PROXY + "outlier-consecutive-5xx"
+OUTLIER_EJECTION_TIME = PROXY + "outlier-ejection-time"
+FAULT_DELAY = PROXY + "fault-delay"
+FAULT_ABORT = PROXY + "fault-abort"
+ACCESS_LOG = PROXY + "access-log"
+DRAIN_TIME = PROXY + "drain-time"
+PROTOCOL_DETECTION_TIMEOUT = PROXY + "protocol-detection-timeout"
+
+# -- the containers injection adds ----------------------------------------------------------
+INIT_NAME = "mesh-init"
+PROXY_NAME = "mesh-proxy"
+INIT_COMMAND = "meshinject-init"
+PROXY_COMMAND = "envoy"
+
+# -- ports, paths and ids -------------------------------------------------------------------
+OUTBOUND_PORT = _seam.OUTBOUND_PORT
+INBOUND_PORT = _seam.INBOUND_PORT
+PROXY_UID = _seam.PROXY_UID
+PROXY_GID = _seam.PROXY_GID
+READINESS_PORT = _seam.READINESS_PORT
+PROMETHEUS_PORT = _seam.PROMETHEUS_PORT
+ADMIN_PORT = 15000  # Envoy's admin API, on 127.0.0.1 only
+READINESS_PATH = "/healthz/ready"
+PROMETHEUS_PATH = "/stats/prometheus"
+
+# -- the installation (manifests/) ----------------------------------------------------------
+INJECTOR_NAMESPACE = "meshinject-system"
+WEBHOOK_NAME = "meshinject"  # the MutatingWebhookConfiguration
+INJECTOR_APP_LABEL = ("app.kubernetes.io/name", "meshinject")  # the injector's pods
+CONFIGMAP = "meshinject-config"  # the mesh config, key CONFIG_KEY
+CONFIG_KEY = "mesh.yaml"
+CERT_SECRETS = ("meshinject-certs", "meshinject-tls")  # the cert store's, cert-manager's

@@ -1,0 +1,92 @@
+"""meshinject's one error tree, drawn in one place.
+
+Every refusal of the product is a :class:`MeshError`, with a message meant for the person who
+wrote the input; the edges (the webhook, the CLI, the sandbox) catch it and turn it into a
+denial, a 400 or an exit code. Foreign exceptions (YAML, JSON, the Kubernetes client, ``ip``,
+mesh-init's ``ConfigError``) are translated where they are caught, with ``raise ... from``, so a
+traceback still shows the cause while callers need to know only this module.
+
+::
+
+    MeshError
+    +-- AnnotationError      a pod annotation's value (the webhook denies the pod)
+    +-- ManifestError        an offline manifest: which document, of what kind
+    +-- ReviewError          an AdmissionReview we cannot parse (HTTP 400)
+    +-- SettingsError        the mesh config: which field
+    +-- UsageError           a command-line flag or combination
+    +-- KubeError            a Kubernetes API call (status 0: no answer)
+    |   +-- NotFound         404
+    |   +-- Conflict         409
+    +-- SandboxError         the local sandbox cannot run or stop what it was asked to
+        +-- NetnsError       an ``ip`` command failed
+"""
+
+from __future__ import annotations
+
+import json
+
+
+class MeshError(Exception):
+    """Anything meshinject refuses, with a message meant for the person who wrote the input."""
+
+
+class AnnotationError(MeshError):
+    """A pod annotation has a value we cannot use; the message names the annotation and value."""
+
+    def __init__(self, annotation: str, value: str, why: str) -> None:
+        quoted = json.dumps(value, ensure_ascii=False)
+        super().__init__(f"annotation {annotation}={quoted} is invalid: {why}")
+        self.annotation = annotation
+        self.value = value
+        self.why = why
+
+
+class ManifestError(MeshError):
+    """An offline manifest we cannot read: says which document, of what kind, and why."""
+
+    def __init__(self, why: str, *, document: int | None = None, kind: str | None = None) -> None:
+        if document is not None:
+            prefix = f"document {document} ({kind})" if kind else f"document {document}"
+        else:
+            prefix = kind or ""
+        super().__init__(f"{prefix}: {why}" if prefix else why)
+        self.why = why
+        self.document = document
+        self.kind = kind
+
+
+class ReviewError(MeshError):
+    """An AdmissionReview we cannot parse; the webhook answers 400 with this message."""
+
+
+class SettingsError(MeshError):
+    """The mesh configuration cannot be used; the message names the field (and the file)."""
+
+
+class UsageError(MeshError):
+    """A flag combination or value a command cannot use; the message names the flag."""
+
+
+class KubeError(MeshError):
+    """A Kubernetes API call failed; ``status`` is the HTTP status (0: no answer at all)."""
+
+    def __init__(self, message: str, *, status: int = 0) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class NotFound(KubeError):
+    """404: the object does not exist."""
+
+
+class Conflict(KubeError):
+    """409: the object already exists, or our resourceVersion is stale."""
+
+
+class SandboxError(MeshError):
+    """The sandbox cannot run (or stop) what it was asked to; the message names the pod, the
+    container and the value, so the user can fix the manifest."""
+
+
+class NetnsError(SandboxError):
+    """An ``ip`` command failed; the message carries the command and its stderr."""
