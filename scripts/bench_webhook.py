@@ -309,8 +309,8 @@ def main() -> int:
     for tool in ("wrk", "hey"):
         if not shutil.which(tool):
             sys.exit(f"{tool} is not installed (apt-get install {tool})")
-    from injector.review import review
-    from injector.settings import MeshConfig
+    from injector.core.review import review
+    from mesh.settings import MeshConfig
 
     bodies = corpus_reviews()
     if not bodies:

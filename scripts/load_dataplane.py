@@ -37,9 +37,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from injector import netns
-from injector.settings import MeshConfig
-from injector.traffic_policy import parse_duration_ms
+from injector.sandbox import netns
+from mesh.overrides.values import parse_duration_ms
+from mesh.settings import MeshConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_proxy import INIT, app_bootstrap, cleanup, envoy_binary, envoy_pid, injected_containers

@@ -36,10 +36,10 @@ import orjson
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from injector import certs  # noqa: E402
-from tests.webhook.corpus import admission_review  # noqa: E402
-from tests.webhook.server import Server, serve  # noqa: E402
-from tests.webhook.test_rotation import pem_fingerprint, write_atomic  # noqa: E402
+from mesh.pki import certs  # noqa: E402
+from tests.support.corpus import admission_review  # noqa: E402
+from tests.support.tlsfiles import pem_fingerprint, write_atomic  # noqa: E402
+from tests.support.webhook_server import Server, serve  # noqa: E402
 
 POD = {"metadata": {}, "spec": {"containers": [{"name": "app", "image": "nginx"}]}}
 BODY = orjson.dumps(admission_review(POD, namespace="shop", uid="rotation"))

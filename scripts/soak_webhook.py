@@ -34,10 +34,10 @@ import orjson
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from injector.review import review  # noqa: E402
-from injector.settings import MeshConfig  # noqa: E402
-from tests.webhook.corpus import admission_review, corpus_pods  # noqa: E402
-from tests.webhook.server import Server, serve  # noqa: E402
+from injector.core.review import review  # noqa: E402
+from mesh.settings import MeshConfig  # noqa: E402
+from tests.support.corpus import admission_review, corpus_pods  # noqa: E402
+from tests.support.webhook_server import Server, serve  # noqa: E402
 
 Expected = tuple[int, bool | None, bool]  # HTTP status, allowed, has a patch
 

@@ -23,7 +23,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 @pytest.fixture
 def golden(request: pytest.FixtureRequest) -> Callable[[str, str], None]:
-    """``golden("core/pod.yaml", text)``: compare text with tests/golden/core/pod.yaml."""
+    """``golden("injector/core/pod.yaml", text)``: compare text with tests/golden/core/pod.yaml."""
     update = request.config.getoption("--update-goldens")
 
     def check(name: str, actual: str) -> None:

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from injector import netns
-from tests.proxy.envoy_bin import need_envoy
-from tests.proxy.mesh import CLIENT_IP, SERVER_IP, Lab, Mesh
+from injector.sandbox import netns
+from tests.support.envoy import need_envoy
+from tests.support.lab import CLIENT_IP, SERVER_IP, Lab, Mesh
 
 
 @pytest.fixture(scope="session")

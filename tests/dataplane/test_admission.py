@@ -9,11 +9,11 @@ import orjson
 import pytest
 
 from injector.cli import main
-from injector.errors import AnnotationError
-from injector.patch import inject_pod
-from injector.review import review
-from injector.settings import MeshConfig
-from tests.webhook.corpus import admission_review
+from injector.core.patch import inject_pod
+from injector.core.review import review
+from mesh.errors import AnnotationError
+from mesh.settings import MeshConfig
+from tests.support.corpus import admission_review
 
 MANIFEST = """\
 apiVersion: apps/v1

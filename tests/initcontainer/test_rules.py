@@ -63,7 +63,7 @@ def test_the_restore_text_of_each_config_matches_its_golden(
 ) -> None:
     argv, net = CASES[name]
     config, _ = parse(argv)
-    golden(f"capture/{name}.rules", _text(render(config, net)))
+    golden(f"initcontainer/{name}.rules", _text(render(config, net)))
 
 
 def test_every_rule_carries_a_meshinject_comment() -> None:
@@ -98,7 +98,7 @@ def test_a_rerun_writes_no_second_copy_of_the_jumps(golden: Callable[[str, str],
     )
     assert again.ipv4 is not None
     assert "-A PREROUTING" not in again.ipv4 and "-A OUTPUT" not in again.ipv4
-    golden("capture/rerun.rules", _text(again))
+    golden("initcontainer/rerun.rules", _text(again))
 
 
 def test_switching_to_tproxy_moves_the_inbound_jump_from_nat_to_mangle(
@@ -113,7 +113,7 @@ def test_switching_to_tproxy_moves_the_inbound_jump_from_nat_to_mangle(
         '-D PREROUTING -p tcp -m comment --comment "meshinject: inbound capture" -j MESH_INBOUND'
         in after
     )
-    golden("capture/switch-to-tproxy.rules", after)
+    golden("initcontainer/switch-to-tproxy.rules", after)
     back = render(CaptureConfig(), V4, installed={4: parse_save(before + after)}).ipv4
     assert back is not None and "-X MESH_DIVERT" in back and "-X MESH_TPROXY" in back
 
@@ -127,7 +127,7 @@ def test_cleanup_removes_our_jumps_and_chains_and_nothing_else(
     foreign = "*nat\n:KUBE-X - [0:0]\n-A OUTPUT -j KUBE-X\nCOMMIT\n"
     cleanup = render_cleanup({4: parse_save(foreign + sets.ipv4), 6: parse_save(sets.ipv6)})
     assert cleanup.ipv4 is not None and "KUBE-X" not in cleanup.ipv4
-    golden("capture/cleanup.rules", _text(cleanup))
+    golden("initcontainer/cleanup.rules", _text(cleanup))
     assert render_cleanup({4: Installed(), 6: Installed()}) == RuleSets(None, None)
 
 

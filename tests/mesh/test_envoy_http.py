@@ -8,26 +8,43 @@ from collections.abc import Callable
 
 import pytest
 
-from injector import envoy_http
-from injector import traffic_policy as tp
-from injector.annotations import parse_overrides
-from injector.envoy import bootstrap
-from injector.settings import MeshConfig
-from injector.traffic_policy import TrafficPolicy, parse_traffic_policy
-from tests.proxy.envoy_bin import validate
+from injector.core.bootstrap import bootstrap
+from mesh.contract import (
+    ACCESS_LOG,
+    DRAIN_TIME,
+    FAULT_ABORT,
+    FAULT_DELAY,
+    MAX_CONNECTIONS,
+    MAX_PENDING_REQUESTS,
+    MAX_REQUESTS,
+    OPAQUE_PORTS,
+    OUTLIER_CONSECUTIVE_5XX,
+    OUTLIER_EJECTION_TIME,
+    PER_TRY_TIMEOUT,
+    RETRIES,
+    RETRY_BUDGET_PERCENT,
+    RETRY_ON,
+    TIMEOUT,
+)
+from mesh.envoy import base, process
+from mesh.envoy import http as envoy_http
+from mesh.overrides.pod import parse_overrides
+from mesh.overrides.traffic import TrafficPolicy, parse_traffic_policy
+from mesh.settings import MeshConfig
+from tests.support.envoy import validate
 
 FULL = {
-    tp.TIMEOUT: "2s", tp.RETRIES: "3", tp.RETRY_ON: "5xx,reset,429", tp.PER_TRY_TIMEOUT: "500ms",
-    tp.RETRY_BUDGET_PERCENT: "25", tp.MAX_CONNECTIONS: "100", tp.MAX_PENDING_REQUESTS: "10",
-    tp.MAX_REQUESTS: "50", tp.OUTLIER_CONSECUTIVE_5XX: "4", tp.OUTLIER_EJECTION_TIME: "15s",
-    tp.FAULT_DELAY: "100ms@10", tp.FAULT_ABORT: "503@0.5", tp.OPAQUE_PORTS: "3306,7000-7010",
-    tp.ACCESS_LOG: "on",
+    TIMEOUT: "2s", RETRIES: "3", RETRY_ON: "5xx,reset,429", PER_TRY_TIMEOUT: "500ms",
+    RETRY_BUDGET_PERCENT: "25", MAX_CONNECTIONS: "100", MAX_PENDING_REQUESTS: "10",
+    MAX_REQUESTS: "50", OUTLIER_CONSECUTIVE_5XX: "4", OUTLIER_EJECTION_TIME: "15s",
+    FAULT_DELAY: "100ms@10", FAULT_ABORT: "503@0.5", OPAQUE_PORTS: "3306,7000-7010",
+    ACCESS_LOG: "on",
 }
 POLICIES: dict[str, dict[str, str]] = {
     "defaults": {},
     "full": FULL,
-    "quiet": {tp.ACCESS_LOG: "false", tp.RETRIES: "0", tp.OUTLIER_CONSECUTIVE_5XX: "0",
-              tp.OPAQUE_PORTS: "5432"},
+    "quiet": {ACCESS_LOG: "false", RETRIES: "0", OUTLIER_CONSECUTIVE_5XX: "0",
+              OPAQUE_PORTS: "5432"},
 }
 
 
@@ -47,7 +64,8 @@ def parts(p: TrafficPolicy) -> dict[str, object]:
 
 @pytest.mark.parametrize("name", sorted(POLICIES))
 def test_the_l7_parts_match_their_golden(name: str, golden: Callable[[str, str], None]) -> None:
-    golden(f"proxy/{name}.json", json.dumps(parts(policy(name)), indent=1, sort_keys=True) + "\n")
+    text = json.dumps(parts(policy(name)), indent=1, sort_keys=True) + "\n"
+    golden(f"mesh/envoy_http/{name}.json", text)
 
 
 @pytest.mark.envoy
@@ -60,15 +78,15 @@ def test_envoy_accepts_the_bootstrap(name: str) -> None:
 
 
 def test_percentages_keep_their_precision() -> None:
-    assert envoy_http.fraction(0.5) == {"numerator": 5000, "denominator": "MILLION"}
-    assert envoy_http.fraction(100) == {"numerator": 1_000_000, "denominator": "MILLION"}
+    assert base.fraction(0.5) == {"numerator": 5000, "denominator": "MILLION"}
+    assert base.fraction(100) == {"numerator": 1_000_000, "denominator": "MILLION"}
 
 
 def test_opaque_ports_switch_the_inspector_off_and_nothing_else() -> None:
     one = envoy_http.detection_listener_filter(policy("quiet"))
     assert one["filter_disabled"] == {"destination_port_range": {"start": 5432, "end": 5433}}
     none = envoy_http.detection_listener_filter(
-        parse_traffic_policy({tp.OPAQUE_PORTS: ""}, config=MeshConfig()))
+        parse_traffic_policy({OPAQUE_PORTS: ""}, config=MeshConfig()))
     assert "filter_disabled" not in none
 
 
@@ -82,17 +100,17 @@ def test_only_the_outbound_route_retries_and_times_out() -> None:
 
 
 def test_the_prestop_hook_drains_inbound_then_waits_the_drain_time() -> None:
-    p = parse_traffic_policy({tp.DRAIN_TIME: "7s"}, config=MeshConfig())
-    command = envoy_http.prestop_command(p)
+    p = parse_traffic_policy({DRAIN_TIME: "7s"}, config=MeshConfig())
+    command = process.prestop_command(p)
     assert command[:2] == ["/bin/bash", "-c"]
     assert "POST /drain_listeners?graceful&inboundonly HTTP/1.1" in command[2]
     assert command[2].endswith("; sleep 7")
-    assert envoy_http.proxy_args(p)[:4] == ["--drain-time-s", "7", "--drain-strategy", "immediate"]
+    assert process.proxy_args(p)[:4] == ["--drain-time-s", "7", "--drain-strategy", "immediate"]
 
 
 @pytest.mark.envoy
 def test_the_prestop_script_is_valid_bash() -> None:
-    command = envoy_http.prestop_command(policy("defaults"))
+    command = process.prestop_command(policy("defaults"))
     result = subprocess.run(["bash", "-n", "-c", command[2]], capture_output=True, text=True,
                             check=False)
     assert result.returncode == 0, result.stderr

@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 
 from initcontainer.config import CaptureConfig, PortRange
-from injector.annotations import parse_overrides
-from injector.errors import AnnotationError, MeshInjectError
-from injector.settings import CaptureDefaults, MeshConfig
-from tests.core.pods import CONFIG
+from mesh.errors import AnnotationError, MeshError
+from mesh.overrides.pod import parse_overrides
+from mesh.settings import CaptureDefaults, MeshConfig
+from tests.support.pods import CONFIG
 
 T = "traffic.meshinject.io/"
 P = "proxy.meshinject.io/"
@@ -95,7 +95,7 @@ def test_mesh_defaults_apply_until_an_annotation_replaces_them() -> None:
 
 def test_a_bad_mesh_default_is_blamed_on_the_mesh_config_not_the_pod() -> None:
     config = MeshConfig(capture=CaptureDefaults(exclude_outbound_ports="x"))
-    with pytest.raises(MeshInjectError, match=r"capture\.excludeOutboundPorts") as caught:
+    with pytest.raises(MeshError, match=r"capture\.excludeOutboundPorts") as caught:
         parse_overrides({}, config=config)
     assert not isinstance(caught.value, AnnotationError)
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from injector.settings import MeshConfig, SettingsError, config_from_yaml
+from mesh.errors import SettingsError
+from mesh.settings import MeshConfig, config_from_yaml
 
 
 def test_an_empty_file_gives_the_defaults() -> None:

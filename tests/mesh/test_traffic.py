@@ -7,10 +7,29 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from initcontainer.config import PortRange
-from injector import traffic_policy as tp
-from injector.errors import AnnotationError, MeshInjectError
-from injector.settings import MeshConfig, config_from_mapping
-from injector.traffic_policy import Fault, TrafficPolicy, parse_traffic_policy
+from mesh.contract import (
+    ACCESS_LOG,
+    DRAIN_TIME,
+    FAULT_ABORT,
+    FAULT_DELAY,
+    MAX_CONNECTIONS,
+    MAX_PENDING_REQUESTS,
+    MAX_REQUESTS,
+    OPAQUE_PORTS,
+    OUTLIER_CONSECUTIVE_5XX,
+    OUTLIER_EJECTION_TIME,
+    PER_TRY_TIMEOUT,
+    PROTOCOL_DETECTION_TIMEOUT,
+    RETRIES,
+    RETRY_BACKOFF,
+    RETRY_BUDGET_PERCENT,
+    RETRY_ON,
+    TIMEOUT,
+)
+from mesh.errors import AnnotationError, MeshError
+from mesh.overrides.traffic import Fault, TrafficPolicy, parse_traffic_policy
+from mesh.overrides.values import UINT32
+from mesh.settings import MeshConfig, config_from_mapping
 
 MESH = MeshConfig()
 
@@ -25,7 +44,7 @@ def test_a_pod_without_annotations_gets_the_safe_defaults() -> None:
     assert policy.retries == 2
     assert policy.retry_on == ("connect-failure", "refused-stream", "reset-before-request")
     assert policy.retry_budget_percent == 20.0
-    assert policy.max_requests == tp.UINT32
+    assert policy.max_requests == UINT32
     assert policy.fault_delay is None and policy.fault_abort is None
     assert policy.access_log is False
     assert policy.drain_seconds == MESH.proxy.drain_seconds
@@ -35,13 +54,13 @@ def test_a_pod_without_annotations_gets_the_safe_defaults() -> None:
 
 def test_every_knob_is_overridden_by_its_annotation() -> None:
     policy = parse_traffic_policy({
-        tp.TIMEOUT: "250ms", tp.RETRIES: "3", tp.RETRY_ON: "5xx, reset, 429",
-        tp.PER_TRY_TIMEOUT: "100ms", tp.RETRY_BACKOFF: "10ms", tp.RETRY_BUDGET_PERCENT: "12.5",
-        tp.MAX_CONNECTIONS: "10", tp.MAX_PENDING_REQUESTS: "5", tp.MAX_REQUESTS: "7",
-        tp.OUTLIER_CONSECUTIVE_5XX: "3", tp.OUTLIER_EJECTION_TIME: "1.5s",
-        tp.FAULT_DELAY: "100ms@10", tp.FAULT_ABORT: "503@5", tp.ACCESS_LOG: "off",
-        tp.DRAIN_TIME: "12s", tp.OPAQUE_PORTS: "4000-4010,9000",
-        tp.PROTOCOL_DETECTION_TIMEOUT: "200ms",
+        TIMEOUT: "250ms", RETRIES: "3", RETRY_ON: "5xx, reset, 429",
+        PER_TRY_TIMEOUT: "100ms", RETRY_BACKOFF: "10ms", RETRY_BUDGET_PERCENT: "12.5",
+        MAX_CONNECTIONS: "10", MAX_PENDING_REQUESTS: "5", MAX_REQUESTS: "7",
+        OUTLIER_CONSECUTIVE_5XX: "3", OUTLIER_EJECTION_TIME: "1.5s",
+        FAULT_DELAY: "100ms@10", FAULT_ABORT: "503@5", ACCESS_LOG: "off",
+        DRAIN_TIME: "12s", OPAQUE_PORTS: "4000-4010,9000",
+        PROTOCOL_DETECTION_TIMEOUT: "200ms",
     }, config=MESH)
     assert policy == TrafficPolicy(
         timeout_ms=250, retries=3, retry_on=("5xx", "reset", "retriable-status-codes"),
@@ -64,25 +83,25 @@ def test_mesh_defaults_come_from_the_traffic_section() -> None:
 
 def test_a_bad_mesh_default_blames_the_config_field_not_a_pod() -> None:
     config = config_from_mapping({"traffic": {"retryOn": "sometimes"}})
-    with pytest.raises(MeshInjectError, match=r"traffic\.retryOn='sometimes'"):
+    with pytest.raises(MeshError, match=r"traffic\.retryOn='sometimes'"):
         parse_traffic_policy({}, config=config)
 
 
 def test_a_fault_without_a_percentage_hits_every_request() -> None:
-    assert parse(**{tp.FAULT_ABORT: "500"}).fault_abort == Fault(500, 100.0)
+    assert parse(**{FAULT_ABORT: "500"}).fault_abort == Fault(500, 100.0)
 
 
 @pytest.mark.parametrize(("annotation", "value"), [
-    (tp.TIMEOUT, "2"), (tp.TIMEOUT, "fast"), (tp.TIMEOUT, "-1s"), (tp.TIMEOUT, "0.5ms"),
-    (tp.TIMEOUT, "25h"), (tp.RETRIES, "11"), (tp.RETRIES, "two"), (tp.RETRY_ON, "5xx,sometimes"),
-    (tp.RETRY_ON, "700"), (tp.PER_TRY_TIMEOUT, "1 s"), (tp.RETRY_BACKOFF, "0ms"),
-    (tp.RETRY_BUDGET_PERCENT, "120"), (tp.RETRY_BUDGET_PERCENT, "nan"),
-    (tp.MAX_CONNECTIONS, "0"), (tp.MAX_PENDING_REQUESTS, "4294967296"),
-    (tp.MAX_REQUESTS, "1e3"), (tp.OUTLIER_CONSECUTIVE_5XX, "-3"),
-    (tp.OUTLIER_EJECTION_TIME, "0s"), (tp.FAULT_DELAY, "100@10"), (tp.FAULT_DELAY, "100ms@x"),
-    (tp.FAULT_DELAY, "100ms@101"), (tp.FAULT_ABORT, "99@5"), (tp.FAULT_ABORT, "abc@5"),
-    (tp.ACCESS_LOG, "maybe"), (tp.DRAIN_TIME, "10m"), (tp.OPAQUE_PORTS, "3306,70000"),
-    (tp.PROTOCOL_DETECTION_TIMEOUT, "soon"),
+    (TIMEOUT, "2"), (TIMEOUT, "fast"), (TIMEOUT, "-1s"), (TIMEOUT, "0.5ms"),
+    (TIMEOUT, "25h"), (RETRIES, "11"), (RETRIES, "two"), (RETRY_ON, "5xx,sometimes"),
+    (RETRY_ON, "700"), (PER_TRY_TIMEOUT, "1 s"), (RETRY_BACKOFF, "0ms"),
+    (RETRY_BUDGET_PERCENT, "120"), (RETRY_BUDGET_PERCENT, "nan"),
+    (MAX_CONNECTIONS, "0"), (MAX_PENDING_REQUESTS, "4294967296"),
+    (MAX_REQUESTS, "1e3"), (OUTLIER_CONSECUTIVE_5XX, "-3"),
+    (OUTLIER_EJECTION_TIME, "0s"), (FAULT_DELAY, "100@10"), (FAULT_DELAY, "100ms@x"),
+    (FAULT_DELAY, "100ms@101"), (FAULT_ABORT, "99@5"), (FAULT_ABORT, "abc@5"),
+    (ACCESS_LOG, "maybe"), (DRAIN_TIME, "10m"), (OPAQUE_PORTS, "3306,70000"),
+    (PROTOCOL_DETECTION_TIMEOUT, "soon"),
 ])
 def test_a_bad_value_is_refused_naming_annotation_and_value(annotation: str, value: str) -> None:
     with pytest.raises(AnnotationError) as caught:
@@ -93,19 +112,19 @@ def test_a_bad_value_is_refused_naming_annotation_and_value(annotation: str, val
 
 def test_a_per_try_timeout_longer_than_the_request_timeout_is_refused() -> None:
     with pytest.raises(AnnotationError, match="per-try-timeout"):
-        parse(**{tp.TIMEOUT: "1s", tp.PER_TRY_TIMEOUT: "2s"})
+        parse(**{TIMEOUT: "1s", PER_TRY_TIMEOUT: "2s"})
 
 
 def test_a_value_that_is_not_a_string_is_refused() -> None:
     with pytest.raises(AnnotationError, match="quote it"):
-        parse_traffic_policy({tp.RETRIES: 3}, config=MESH)  # type: ignore[dict-item]
+        parse_traffic_policy({RETRIES: 3}, config=MESH)  # type: ignore[dict-item]
 
 
-ANNOTATIONS = [tp.TIMEOUT, tp.RETRIES, tp.RETRY_ON, tp.PER_TRY_TIMEOUT, tp.RETRY_BACKOFF,
-               tp.RETRY_BUDGET_PERCENT, tp.MAX_CONNECTIONS, tp.MAX_PENDING_REQUESTS,
-               tp.MAX_REQUESTS, tp.OUTLIER_CONSECUTIVE_5XX, tp.OUTLIER_EJECTION_TIME,
-               tp.FAULT_DELAY, tp.FAULT_ABORT, tp.ACCESS_LOG, tp.DRAIN_TIME, tp.OPAQUE_PORTS,
-               tp.PROTOCOL_DETECTION_TIMEOUT]
+ANNOTATIONS = [TIMEOUT, RETRIES, RETRY_ON, PER_TRY_TIMEOUT, RETRY_BACKOFF,
+               RETRY_BUDGET_PERCENT, MAX_CONNECTIONS, MAX_PENDING_REQUESTS,
+               MAX_REQUESTS, OUTLIER_CONSECUTIVE_5XX, OUTLIER_EJECTION_TIME,
+               FAULT_DELAY, FAULT_ABORT, ACCESS_LOG, DRAIN_TIME, OPAQUE_PORTS,
+               PROTOCOL_DETECTION_TIMEOUT]
 
 
 @settings(max_examples=400, deadline=None)

@@ -16,10 +16,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from injector.review import review
-from injector.settings import MeshConfig
-from tests.reliability.hostile import broken_reviews, check_answer, deep, garbage_bodies
-from tests.webhook.corpus import admission_review
+from injector.core.review import review
+from mesh.settings import MeshConfig
+from tests.support.corpus import admission_review
+from tests.support.hostile import broken_reviews, check_answer, deep, garbage_bodies
 
 CONFIG = MeshConfig()
 SEEN: Counter[str] = Counter()

@@ -22,9 +22,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.reliability.hostile import broken_reviews, check_answer, garbage_bodies
-from tests.webhook.corpus import admission_review
-from tests.webhook.server import Server, serve
+from tests.support.corpus import admission_review
+from tests.support.hostile import broken_reviews, check_answer, garbage_bodies
+from tests.support.webhook_server import Server, serve
 
 pytestmark = pytest.mark.slow
 

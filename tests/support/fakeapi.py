@@ -1,7 +1,7 @@
 """A small Kubernetes API server double: real paths, real JSON, real 409s.
 
 No API server can run on these machines, so the code that talks to one is driven through the
-real ``kubernetes`` client against this (served over TLS by :mod:`tests.cluster.fakeserver`): it
+real ``kubernetes`` client against this (served over TLS by :mod:`tests.support.fakeserver`): it
 stores objects by (resource, namespace, name), stamps a ``resourceVersion`` on every write,
 refuses a create of an existing name and a write carrying a stale resourceVersion with a 409
 ``Status``, applies JSON and merge patches, filters lists by label selector, answers 403 where a

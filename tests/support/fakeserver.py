@@ -1,7 +1,7 @@
 """The fake API server on the wire: HTTPS on 127.0.0.1, bearer-token auth, and a kubeconfig.
 
 ``run_fake_api`` is a fixture body: it starts a threaded HTTPS server around a fresh
-:class:`~tests.cluster.fakeapi.FakeApi`, writes a kubeconfig that trusts its self-signed
+:class:`~tests.support.fakeapi.FakeApi`, writes a kubeconfig that trusts its self-signed
 certificate, yields both, and stops the server afterwards.
 """
 
@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.cluster.fakeapi import FakeApi, status
+from tests.support.fakeapi import FakeApi, status
 
 TOKEN = "fake-token"
 

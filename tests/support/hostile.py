@@ -16,8 +16,8 @@ from typing import Any
 import orjson
 from hypothesis import strategies as st
 
-from injector import annotations, traffic_policy
-from tests.webhook.corpus import admission_review, corpus_pods
+from mesh import contract
+from tests.support.corpus import admission_review, corpus_pods
 
 Obj = dict[str, Any]
 Path = tuple[str | int, ...]
@@ -25,13 +25,12 @@ Path = tuple[str | int, ...]
 MESH_KEYS = sorted(
     {
         value
-        for module in (annotations, traffic_policy)
-        for value in vars(module).values()
+        for value in vars(contract).values()
         if isinstance(value, str)
-        and value.startswith((annotations.TRAFFIC, annotations.PROXY))
+        and value.startswith(contract.OUR_PREFIXES)
         and not value.endswith("/")
     }
-    | {annotations.INJECT, annotations.STATUS}
+    | {contract.INJECT, contract.STATUS}
 )
 SMALL_POD: Obj = {
     "apiVersion": "v1",

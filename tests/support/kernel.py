@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import re
+import subprocess
 import sys
 from pathlib import Path
 
-from injector.netns import Netns
+from injector.sandbox.netns import Netns
 
 MESH_INIT = str(Path(sys.executable).parent / "meshinject-init")
 BACKENDS = ("nft", "legacy")
+# the capture tests' pod and its client, on a veth inside the test's own namespaces
+POD_IP = "198.18.0.2"
+CLIENT_IP = "198.18.0.1"
 
 
 def mesh_init(ns: Netns, *args: str, env: dict[str, str] | None = None, check: bool = True) -> str:
@@ -41,3 +45,9 @@ def without_empty_tables(text: str) -> str:
         if any(not re.match(r":\S+ ACCEPT \[0:0\]$", line) for line in body):
             out.append(block)
     return "\n".join(out)
+
+
+def namespaces() -> set[str]:
+    """The names of every network namespace on the machine (``ip netns list``)."""
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True)
+    return {line.split()[0] for line in out.stdout.splitlines() if line.strip()}

@@ -14,9 +14,11 @@ from typing import Any
 
 import yaml
 
+from mesh.contract import CONFIG_KEY, CONFIGMAP
+from mesh.settings import MeshConfig, config_from_yaml
+from tests.support.paths import MANIFESTS
+
 Obj = dict[str, Any]
-ROOT = Path(__file__).resolve().parents[2]
-MANIFESTS = ROOT / "manifests"
 
 
 def kubectl_kustomize(path: Path) -> list[Obj] | None:
@@ -71,3 +73,15 @@ def one(docs: list[Obj], kind: str, name: str | None = None) -> Obj:
     found = [d for d in docs if d["kind"] == kind and name in (None, d["metadata"]["name"])]
     assert len(found) == 1, f"expected one {kind} {name or ''}, found {len(found)}"
     return found[0]
+
+
+def injector_container(docs: list[Obj]) -> Obj:
+    """The injector's container in the rendered Deployment."""
+    deployment = one(docs, "Deployment", "meshinject")
+    container: Obj = deployment["spec"]["template"]["spec"]["containers"][0]
+    return container
+
+
+def mesh_config(docs: list[Obj]) -> MeshConfig:
+    """The mesh config the rendered ConfigMap installs."""
+    return config_from_yaml(one(docs, "ConfigMap", CONFIGMAP)["data"][CONFIG_KEY])

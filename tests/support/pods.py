@@ -7,8 +7,8 @@ from typing import Any
 
 import jsonpatch
 
-from injector.settings import MeshConfig
-from tests.webhook.corpus import CORPUS
+from mesh.settings import MeshConfig
+from tests.support.paths import CORPUS
 
 __all__ = ["CONFIG", "CORPUS", "apply", "names", "pod"]
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from injector.patch import inject_pod
-from injector.settings import MeshConfig
+from injector.core.patch import inject_pod
+from mesh.settings import MeshConfig
 
 
 @dataclass(frozen=True)

@@ -11,14 +11,14 @@ from pathlib import Path
 import kubernetes_validate
 import pytest
 
-from injector import cli, workloads
-from injector.cmd_offline import dump_documents, inject_documents, load_documents
-from tests.core.pods import CONFIG
+from injector import cli
+from injector.core import workloads
+from injector.core.manifests import dump_documents, inject_documents, load_documents
+from tests.support.paths import CORE_MANIFESTS, EXAMPLES, MESHINJECT
+from tests.support.pods import CONFIG
 
-HERE = Path(__file__).parent
-MANIFESTS = sorted((HERE / "manifests").glob("*.yaml"))
-SAMPLE = HERE.parents[1] / "examples" / "sample-app.yaml"
-MESHINJECT = HERE.parents[1] / ".venv" / "bin" / "meshinject"
+MANIFESTS = sorted(CORE_MANIFESTS.glob("*.yaml"))
+SAMPLE = EXAMPLES / "sample-app.yaml"
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -33,8 +33,8 @@ def test_injected_manifests_match_their_goldens(
 ) -> None:
     code, out, err = run(capsys, "inject", "-f", str(path))
     assert code == 0, err
-    golden(f"core/{path.stem}.injected.yaml", out)
-    golden(f"core/{path.stem}.stderr.txt", err)
+    golden(f"injector/core/{path.stem}.injected.yaml", out)
+    golden(f"injector/core/{path.stem}.stderr.txt", err)
     assert run(capsys, "inject", "-f", str(path))[1] == out
 
 
@@ -48,7 +48,7 @@ def test_inject_reads_stdin_and_output_reinjects_to_the_same_bytes(
 
 
 def test_non_workloads_pass_through_in_order() -> None:
-    docs = load_documents((HERE / "manifests" / "mixed-list.yaml").read_text())
+    docs = load_documents((CORE_MANIFESTS / "mixed-list.yaml").read_text())
     out, notes = inject_documents(docs, config=CONFIG)
     items = out[0]["items"]
     assert [i["kind"] for i in items] == ["Pod", "Service", "Pod", "DaemonSet", "Deployment"]
@@ -131,7 +131,7 @@ def test_a_missing_file_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> 
 
 
 def test_check_explains_each_workload(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run(capsys, "check", "-f", str(HERE / "manifests" / "mixed-list.yaml"))
+    code, out, _ = run(capsys, "check", "-f", str(CORE_MANIFESTS / "mixed-list.yaml"))
     assert code == 0
     lines = out.splitlines()
     assert lines[0].split() == ["WORKLOAD", "INJECT", "REASON"]
@@ -155,7 +155,7 @@ def test_check_with_namespace_labels_judges_like_the_webhook(
 def test_check_uses_the_given_namespace_for_workloads_that_name_none(
     capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, out, _ = run(capsys, "check", "-f", str(HERE / "manifests" / "mixed-list.yaml"),
+    code, out, _ = run(capsys, "check", "-f", str(CORE_MANIFESTS / "mixed-list.yaml"),
                        "-n", "meshinject-system")
     assert code == 0 and "Pod meshinject-system/legacy" in out
     assert "injector's own namespace" in out

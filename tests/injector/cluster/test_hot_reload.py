@@ -15,9 +15,10 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from injector import certs, certstore
-from tests.cluster.fakeserver import Running
-from tests.cluster.test_certstore import HOOK, NS, SVC, _opts, _seed_webhook
+from injector.webhook import certstore
+from injector.webhook.tls import ReloadingSSLContext
+from tests.support.certstore import HOOK, NS, SVC, seed_webhook, store_options
+from tests.support.fakeserver import Running
 
 
 class _Ok(BaseHTTPRequestHandler):
@@ -34,10 +35,10 @@ class _Ok(BaseHTTPRequestHandler):
 def test_renewal_under_load_swaps_the_served_cert_without_a_failed_handshake(
     fake: Running, tmp_path: Path
 ) -> None:
-    _seed_webhook(fake)
-    opts = _opts(fake, tmp_path / "certs")
+    seed_webhook(fake)
+    opts = store_options(fake, tmp_path / "certs")
     first = certstore.bootstrap(opts)
-    reloading = certs.ReloadingSSLContext(
+    reloading = ReloadingSSLContext(
         tmp_path / "certs" / "tls.crt", tmp_path / "certs" / "tls.key", interval=0.02
     ).start()
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Ok)

@@ -9,9 +9,9 @@ import tomllib
 import pytest
 from packaging.requirements import Requirement
 
-from tests.cluster.render import ROOT
+from tests.support.paths import REPO
 
-DOCKER = ROOT / "docker"
+DOCKER = REPO / "docker"
 INJECTOR = (DOCKER / "Dockerfile.injector").read_text()
 INIT = (DOCKER / "Dockerfile.init").read_text()
 PINNED = dict(
@@ -37,7 +37,7 @@ def test_the_base_image_is_pinned_to_a_patch_release(text: str) -> None:
 
 
 def test_the_injector_image_holds_every_runtime_dependency_pinned() -> None:
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     wanted = {_norm(Requirement(r).name) for r in project["dependencies"]}
     assert wanted <= {_norm(n) for n in PINNED}, wanted - {_norm(n) for n in PINNED}
     for dep in project["dependencies"]:
@@ -49,7 +49,7 @@ def test_the_injector_image_holds_every_runtime_dependency_pinned() -> None:
 
 def test_the_injector_runs_as_non_root_and_mesh_init_as_root() -> None:
     assert re.search(r"^USER 65532:65532$", INJECTOR, re.M)
-    deployment = (ROOT / "manifests" / "base" / "deployment.yaml").read_text()
+    deployment = (REPO / "manifests" / "base" / "deployment.yaml").read_text()
     assert "runAsUser: 65532" in deployment
     assert re.search(r"^USER 0:0$", INIT, re.M)
     assert re.search(r"iptables=\d", INIT)  # the Debian package, pinned
@@ -57,18 +57,18 @@ def test_the_injector_runs_as_non_root_and_mesh_init_as_root() -> None:
 
 
 def test_nothing_the_images_copy_is_left_out_by_dockerignore() -> None:
-    ignore = (ROOT / ".dockerignore").read_text().splitlines()
+    ignore = (REPO / ".dockerignore").read_text().splitlines()
     allowed = {line[1:].rstrip("/") for line in ignore if line.startswith("!")}
     for text in (INJECTOR, INIT):
         for line in text.splitlines():
             if line.startswith("COPY ") and "--from=" not in line:
                 for source in line.split()[1:-1]:
                     assert source.rstrip("/") in allowed, source
-                    assert (ROOT / source).exists(), source
+                    assert (REPO / source).exists(), source
 
 
 def test_the_entrypoints_are_the_console_scripts() -> None:
-    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
     assert 'ENTRYPOINT ["meshinject"]' in INJECTOR and "meshinject" in scripts
     assert 'ENTRYPOINT ["meshinject-init"]' in INIT and "meshinject-init" in scripts
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from injector import cli
-from injector.cmd_inspect import summarize_stats
-from tests.cluster.fakeserver import Running
-from tests.cluster.livecluster import STATS, seed
+from injector.cluster.inspect import summarize_stats
+from tests.support.fakeserver import Running
+from tests.support.livecluster import STATS, seed
 
 Golden = Callable[[str, str], None]
 
@@ -37,7 +37,7 @@ def test_inspect_lists_every_pod_of_mesh_enabled_namespaces_and_label_opt_ins(
     cluster: Running, capsys: pytest.CaptureFixture[str], golden: Golden
 ) -> None:
     code, out, _ = _live(cluster, capsys, "inspect", "-A")
-    golden("cluster/inspect_all.txt", out)
+    golden("injector/cluster/inspect_all.txt", out)
     assert code == 1  # a pod is missing its proxy
     rows = {line.split()[1]: line.split() for line in out.splitlines()[1:] if line.count(" ") > 6}
     assert rows["web-6d4b9-x2x9q"][2:] == ["yes", "ready", "native", "REDIRECT", "0", "current"]
@@ -60,7 +60,7 @@ def test_inspect_of_one_pod_shows_its_settings_and_live_proxy_stats(
     cluster: Running, capsys: pytest.CaptureFixture[str], golden: Golden
 ) -> None:
     code, out, _ = _live(cluster, capsys, "inspect", "-n", "shop", "web-6d4b9-x2x9q")
-    golden("cluster/inspect_pod.txt", out)
+    golden("injector/cluster/inspect_pod.txt", out)
     assert code == 0
     assert "inbound-passthrough     connections 1204" in out
     assert ("GET", "/api/v1/namespaces/shop/pods/web-6d4b9-x2x9q:15090/proxy/stats/prometheus") in (
@@ -79,7 +79,7 @@ def test_check_of_a_namespace_explains_each_pod_and_the_webhook(
     cluster: Running, capsys: pytest.CaptureFixture[str], golden: Golden
 ) -> None:
     code, out, _ = _live(cluster, capsys, "check", "-n", "shop")
-    golden("cluster/check_namespace.txt", out)
+    golden("injector/cluster/check_namespace.txt", out)
     assert code == 1
     assert "serving certificate (secret meshinject-system/meshinject-certs) verifies" in out
     assert "injector: 2/2 pods ready in meshinject-system" in out
@@ -89,7 +89,7 @@ def test_check_of_a_pod_missing_its_proxy_says_to_recreate_it(
     cluster: Running, capsys: pytest.CaptureFixture[str], golden: Golden
 ) -> None:
     code, out, _ = _live(cluster, capsys, "check", "reports-68f9-bx4lp", "-n", "shop")
-    golden("cluster/check_missing.txt", out)
+    golden("injector/cluster/check_missing.txt", out)
     assert code == 1 and "NOT injected, but it should be" in out
 
 
@@ -97,7 +97,7 @@ def test_check_of_an_annotation_opt_in_says_the_webhook_selects_by_label(
     cluster: Running, capsys: pytest.CaptureFixture[str], golden: Golden
 ) -> None:
     code, out, _ = _live(cluster, capsys, "check", "annotated-1", "-n", "legacy")
-    golden("cluster/check_annotation.txt", out)
+    golden("injector/cluster/check_annotation.txt", out)
     assert "no entry selects this pod" in out and "use label meshinject.io/inject=true" in out
     assert code == 1
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from injector.errors import MeshInjectError
-from injector.kube import Conflict, Kube, KubeError, NotFound
-from tests.cluster.fakeserver import Running
+from mesh.errors import Conflict, KubeError, MeshError, NotFound
+from mesh.kube.client import Kube
+from tests.support.fakeserver import Running
 
 
 def _secret(name: str) -> dict[str, object]:
@@ -40,7 +40,7 @@ def test_a_stale_resource_version_raises_conflict(kube: Kube) -> None:
 
 
 def test_kube_errors_are_mesh_inject_errors(kube: Kube) -> None:
-    with pytest.raises(MeshInjectError):
+    with pytest.raises(MeshError):
         kube.get_namespace("absent")
 
 

@@ -12,20 +12,30 @@ from typing import Any
 import kubernetes_validate
 import pytest
 
-from injector import certstore, cli
-from injector.certstore import CertStoreOptions
-from injector.policy import decide
-from injector.settings import SYSTEM_NAMESPACES, config_from_yaml
-from tests.cluster.fakeserver import Running
-from tests.cluster.render import MANIFESTS, Obj, kubectl_kustomize, one, render, render_here
-from tests.cluster.test_certstore import _seed_webhook
+from injector import cli
+from injector.core.policy import decide
+from injector.webhook import certstore
+from injector.webhook.certstore import CertStoreOptions
+from mesh.contract import SYSTEM_NAMESPACES
+from tests.support.certstore import seed_webhook
+from tests.support.fakeserver import Running
+from tests.support.kustomize import (
+    Obj,
+    injector_container,
+    kubectl_kustomize,
+    mesh_config,
+    one,
+    render,
+    render_here,
+)
+from tests.support.paths import MANIFESTS
 
 K8S_VERSION = "1.33"
 DOCS = render()
 WEBHOOK = one(DOCS, "MutatingWebhookConfiguration", "meshinject")
 DEPLOYMENT = one(DOCS, "Deployment", "meshinject")
-CONTAINER = DEPLOYMENT["spec"]["template"]["spec"]["containers"][0]
-MESH = config_from_yaml(one(DOCS, "ConfigMap", "meshinject-config")["data"]["mesh.yaml"])
+CONTAINER = injector_container(DOCS)
+MESH = mesh_config(DOCS)
 
 
 def _serve_args() -> Any:
@@ -282,7 +292,7 @@ def test_every_call_the_cert_store_makes_is_allowed_by_the_injectors_rbac(
 ) -> None:
     args = _serve_args()
     ns, secret = args.cert_secret.split("/")
-    _seed_webhook(fake)
+    seed_webhook(fake)
     opts = CertStoreOptions(
         namespace=ns,
         secret_name=secret,

@@ -18,17 +18,17 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.cluster.fakeserver import Running
-from tests.cluster.render import MANIFESTS
-from tests.cluster.test_certstore import HOOK, NS, SVC, _ca_bundles, _seed_webhook
-from tests.webhook.server import free_port, stop
+from tests.support.certstore import HOOK, NS, SVC, ca_bundles, seed_webhook
+from tests.support.fakeserver import Running
+from tests.support.paths import MANIFESTS
+from tests.support.webhook_server import free_port, stop
 
 MESHINJECT = Path(sys.executable).parent / "meshinject"
 
 
 @pytest.fixture
 def served(fake: Running, tmp_path: Path) -> Iterator[tuple[int, Running]]:
-    _seed_webhook(fake)
+    seed_webhook(fake)
     config = tmp_path / "mesh.yaml"
     base = yaml.safe_load((MANIFESTS / "base" / "config.yaml").read_text())
     config.write_text(base["data"]["mesh.yaml"])
@@ -97,7 +97,7 @@ def test_serve_bootstraps_its_certificates_and_answers_as_the_api_server_would_c
     served: tuple[int, Running],
 ) -> None:
     port, fake = served
-    bundles = _ca_bundles(fake)
+    bundles = ca_bundles(fake)
     assert bundles[0] and bundles[0] == bundles[1]
     trust = ssl.create_default_context(cadata=bundles[0].decode())
     body = _review()

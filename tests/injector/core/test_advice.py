@@ -6,11 +6,11 @@ from typing import Any
 
 import pytest
 
-from injector import advice
-from injector.annotations import parse_overrides
-from injector.settings import MeshConfig
-from injector.traffic_policy import DRAIN_TIME
-from tests.core.pods import CONFIG, pod
+from injector.core import advice
+from mesh.contract import DRAIN_TIME
+from mesh.overrides.pod import parse_overrides
+from mesh.settings import MeshConfig
+from tests.support.pods import CONFIG, pod
 
 UNSET = object()
 

@@ -19,11 +19,12 @@ from typing import Any
 
 import pytest
 
-from injector import envoy
-from injector.annotations import parse_overrides
-from tests.core.pods import CONFIG
+from injector.core import bootstrap
+from mesh.envoy import capture
+from mesh.overrides.pod import parse_overrides
+from tests.support.envoy import need_envoy
+from tests.support.pods import CONFIG
 
-ENVOY = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "envoy"
 _counter = itertools.count()
 POD_IP = "198.18.7.2"  # on a veth whose both ends stay inside the test's own namespace
 
@@ -32,19 +33,17 @@ pytestmark = pytest.mark.envoy
 
 def render(annotations: dict[str, str] | None = None) -> str:
     overrides = parse_overrides(annotations or {}, config=CONFIG)
-    return envoy.bootstrap_text(envoy.bootstrap(config=CONFIG, overrides=overrides))
+    return bootstrap.bootstrap_text(bootstrap.bootstrap(config=CONFIG, overrides=overrides))
 
 
 @pytest.fixture(scope="module")
 def envoy_bin() -> str:
-    if not ENVOY.exists():
-        pytest.skip("no envoy binary in .venv (run make setup)")
-    return str(ENVOY)
+    return need_envoy()
 
 
-def listener(bootstrap: dict[str, Any], name: str) -> dict[str, Any]:
+def listener(config: dict[str, Any], name: str) -> dict[str, Any]:
     found: dict[str, Any] = next(
-        x for x in bootstrap["static_resources"]["listeners"] if x["name"] == name)
+        x for x in config["static_resources"]["listeners"] if x["name"] == name)
     return found
 
 
@@ -52,7 +51,7 @@ def test_the_bootstrap_text_is_deterministic_compact_json() -> None:
     text = render()
     assert text == render()
     assert ": " not in text and ", " not in text
-    assert envoy.bootstrap_text(json.loads(text)) == text
+    assert bootstrap.bootstrap_text(json.loads(text)) == text
 
 
 def test_admin_listens_on_loopback_only_and_captures_on_all_addresses() -> None:
@@ -72,12 +71,12 @@ def test_each_capture_listener_guards_its_own_port_against_loops() -> None:
     for name, port in (("outbound", 15001), ("inbound", 15006)):
         chain = listener(boot, name)["filter_chains"][0]
         assert chain["filter_chain_match"] == {"destination_port": port}
-        assert chain["filters"][0]["typed_config"]["cluster"] == envoy.BLACKHOLE
+        assert chain["filters"][0]["typed_config"]["cluster"] == capture.BLACKHOLE
     clusters = {c["name"]: c for c in boot["static_resources"]["clusters"]}
-    assert clusters[envoy.BLACKHOLE]["load_assignment"]["endpoints"] == []
-    assert clusters[envoy.INBOUND_PASSTHROUGH]["upstream_bind_config"]["source_address"][
+    assert clusters[capture.BLACKHOLE]["load_assignment"]["endpoints"] == []
+    assert clusters[capture.INBOUND_PASSTHROUGH]["upstream_bind_config"]["source_address"][
         "address"] == "127.0.0.6"
-    assert clusters[envoy.OUTBOUND_PASSTHROUGH]["type"] == "ORIGINAL_DST"
+    assert clusters[capture.OUTBOUND_PASSTHROUGH]["type"] == "ORIGINAL_DST"
 
 
 def test_tproxy_mode_makes_the_capture_listeners_transparent() -> None:
@@ -191,7 +190,7 @@ def test_the_l7_module_can_add_chains_after_the_loop_guard_and_before_passthroug
     overrides = parse_overrides({}, config=CONFIG)
     http_chain = {"name": "http", "filter_chain_match": {"application_protocols": ["http/1.1"]},
                   "filters": []}
-    built = envoy.direction_listener(
+    built = capture.direction_listener(
         "outbound", overrides=overrides, chains=[http_chain],
         listener_filters=[{"name": "envoy.filters.listener.http_inspector"}],
         options={"continue_on_listener_filters_timeout": True})

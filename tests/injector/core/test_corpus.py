@@ -14,9 +14,9 @@ from typing import Any
 import kubernetes_validate
 import pytest
 
-from injector import workloads
-from injector.cmd_offline import dump_documents, inject_documents, load_documents
-from tests.core.pods import CONFIG, CORPUS
+from injector.core import workloads
+from injector.core.manifests import dump_documents, inject_documents, load_documents
+from tests.support.pods import CONFIG, CORPUS
 
 FILES = sorted(p for p in CORPUS.glob("*") if p.suffix in (".yaml", ".yml"))
 VERSION = "1.33"

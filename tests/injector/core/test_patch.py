@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 
 from initcontainer import config as capture_config
-from injector.annotations import parse_overrides
-from injector.errors import AnnotationError
-from injector.patch import diff, inject_pod, patch_json, strip_injection
-from injector.settings import MeshConfig, ProxySettings
-from tests.core.pods import CONFIG, apply, names, pod
+from injector.core.patch import diff, inject_pod, patch_json, strip_injection
+from mesh.errors import AnnotationError
+from mesh.overrides.pod import parse_overrides
+from mesh.settings import MeshConfig, ProxySettings
+from tests.support.pods import CONFIG, apply, names, pod
 
 
 def inject(p: dict[str, Any], config: MeshConfig = CONFIG) -> dict[str, Any]:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from injector.policy import decide
-from injector.settings import MeshConfig
-from tests.core.pods import CONFIG, pod
+from injector.core.policy import decide
+from mesh.settings import MeshConfig
+from tests.support.pods import CONFIG, pod
 
 ENABLED = {"meshinject.io/inject": "enabled"}
 

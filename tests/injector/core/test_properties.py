@@ -8,9 +8,9 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from injector.patch import inject_pod, strip_injection
-from injector.settings import MeshConfig, ProxySettings
-from tests.core.pods import apply
+from injector.core.patch import inject_pod, strip_injection
+from mesh.settings import MeshConfig, ProxySettings
+from tests.support.pods import apply
 
 NAME = st.from_regex(r"[a-z][a-z0-9]{0,6}", fullmatch=True)
 CONTAINER = st.builds(

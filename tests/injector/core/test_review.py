@@ -10,10 +10,10 @@ import jsonpatch
 import orjson
 import pytest
 
-from injector.patch import inject_pod
-from injector.review import review
-from injector.settings import MeshConfig
-from tests.webhook.corpus import admission_review, corpus_pods
+from injector.core.patch import inject_pod
+from injector.core.review import review
+from mesh.settings import MeshConfig
+from tests.support.corpus import admission_review, corpus_pods
 
 CONFIG = MeshConfig()
 POD: dict[str, Any] = {
@@ -166,7 +166,7 @@ def test_an_unexpected_error_in_the_injector_denies_the_pod(
     def explode(*_: object, **__: object) -> None:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr("injector.review.patch_json", explode)
+    monkeypatch.setattr("injector.core.review.patch_json", explode)
     status, body, outcome = answer(admission_review(POD, uid="u"))
     assert (status, outcome, body["response"]["allowed"]) == (200, "failed", False)
     assert body["response"]["status"]["code"] == 500
@@ -196,7 +196,7 @@ def test_a_patch_that_cannot_be_encoded_denies_the_pod_as_our_failure(
     def odd(*_: Any) -> list[dict[str, Any]]:
         return [{"op": "add", "value": {1j}}]
 
-    monkeypatch.setattr("injector.patch.diff", odd)
+    monkeypatch.setattr("injector.core.patch.diff", odd)
     status, body, outcome = answer(admission_review(POD))
     assert (status, outcome, body["response"]["allowed"]) == (200, "failed", False)
     assert "internal error: TypeError" in body["response"]["status"]["message"]
@@ -208,7 +208,7 @@ def test_a_bug_while_reading_the_request_is_a_400_counted_as_ours(
     def buggy(_: Any) -> Any:
         raise KeyError("oops")
 
-    monkeypatch.setattr("injector.review._check_pod", buggy)
+    monkeypatch.setattr("injector.core.review._check_pod", buggy)
     out = review(orjson.dumps(admission_review(POD)), config=CONFIG)
     assert (out.status_code, out.outcome) == (400, "failed")
     assert "internal error: KeyError" in orjson.loads(out.body)["detail"]

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,15 +41,3 @@ def state(tmp_path: Path) -> Iterator[StateDir]:
         left = control.down(state)
         assert not left, f"the sandbox left {left}"
 
-
-def meshinject(*args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
-    """Run the real CLI, as a user would."""
-    return subprocess.run(
-        [sys.executable, "-m", "injector.cli", *args],
-        capture_output=True, text=True, timeout=timeout, check=False,
-    )
-
-
-def namespaces() -> set[str]:
-    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True)
-    return {line.split()[0] for line in out.stdout.splitlines() if line.strip()}

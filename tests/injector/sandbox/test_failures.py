@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from injector.sandbox.state import StateDir, same_process
-from tests.sandbox.conftest import meshinject, namespaces
+from tests.support.cli import meshinject
+from tests.support.kernel import namespaces
 
 pytestmark = [pytest.mark.netns, pytest.mark.envoy, pytest.mark.timeout(120)]
 

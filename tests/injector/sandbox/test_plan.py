@@ -8,9 +8,9 @@ import pytest
 import yaml
 
 from injector.sandbox import images, services
-from injector.sandbox.errors import SandboxError
 from injector.sandbox.plan import build_plan
-from injector.settings import MeshConfig
+from mesh.errors import SandboxError
+from mesh.settings import MeshConfig
 
 MANIFEST = """
 apiVersion: apps/v1

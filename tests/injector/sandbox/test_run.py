@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from injector.sandbox import network, nsnet, stats
+from injector.sandbox import network, nssocket, stats
 from injector.sandbox.state import StateDir
-from tests.sandbox.conftest import meshinject, namespaces
+from tests.support.cli import meshinject
+from tests.support.kernel import namespaces
 
 pytestmark = [pytest.mark.netns, pytest.mark.envoy, pytest.mark.timeout(120)]
 
@@ -124,7 +125,7 @@ def test_a_container_that_dies_is_restarted_and_counted(state: StateDir, tmp_pat
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         now = state.status()["pods"]["hello-0.default"]["containers"]["hello"]
-        if now["restarts"] == 1 and now["state"] == "running" and nsnet.probe(
+        if now["restarts"] == 1 and now["state"] == "running" and nssocket.probe(
             names["hello-0"], kind="tcp", port=8080
         ):
             break

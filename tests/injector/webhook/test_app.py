@@ -9,9 +9,9 @@ from typing import Any
 import orjson
 from fastapi import FastAPI
 
-from injector.app import create_app
-from injector.settings import MeshConfig
-from tests.webhook.corpus import admission_review, corpus_pods
+from injector.webhook.app import create_app
+from mesh.settings import MeshConfig
+from tests.support.corpus import admission_review, corpus_pods
 
 Message = dict[str, Any]
 BODY = orjson.dumps(admission_review(corpus_pods()[0][1], uid="same"))

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from injector import certs
+from injector.webhook.tls import ReloadingSSLContext
+from mesh.pki import certs
 
 
 def test_a_serving_certificate_carries_its_names_and_chains_to_the_ca(tmp_path: Path) -> None:
@@ -47,7 +48,7 @@ def test_the_reloading_context_keeps_the_old_pair_until_the_new_one_loads(tmp_pa
     crt, key = tmp_path / "tls.crt", tmp_path / "tls.key"
     crt.write_bytes(first.cert_pem)
     key.write_bytes(first.key_pem)
-    reloading = certs.ReloadingSSLContext(crt, key)
+    reloading = ReloadingSSLContext(crt, key)
     assert reloading.check() is False
     key.write_bytes(second.key_pem)
     assert reloading.check() is False

@@ -7,8 +7,6 @@ atomic rename, with a pause in between so the server's poller surely sees the mi
 
 from __future__ import annotations
 
-import hashlib
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -17,25 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from injector import certs
-from tests.webhook.server import Server, serve
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
-def fingerprint(reply: httpx.Response) -> str:
-    der = reply.extensions["network_stream"].get_extra_info("ssl_object").getpeercert(True)
-    return hashlib.sha256(der).hexdigest()
-
-
-def pem_fingerprint(pem: bytes) -> str:
-    import ssl
-
-    return hashlib.sha256(ssl.PEM_cert_to_DER_cert(pem.decode())).hexdigest()
+from mesh.pki import certs
+from tests.support.tlsfiles import fingerprint, pem_fingerprint, write_atomic
+from tests.support.webhook_server import Server, serve
 
 
 class Load:

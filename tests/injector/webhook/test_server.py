@@ -17,10 +17,11 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from injector.patch import inject_pod
-from injector.settings import MeshConfig
-from tests.webhook.corpus import admission_review, corpus_pods
-from tests.webhook.server import REPO, Server, serve
+from injector.core.patch import inject_pod
+from mesh.settings import MeshConfig
+from tests.support.corpus import admission_review, corpus_pods
+from tests.support.paths import REPO
+from tests.support.webhook_server import Server, serve
 
 CONFIG = MeshConfig()
 SAMPLE = {name: pod for name, pod in corpus_pods()}
