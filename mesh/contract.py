@@ -31,6 +31,7 @@ EXCLUDE_OUTBOUND_IP_RANGES = TRAFFIC + "exclude-outbound-ip-ranges"
 INCLUDE_OUTBOUND_IP_RANGES = TRAFFIC + "include-outbound-ip-ranges"
 INTERCEPTION_MODE = TRAFFIC + "interception-mode"
 OPAQUE_PORTS = TRAFFIC + "opaque-ports"
+LOAD_BALANCER = TRAFFIC + "load-balancer"  # on a Service: round-robin (default), least-request
 
 # proxy.meshinject.io/*: the container
 PROXY_IMAGE = PROXY + "image"
@@ -77,8 +78,24 @@ ADMIN_PORT = 15000  # Envoy's admin API, on 127.0.0.1 only
 READINESS_PATH = "/healthz/ready"
 PROMETHEUS_PATH = "/stats/prometheus"
 
+# -- what the proxy needs to reach the control plane ------------------------------------------
+XDS_PORT = 15012  # the control plane's xDS (gRPC over TLS)
+CONTROLPLANE_DEBUG_PORT = 15014  # its /metrics, /debug/proxies, /debug/config
+TOKEN_AUDIENCE = "meshinject"  # the projected ServiceAccount token the proxy presents
+TOKEN_VOLUME = "meshinject-token"
+TOKEN_DIR = "/var/run/secrets/meshinject.io/token"
+TOKEN_FILE = "token"
+CA_VOLUME = "meshinject-ca"
+CA_DIR = "/var/run/secrets/meshinject.io/ca"
+CA_FILE = "root-cert.pem"
+CA_CONFIGMAP = "meshinject-ca-root"  # the mesh's root, published in every meshed namespace
+# the downward-API variables the bootstrap's node identity is expanded from
+POD_NAME_ENV, POD_NAMESPACE_ENV, POD_IP_ENV, SERVICE_ACCOUNT_ENV = (
+    "POD_NAME", "POD_NAMESPACE", "POD_IP", "SERVICE_ACCOUNT")
+
 # -- the installation (manifests/) ----------------------------------------------------------
 INJECTOR_NAMESPACE = "meshinject-system"
+CONTROLPLANE_SERVICE = "meshinject-controlplane"
 WEBHOOK_NAME = "meshinject"  # the MutatingWebhookConfiguration
 INJECTOR_APP_LABEL = ("app.kubernetes.io/name", "meshinject")  # the injector's pods
 CONFIGMAP = "meshinject-config"  # the mesh config, key CONFIG_KEY

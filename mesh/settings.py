@@ -20,7 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
-from mesh.contract import INJECTOR_NAMESPACE
+from mesh.contract import CONTROLPLANE_SERVICE, INJECTOR_NAMESPACE, XDS_PORT
 from mesh.errors import SettingsError
 
 
@@ -99,6 +99,16 @@ class TrafficDefaults(_Model):
     protocol_detection_timeout: str = Field(default="1s", pattern=_DURATION)
 
 
+class ControlPlaneSettings(_Model):
+    """Where proxies find the control plane, and the token they present to it."""
+
+    address: str = Field(default=f"{CONTROLPLANE_SERVICE}.{INJECTOR_NAMESPACE}.svc:{XDS_PORT}",
+                         pattern=r"^[A-Za-z0-9.\-]+:[0-9]{1,5}$")
+    # the projected token's lifetime; the kubelet renews it at 80%, the proxy rereads it on
+    # every (re)connect
+    token_seconds: int = Field(default=3600, ge=600, le=86400)
+
+
 class MeshConfig(_Model):
     """Everything the injector needs to render a pod, mesh-wide."""
 
@@ -106,6 +116,7 @@ class MeshConfig(_Model):
     init: InitSettings = InitSettings()
     capture: CaptureDefaults = CaptureDefaults()
     traffic: TrafficDefaults = TrafficDefaults()
+    control_plane: ControlPlaneSettings = ControlPlaneSettings()
     native_sidecars: bool = True
     injector_namespace: str = INJECTOR_NAMESPACE
 
@@ -114,11 +125,16 @@ class MeshConfig(_Model):
         injected under another config can be found and re-rendered."""
         return self._fingerprint
 
+    def injection_fingerprint(self) -> str:
+        """A short hash of what an injected pod spec is rendered from: everything but the
+        traffic defaults, which reach running proxies over xDS and need no new pod."""
+        return self._injection_fingerprint
+
     def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
         """pydantic's copy, without the fingerprint and hash cached on this one: with
         ``update`` the copy is another config."""
         copied = super().model_copy(update=update, deep=deep)
-        for cached in ("_fingerprint", "_hash"):
+        for cached in ("_fingerprint", "_hash", "_injection_fingerprint"):
             copied.__dict__.pop(cached, None)
         return copied
 
@@ -134,6 +150,12 @@ class MeshConfig(_Model):
     def _fingerprint(self) -> str:
         # computed once per config: the webhook asks for it on every pod
         canonical = orjson.dumps(self.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
+        return hashlib.sha256(canonical).hexdigest()[:16]
+
+    @cached_property
+    def _injection_fingerprint(self) -> str:
+        rendered = self.model_dump(mode="json", exclude={"traffic"})
+        canonical = orjson.dumps(rendered, option=orjson.OPT_SORT_KEYS)
         return hashlib.sha256(canonical).hexdigest()[:16]
 
 

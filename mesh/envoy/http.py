@@ -22,10 +22,12 @@ from __future__ import annotations
 from typing import Literal
 
 from mesh.envoy.base import (
+    ADS_SOURCE,
     FAULT,
     HTTP_CONNECTION_MANAGER,
     HTTP_INSPECTOR,
     HTTP_PROTOCOL_OPTIONS,
+    PREVIOUS_HOSTS,
     ROUTER,
     STDOUT_ACCESS_LOG,
     Json,
@@ -141,7 +143,9 @@ def _fault_filter(delay: Fault | None, abort: Fault | None) -> Json:
     return {"name": "envoy.filters.http.fault", "typed_config": config}
 
 
-def _retry_policy(policy: TrafficPolicy) -> Json:
+def retry_policy(policy: TrafficPolicy, *, other_hosts: bool = False) -> Json:
+    """The route's retries; ``other_hosts`` sends each retry to an endpoint not yet tried (a
+    Service's cluster has several; an original-destination cluster has only the one)."""
     retry: Json = {
         "retry_on": ",".join(policy.retry_on),
         "num_retries": policy.retries,
@@ -154,6 +158,12 @@ def _retry_policy(policy: TrafficPolicy) -> Json:
         retry["retriable_status_codes"] = list(policy.retriable_status_codes)
     if policy.per_try_timeout_ms:
         retry["per_try_timeout"] = seconds(policy.per_try_timeout_ms)
+    if other_hosts:
+        retry["retry_host_predicate"] = [{
+            "name": "envoy.retry_host_predicates.previous_hosts",
+            "typed_config": {"@type": PREVIOUS_HOSTS},
+        }]
+        retry["host_selection_retry_max_attempts"] = 5
     return retry
 
 
@@ -164,7 +174,7 @@ def route_config(policy: TrafficPolicy, *, direction: Direction) -> Json:
     if direction == "outbound":
         action["timeout"] = seconds(policy.timeout_ms)
         if policy.retries and policy.retry_on:
-            action["retry_policy"] = _retry_policy(policy)
+            action["retry_policy"] = retry_policy(policy)
     return {
         "name": cluster_name(direction),
         "virtual_hosts": [{
@@ -175,7 +185,12 @@ def route_config(policy: TrafficPolicy, *, direction: Direction) -> Json:
     }
 
 
-def http_connection_manager(policy: TrafficPolicy, *, direction: Direction) -> Json:
+def http_connection_manager(
+    policy: TrafficPolicy, *, direction: Direction, rds: str | None = None,
+    stat_prefix: str | None = None,
+) -> Json:
+    """The HTTP connection manager of a capture listener's HTTP chain: the direction's catch-all
+    route inline, or the route configuration ``rds`` names, fetched over xDS."""
     filters: list[Json] = []
     if direction == "inbound" and (policy.fault_delay or policy.fault_abort):
         filters.append(_fault_filter(policy.fault_delay, policy.fault_abort))
@@ -187,14 +202,17 @@ def http_connection_manager(policy: TrafficPolicy, *, direction: Direction) -> J
     })
     hcm: Json = {
         "@type": HTTP_CONNECTION_MANAGER,
-        "stat_prefix": cluster_name(direction),
+        "stat_prefix": stat_prefix or cluster_name(direction),
         "codec_type": "AUTO",
-        "route_config": route_config(policy, direction=direction),
         "http_filters": filters,
         "http_protocol_options": {"accept_http_10": True},
         "server_header_transformation": "PASS_THROUGH",
         "upgrade_configs": [{"upgrade_type": "websocket"}],
     }
+    if rds is None:
+        hcm["route_config"] = route_config(policy, direction=direction)
+    else:
+        hcm["rds"] = {"config_source": ADS_SOURCE, "route_config_name": rds}
     if policy.access_log:
         hcm["access_log"] = [access_log(direction)]
     return {"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}
@@ -209,7 +227,7 @@ def http_filter_chain(policy: TrafficPolicy, *, direction: Direction) -> Json:
     }
 
 
-def _thresholds(*, connections: int, pending: int, requests: int) -> Json:
+def thresholds(*, connections: int, pending: int, requests: int) -> Json:
     return {"max_connections": connections, "max_pending_requests": pending,
             "max_requests": requests, "max_retries": UINT32}
 
@@ -240,24 +258,35 @@ def outbound_cluster(policy: TrafficPolicy) -> Json:
     # VIP the node picks an endpoint per connection, and a pool shared by all the app's
     # connections would pin every request to the first endpoint it reached.
     cluster["connection_pool_per_downstream_connection"] = True
-    thresholds = _thresholds(connections=policy.max_connections,
-                             pending=policy.max_pending_requests, requests=policy.max_requests)
-    thresholds["retry_budget"] = {
+    cluster["circuit_breakers"] = circuit_breakers(policy)
+    if policy.outlier_consecutive_5xx:
+        # every host is a different destination: ejecting one never starves another
+        cluster["outlier_detection"] = outlier_detection(policy, max_percent=100)
+    return cluster
+
+
+def circuit_breakers(policy: TrafficPolicy) -> Json:
+    """The client's limits on one cluster, with the retry budget that keeps retries a fraction
+    of the requests in flight."""
+    limits = thresholds(connections=policy.max_connections,
+                        pending=policy.max_pending_requests, requests=policy.max_requests)
+    limits["retry_budget"] = {
         "budget_percent": {"value": policy.retry_budget_percent},
         "min_retry_concurrency": policy.retry_min_concurrency,
     }
-    cluster["circuit_breakers"] = {"thresholds": [thresholds]}
-    if policy.outlier_consecutive_5xx:
-        ejection = policy.outlier_ejection_time_ms
-        cluster["outlier_detection"] = {
-            "consecutive_5xx": policy.outlier_consecutive_5xx,
-            "base_ejection_time": seconds(ejection),
-            "max_ejection_time": seconds(max(ejection, 300_000)),
-            "interval": seconds(min(ejection, 10_000)),
-            # every host is a different destination: ejecting one never starves another
-            "max_ejection_percent": 100,
-        }
-    return cluster
+    return {"thresholds": [limits]}
+
+
+def outlier_detection(policy: TrafficPolicy, *, max_percent: int) -> Json:
+    """Ejection after consecutive 5xx, for the policy's ejection time, doubling on repeats."""
+    ejection = policy.outlier_ejection_time_ms
+    return {
+        "consecutive_5xx": policy.outlier_consecutive_5xx,
+        "base_ejection_time": seconds(ejection),
+        "max_ejection_time": seconds(max(ejection, 300_000)),
+        "interval": seconds(min(ejection, 10_000)),
+        "max_ejection_percent": max_percent,
+    }
 
 
 def inbound_cluster() -> Json:
@@ -266,7 +295,7 @@ def inbound_cluster() -> Json:
     cluster = _cluster("inbound")
     cluster["upstream_bind_config"] = inbound_bind()
     cluster["circuit_breakers"] = {
-        "thresholds": [_thresholds(connections=UINT32, pending=UINT32, requests=UINT32)]
+        "thresholds": [thresholds(connections=UINT32, pending=UINT32, requests=UINT32)]
     }
     return cluster
 
