@@ -27,7 +27,7 @@ import orjson
 
 from injector.core import advice, sidecar
 from injector.core.policy import Decision, decide
-from mesh.contract import INIT_NAME, PROXY_NAME, STATUS
+from mesh.contract import CA_VOLUME, INIT_NAME, PROXY_NAME, STATUS, TOKEN_VOLUME
 from mesh.overrides.pod import PodOverrides, parse_overrides
 from mesh.settings import MeshConfig
 
@@ -36,6 +36,7 @@ _LISTS = (
     ("initContainers", "initContainers"), ("containers", "containers"), ("volumes", "volumes"),
 )
 _RESERVED = frozenset((INIT_NAME, PROXY_NAME))
+_RESERVED_VOLUMES = frozenset((TOKEN_VOLUME, CA_VOLUME))
 # what injection may edit, as (parent, key): plain names, nothing to escape in a JSON Pointer
 _DIFFED = (("metadata", "annotations"), ("spec", "initContainers"), ("spec", "containers"),
            ("spec", "volumes"))
@@ -79,6 +80,7 @@ def _status_names(annotations: Mapping[str, Any]) -> dict[str, set[str]]:
     names: dict[str, set[str]] = {key: set() for _, key in _LISTS}
     names["initContainers"] |= _RESERVED
     names["containers"] |= _RESERVED
+    names["volumes"] |= _RESERVED_VOLUMES
     try:
         status = json.loads(annotations.get(STATUS) or "{}")
     except (TypeError, ValueError, RecursionError):  # the annotation is the user's to garble
@@ -117,7 +119,8 @@ def strip_injection(pod: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def config_hash(*, config: MeshConfig, overrides: PodOverrides) -> str:
-    text = json.dumps([config.fingerprint(), overrides.proxy_annotations], separators=(",", ":"))
+    text = json.dumps([config.injection_fingerprint(), overrides.proxy_annotations],
+                      separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -128,6 +131,7 @@ class _Additions:
 
     init_containers: tuple[dict[str, Any], ...]
     containers: tuple[dict[str, Any], ...]
+    volumes: tuple[dict[str, Any], ...]
     status: str  # the status annotation's value
 
     def fresh(self) -> _Additions:
@@ -135,6 +139,7 @@ class _Additions:
         return _Additions(
             tuple(map(_json_copy, self.init_containers)),
             tuple(map(_json_copy, self.containers)),
+            tuple(map(_json_copy, self.volumes)),
             self.status,
         )
 
@@ -155,13 +160,14 @@ def _additions(config: MeshConfig, overrides: PodOverrides) -> _Additions:
     proxy = sidecar.proxy_container(config=config, overrides=overrides)
     init = sidecar.init_container(config=config, overrides=overrides)
     inits, containers = ((init, proxy), ()) if overrides.native else ((init,), (proxy,))
+    volumes = tuple(sidecar.volumes(config=config))
     status = {
         "initContainers": [c["name"] for c in inits],
         "containers": [c["name"] for c in containers],
-        "volumes": [],
+        "volumes": [v["name"] for v in volumes],
         "configHash": config_hash(config=config, overrides=overrides),
     }
-    return _Additions(inits, containers, json.dumps(status, separators=(",", ":")))
+    return _Additions(inits, containers, volumes, json.dumps(status, separators=(",", ":")))
 
 
 def render(
@@ -178,6 +184,7 @@ def _render(pod: Mapping[str, Any], additions: _Additions) -> dict[str, Any]:
     spec["initContainers"] = [*additions.init_containers, *spec.get("initContainers", [])]
     if additions.containers:
         spec["containers"] = [*additions.containers, *spec.get("containers", [])]
+    spec["volumes"] = [*spec.get("volumes", []), *additions.volumes]
     new["metadata"].setdefault("annotations", {})[STATUS] = additions.status
     return new
 
