@@ -11,6 +11,7 @@ nothing is left; so it cleans up after a crashed or killed ``up`` as well as a r
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -20,9 +21,9 @@ from collections.abc import Callable
 from typing import Any
 
 from injector.sandbox import network, nssocket
-from injector.sandbox.model import ContainerPlan, PodPlan, SandboxPlan
+from injector.sandbox.model import NODE_ADDRESS, ContainerPlan, PodPlan, SandboxPlan
 from injector.sandbox.state import StateDir, same_process
-from mesh.contract import READINESS_PATH, READINESS_PORT
+from mesh.contract import CONTROLPLANE_DEBUG_PORT, READINESS_PATH, READINESS_PORT
 from mesh.errors import SandboxError
 
 READINESS = (READINESS_PORT, READINESS_PATH)
@@ -113,8 +114,11 @@ def wait_ready(
             ready += pod_ready(pod, info)
         if progress is not None:
             progress(ready, len(plan.pods))
-        if ready == len(plan.pods):
+        if ready == len(plan.pods) and (why := mesh_lag(state, plan, pods)) is None:
             return
+        if ready == len(plan.pods) and time.monotonic() > deadline:
+            raise SandboxError(f"pods ready, but the mesh did not converge in {timeout:.0f}s: "
+                               f"{why}; see {state.root / 'controlplane.log'}")
         if not same_process(supervisor, None):
             raise SandboxError(f"the supervisor exited; see {state.root / 'supervisor.log'}")
         if time.monotonic() > deadline:
@@ -122,6 +126,36 @@ def wait_ready(
                 f"pods not ready after {timeout:.0f}s: see `meshinject sandbox status`"
             )
         time.sleep(0.1)
+
+
+def mesh_lag(state: StateDir, plan: SandboxPlan, pods: dict[str, Any]) -> str | None:
+    """Why the control plane and the proxies have not caught up with the pods yet, or None
+    once every Service's ready endpoints are applied and every proxy ACKed its latest config."""
+    if not any(p.injected for p in plan.pods):
+        return None
+    owner = state.owner()
+    node = network.node_name(owner[0]) if owner else ""
+    try:
+        _, endpoints = nssocket.http_get(node, CONTROLPLANE_DEBUG_PORT, "/debug/endpoints",
+                                         host=NODE_ADDRESS, timeout=1)
+        _, proxies = nssocket.http_get(node, CONTROLPLANE_DEBUG_PORT, "/debug/proxies",
+                                       host=NODE_ADDRESS, timeout=1)
+        applied, connected = json.loads(endpoints), json.loads(proxies)
+    except (OSError, ValueError) as err:
+        return f"the control plane does not answer ({err})"
+    by_address = {p.address: p for p in plan.pods}
+    for service in plan.services:
+        want = sorted(a for a in service.endpoints
+                      if a in by_address and pod_ready(by_address[a], pods.get(
+                          by_address[a].key) or {}))
+        if applied.get(f"{service.namespace}/{service.name}", []) != want:
+            return f"Service {service.namespace}/{service.name}'s endpoints are not applied yet"
+    current = {(p["namespace"], p["pod"]) for p in connected
+               if all(t["current"] for t in p["types"].values()) and len(p["types"]) == 4}
+    for pod in plan.pods:
+        if pod.injected and (pod.namespace, pod.name) not in current:
+            return f"pod {pod.key}'s proxy has not ACKed its latest config"
+    return None
 
 
 def _killpg(pid: int, started: int | None) -> None:

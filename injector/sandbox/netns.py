@@ -54,14 +54,26 @@ class Netns:
     name: str
 
     def argv(
-        self, cmd: Sequence[str], *, uid: int | None = None, gid: int | None = None
+        self, cmd: Sequence[str], *, uid: int | None = None, gid: int | None = None,
+        mounts: Sequence[tuple[str, str]] = (),
     ) -> list[str]:
-        """The command line that runs ``cmd`` inside the namespace, optionally as uid/gid.
+        """The command line that runs ``cmd`` inside the namespace, optionally as uid/gid, with
+        ``mounts`` (host directory, path in the container) bound read-only.
 
         ``setpriv --reuid`` alone keeps gid 0 and root's groups, so a gid-owner rule would not
-        match: the gid is always set and the supplementary groups cleared.
+        match: the gid is always set and the supplementary groups cleared. The mounts are made
+        in the mount namespace ``ip netns exec`` creates for the command (it is a slave of the
+        host's, so nothing leaks back), by a shell that then execs in place: the pid is still
+        the program's.
         """
         prefix = ["ip", "netns", "exec", self.name]
+        if mounts:
+            script = "set -e; " + "".join(
+                f'mkdir -p "${{{2 * i + 2}}}"; mount --bind "${{{2 * i + 1}}}" "${{{2 * i + 2}}}"; '
+                f'mount -o remount,bind,ro "${{{2 * i + 2}}}"; '
+                for i in range(len(mounts))
+            ) + f"shift {2 * len(mounts)}; exec \"$@\""
+            prefix += ["sh", "-c", script, "sh", *(p for m in mounts for p in m)]
         if uid is not None or gid is not None:
             u = 0 if uid is None else uid
             g = u if gid is None else gid
@@ -100,12 +112,13 @@ class Netns:
         uid: int | None = None,
         gid: int | None = None,
         log_path: str | None = None,
+        mounts: Sequence[tuple[str, str]] = (),
     ) -> subprocess.Popen[bytes]:
         """Start a long-running process in its own process group; stop it with :func:`stop`."""
         out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
         try:
             return subprocess.Popen(
-                self.argv(cmd, uid=uid, gid=gid),
+                self.argv(cmd, uid=uid, gid=gid, mounts=mounts),
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
