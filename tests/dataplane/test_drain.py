@@ -43,7 +43,7 @@ class Cluster:
             netns.veth(pod.ns, self.node, a_addr=f"{ip}/24", b_addr=f"{gateway}/24",
                        b_if=f"v{role}")
             pod.ns.run(["ip", "route", "add", "default", "via", gateway])
-            pod.start(self.spec)
+            pod.start(self.spec, control=lab.control)
             self.pods[name] = pod
         for ip in (A, B):
             self.pods[ip].start_upstream(PORT, "--delay-ms", "40")

@@ -8,7 +8,8 @@ from collections.abc import Callable
 
 import pytest
 
-from injector.core.bootstrap import bootstrap
+from controlplane.model.values import Service, ServicePort
+from controlplane.translate.proxy import translate
 from mesh.contract import (
     ACCESS_LOG,
     DRAIN_TIME,
@@ -31,7 +32,7 @@ from mesh.envoy import http as envoy_http
 from mesh.overrides.pod import parse_overrides
 from mesh.overrides.traffic import TrafficPolicy, parse_traffic_policy
 from mesh.settings import MeshConfig
-from tests.support.envoy import validate
+from tests.support.envoy import as_static, validate
 
 FULL = {
     TIMEOUT: "2s", RETRIES: "3", RETRY_ON: "5xx,reset,429", PER_TRY_TIMEOUT: "500ms",
@@ -70,10 +71,11 @@ def test_the_l7_parts_match_their_golden(name: str, golden: Callable[[str, str],
 
 @pytest.mark.envoy
 @pytest.mark.parametrize("name", sorted(POLICIES))
-def test_envoy_accepts_the_bootstrap(name: str) -> None:
+def test_envoy_accepts_the_resources_a_pod_with_them_is_sent(name: str) -> None:
     config = MeshConfig()
     overrides = parse_overrides(POLICIES[name], config=config)
-    result = validate(bootstrap(config=config, overrides=overrides))
+    web = Service("shop", "web", "198.19.0.9", (ServicePort(80, "http"), ServicePort(5432, "db")))
+    result = validate(as_static(translate([web], overrides=overrides).by_type()))
     assert result.returncode == 0, result.stderr[-2000:]
 
 

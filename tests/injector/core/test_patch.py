@@ -37,7 +37,8 @@ def test_a_native_injection_puts_init_then_proxy_before_the_users_init_container
     assert names(out["spec"]["containers"]) == ["app"]
     assert out["spec"]["initContainers"][1]["restartPolicy"] == "Always"
     assert status(out) == {"initContainers": ["mesh-init", "mesh-proxy"], "containers": [],
-                           "volumes": [], "configHash": status(out)["configHash"]}
+                           "volumes": ["meshinject-token", "meshinject-ca"],
+                           "configHash": status(out)["configHash"]}
 
 
 def test_classic_mode_puts_the_proxy_first_among_containers() -> None:
@@ -59,7 +60,9 @@ def test_the_users_containers_and_probes_are_left_exactly_as_they_were() -> None
             "emptyDir": {}}]}
     out = inject(pod(spec=spec))
     assert out["spec"]["containers"] == spec["containers"]
-    assert out["spec"]["volumes"] == spec["volumes"]
+    # the user's volumes first, untouched; the proxy's credentials after them
+    assert out["spec"]["volumes"][:1] == spec["volumes"]
+    assert names(out["spec"]["volumes"][1:]) == ["meshinject-token", "meshinject-ca"]
 
 
 def test_the_proxy_container_runs_envoy_locked_down() -> None:
@@ -198,7 +201,8 @@ def test_a_pod_without_annotations_gets_the_annotations_map_added_whole() -> Non
 def test_a_pod_with_annotations_gets_only_the_status_key_added() -> None:
     result = inject_pod(pod(annotations={"a": "b"}), config=CONFIG, namespace="shop")
     paths = [op["path"] for op in result.patch]
-    assert paths == ["/metadata/annotations/meshinject.io~1status", "/spec/initContainers"]
+    assert paths == ["/metadata/annotations/meshinject.io~1status", "/spec/initContainers",
+                     "/spec/volumes"]
 
 
 def test_a_template_without_metadata_gets_metadata_added() -> None:
