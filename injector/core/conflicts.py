@@ -54,7 +54,8 @@ def _container(container: Mapping[str, Any], *, init: bool, pod_security: Any) -
     if rendered.reserved_but_not_ours(container, init=init):
         yield (f"the container name {container['name']} is reserved for the container meshinject "
                "injects, and this one is not meshinject's: rename it")
-    for port in container.get("ports") or []:
+    ports = container.get("ports")
+    for port in ports if isinstance(ports, list) else []:
         if not isinstance(port, Mapping):
             continue
         number, protocol = port.get("containerPort"), port.get("protocol") or "TCP"

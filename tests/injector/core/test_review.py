@@ -136,6 +136,24 @@ def test_a_classic_sidecar_on_a_jobs_pod_is_injected_with_a_warning() -> None:
     assert "classic sidecar (proxy.meshinject.io/native-sidecar=false)" in warning
     assert "the Job's pod never completes" in warning
 
+
+@pytest.mark.parametrize("odd", [
+    {"container": {"ports": 5}}, {"container": {"ports": ["x"]}},
+    {"container": {"securityContext": "root"}}, {"spec": {"securityContext": [1337]}},
+    {"spec": {"os": "windows"}}, {"spec": {"nodeSelector": ["windows"]}},
+    {"spec": {"restartPolicy": 3}}, {"metadata": {"ownerReferences": 7}},
+    {"container": {"name": "mesh-proxy", "command": "envoy", "args": "--config-yaml"}},
+])
+def test_odd_shapes_where_the_new_checks_look_are_answered_never_failed(
+    odd: dict[str, Any]
+) -> None:
+    pod = with_annotations(**{"proxy.meshinject.io/native-sidecar": "false"})
+    pod["spec"]["containers"][0].update(odd.get("container", {}))
+    pod["spec"].update(odd.get("spec", {}))
+    pod["metadata"].update(odd.get("metadata", {}))
+    status, _, outcome = answer(admission_review(pod))
+    assert status == 200 and outcome in ("injected", "denied"), outcome
+
 @pytest.mark.parametrize(
     ("operation", "kind"),
     [("UPDATE", "Pod"), ("DELETE", "Pod"), ("CONNECT", "Pod"), ("CREATE", "ConfigMap")],
