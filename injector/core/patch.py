@@ -106,18 +106,16 @@ def _recorded_empties(annotations: Mapping[str, Any]) -> dict[str, Any]:
     return {name: value for name, value in record.items() if value in (None, {}, [])}
 
 
-def _strip(new: dict[str, Any]) -> bool:
+def _strip(new: dict[str, Any]) -> None:
     """Remove in place, from an ``_editable`` copy, what injection added: the status annotation
     and the containers :mod:`injector.core.rendered` recognises as ours (never a container or
     volume because the status names it). What that empties goes back to how the pod had it:
-    absent, or as the status records. Returns whether anything was removed."""
+    absent, or as the status records."""
     metadata, spec = new.get("metadata"), new.get("spec")
     annotations = metadata.get("annotations") if isinstance(metadata, dict) else None
     record = _recorded_empties(annotations) if isinstance(annotations, dict) else {}
-    changed = False
     if isinstance(metadata, dict) and isinstance(annotations, dict) and STATUS in annotations:
         del annotations[STATUS]
-        changed = True
         if not annotations:
             _restore(metadata, "annotations", record)
             if not metadata:
@@ -129,11 +127,9 @@ def _strip(new: dict[str, Any]) -> bool:
                 continue
             kept = [c for c in items if not rendered.is_ours(c, init=init)]
             if len(kept) != len(items):
-                changed = True
                 spec[key] = kept
                 if not kept:
                     _restore(spec, key, record)
-    return changed
 
 
 def _restore(holder: dict[str, Any], key: str, record: Mapping[str, Any]) -> None:

@@ -156,9 +156,9 @@ def capture_overrides(annotations: Mapping[str, str], *, config: MeshConfig,
     )
 
 
-# (resource, request field, limit field, request annotation, limit annotation)
-_PAIRS = (("cpu", "cpu", "cpu_limit", PROXY_CPU, PROXY_CPU_LIMIT),
-          ("memory", "memory", "memory_limit", PROXY_MEMORY, PROXY_MEMORY_LIMIT))
+# (request field, limit field, request annotation, limit annotation)
+_PAIRS = (("cpu", "cpu_limit", PROXY_CPU, PROXY_CPU_LIMIT),
+          ("memory", "memory_limit", PROXY_MEMORY, PROXY_MEMORY_LIMIT))
 
 
 def _resources(annotations: Mapping[str, str], base: Resources, problems: Problems) -> Resources:
@@ -183,7 +183,7 @@ def _resources(annotations: Mapping[str, str], base: Resources, problems: Proble
                                  example=example)
             if text is not None:
                 changes[field] = text
-    for _, request, limit, request_key, limit_key in _PAIRS:
+    for request, limit, request_key, limit_key in _PAIRS:
         wanted = changes.get(request, getattr(base, request))
         cap = changes.get(limit, getattr(base, limit))
         if not wanted or not cap or quantity(wanted) <= quantity(cap):
