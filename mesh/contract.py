@@ -61,6 +61,13 @@ ACCESS_LOG = PROXY + "access-log"
 DRAIN_TIME = PROXY + "drain-time"
 PROTOCOL_DETECTION_TIMEOUT = PROXY + "protocol-detection-timeout"
 
+# every key under our prefixes that meshinject reads: anything else there is a typo to warn about
+KNOWN_ANNOTATIONS = tuple(sorted(
+    value for name, value in tuple(globals().items())
+    if name.isupper() and isinstance(value, str) and value.startswith(OUR_PREFIXES)
+    and value not in OUR_PREFIXES
+))
+
 # -- the containers injection adds ----------------------------------------------------------
 INIT_NAME = "mesh-init"
 PROXY_NAME = "mesh-proxy"
@@ -76,6 +83,14 @@ READINESS_PORT = _seam.READINESS_PORT
 PROMETHEUS_PORT = _seam.PROMETHEUS_PORT
 ADMIN_PORT = 15000  # Envoy's admin API, on 127.0.0.1 only
 READINESS_PATH = "/healthz/ready"
+# every port the proxy listens on in the pod, and what for: an app must not declare one
+PROXY_PORTS = {
+    ADMIN_PORT: "the proxy's admin API",
+    OUTBOUND_PORT: "the proxy's outbound capture listener",
+    INBOUND_PORT: "the proxy's inbound capture listener",
+    READINESS_PORT: "the proxy's readiness endpoint",
+    PROMETHEUS_PORT: "the proxy's Prometheus endpoint",
+}
 PROMETHEUS_PATH = "/stats/prometheus"
 
 # -- what the proxy needs to reach the control plane ------------------------------------------

@@ -12,16 +12,25 @@ from __future__ import annotations
 import hashlib
 import sys
 from collections.abc import Mapping
+from fractions import Fraction
 from functools import cached_property
 from typing import Any, Literal, Self
 
 import orjson
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 from mesh.contract import CONTROLPLANE_SERVICE, INJECTOR_NAMESPACE, XDS_PORT
 from mesh.errors import SettingsError
+from mesh.quantity import parse_quantity
 
 
 class _Model(BaseModel):
@@ -31,12 +40,45 @@ class _Model(BaseModel):
 
 
 class Resources(_Model):
-    """Requests and limits of one container, as Kubernetes quantities ("" leaves one unset)."""
+    """Requests and limits of one container, as Kubernetes quantities ("" leaves one unset).
+
+    Checked as the API server would check the container: each a quantity, none negative, no
+    request above its limit (a pod annotation may still move one; see mesh.overrides.pod)."""
 
     cpu: str = "100m"
     memory: str = "64Mi"
     cpu_limit: str = ""
     memory_limit: str = ""
+
+    @field_validator("cpu", "memory", "cpu_limit", "memory_limit", mode="before")
+    @classmethod
+    def _number(cls, value: Any) -> Any:
+        """``cpu: 2`` in YAML is a number; Kubernetes takes it, so do we."""
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return str(value)
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        values: dict[str, Fraction] = {}
+        for field in ("cpu", "memory", "cpu_limit", "memory_limit"):
+            text = getattr(self, field)
+            if not text:
+                continue
+            try:
+                values[field] = parse_quantity(text)
+            except ValueError:
+                raise ValueError(f"{to_camel(field)}: {text!r} is not a Kubernetes quantity "
+                                 '(like "100m", "0.5", "64Mi")') from None
+            if values[field] < 0:
+                raise ValueError(f"{to_camel(field)}: {text!r} is negative")
+        for request in ("cpu", "memory"):
+            limit = f"{request}_limit"
+            if request in values and limit in values and values[request] > values[limit]:
+                raise ValueError(f"{request} {getattr(self, request)} is above {to_camel(limit)} "
+                                 f"{getattr(self, limit)}: Kubernetes refuses a request over "
+                                 "its limit")
+        return self
 
 
 class ProxySettings(_Model):

@@ -43,11 +43,10 @@ def run_offline(args: argparse.Namespace) -> int:
         rows, ok = check_documents(
             load_documents(read_input(args.filename)), config=config,
             namespace_labels=parse_labels(args.namespace_label), default_namespace=args.namespace,
+            name=args.pod, source="stdin" if args.filename == "-" else args.filename,
         )
     except MeshError as err:
         return fail(err)
-    if args.pod:
-        rows = [row for row in rows if row[0].rsplit("/", 1)[-1] == args.pod]
     width = max((len(row[0]) for row in rows), default=8)
     print(f"{'WORKLOAD':<{width}}  INJECT  REASON")
     for title, verdict, why in rows:

@@ -149,8 +149,16 @@ def guard(fn: Any) -> Any:
     return run
 
 
+DESCRIPTION = (
+    "Run a manifest's pods on this machine as a cluster would after injection: each pod in its "
+    "own network namespace behind a bridge, with real mesh-init rules and real Envoy. Needs "
+    "root."
+)
+
+
 def register(subparsers: Any, name: str) -> None:
-    p = subparsers.add_parser(name, help="run injected pods locally in network namespaces")
+    p = subparsers.add_parser(name, help="run injected pods locally in network namespaces",
+                              description=DESCRIPTION)
     sub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     actions = {
         "up": ("start a manifest's pods, injected", _up),
@@ -159,7 +167,8 @@ def register(subparsers: Any, name: str) -> None:
         "down": ("stop and remove everything the sandbox made", _down),
     }
     for action, (help_text, fn) in actions.items():
-        a = sub.add_parser(action, help=help_text)
+        a = sub.add_parser(action, help=help_text,
+                           description=help_text[0].upper() + help_text[1:] + ".")
         a.add_argument("--state-dir", default=str(default_dir()),
                        help="state directory (default $MESHINJECT_SANDBOX_DIR or %(default)s)")
         a.set_defaults(run=guard(fn))

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from initcontainer import config as capture_config
 from initcontainer.config import ConfigError, PortRange
-from mesh.errors import AnnotationError
+from mesh.errors import AnnotationError, MeshError, PodErrors, one_or_all
 
 T = TypeVar("T")
 
@@ -101,3 +101,25 @@ def by_mesh_init(name: str, value: str, parse: Callable[[str, str], T]) -> T:
         return parse(name, value)
     except ConfigError as err:
         raise AnnotationError(name, value, err.why) from err
+
+
+class Problems:
+    """The bad values of one pod, collected so that all of them are reported at once.
+
+    ``take(fallback, parse, *args)`` runs one parser; a refusal is kept and ``fallback`` stands
+    in, so the next annotation is still read. ``raise_any()`` raises what was kept: the one error
+    itself (its message unchanged), or a :class:`~mesh.errors.PodErrors` of all."""
+
+    def __init__(self) -> None:
+        self.errors: list[MeshError] = []
+
+    def take(self, fallback: T, parse: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        try:
+            return parse(*args, **kwargs)
+        except (AnnotationError, PodErrors) as err:
+            self.errors.append(err)
+            return fallback
+
+    def raise_any(self) -> None:
+        if self.errors:
+            raise one_or_all(self.errors)

@@ -52,7 +52,8 @@ def _pod(
             "name": name,
             "namespace": ns,
             "labels": {"app": name, **(labels or {})},
-            "annotations": annotations or {},
+            # as the API server returns it: an empty map is omitted
+            **({"annotations": annotations} if annotations else {}),
         },
         "spec": {
             "containers": [{"name": "app", "image": "nginx:1.27", "ports": [{"containerPort": 80}]}]

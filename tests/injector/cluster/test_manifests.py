@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import importlib
+import os
 import shlex
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +21,7 @@ from injector.webhook import certstore
 from injector.webhook.certstore import CertStoreOptions
 from mesh.contract import SYSTEM_NAMESPACES
 from tests.support.certstore import seed_webhook
+from tests.support.deletes import object_path, recording
 from tests.support.fakeserver import Running
 from tests.support.kustomize import (
     Obj,
@@ -286,6 +290,51 @@ def test_the_cert_manager_overlay_serves_its_secret_and_drops_the_api_permission
         if doc["kind"] not in ("Certificate", "Issuer"):
             kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
 
+
+
+@pytest.mark.parametrize("where", [MANIFESTS, MANIFESTS / "base",
+                                   MANIFESTS / "overlays" / "cert-manager"],
+                         ids=["manifests", "base", "cert-manager"])
+def test_the_webhook_configuration_is_first_and_the_namespace_before_what_it_holds(
+    where: Path
+) -> None:
+    docs = kubectl_kustomize(where) if "overlays" in where.parts else render(where)
+    if docs is None:
+        pytest.skip("kubectl is not installed: cannot render the overlay's component")
+    assert docs[0]["kind"] == "MutatingWebhookConfiguration"  # deleted first, see below
+    namespace = next(i for i, d in enumerate(docs) if d["kind"] == "Namespace")
+    held = [i for i, d in enumerate(docs) if d["metadata"].get("namespace")]
+    assert held and min(held) > namespace  # so apply -k still creates it first
+
+
+def test_the_python_renderer_keeps_kubectls_order() -> None:
+    by_kubectl = kubectl_kustomize(MANIFESTS)
+    if by_kubectl is None:
+        pytest.skip("kubectl is not installed: only the Python renderer is exercised")
+    assert by_kubectl == render_here(MANIFESTS)
+
+
+@pytest.mark.parametrize("where", [MANIFESTS, MANIFESTS / "overlays" / "cert-manager"],
+                         ids=["manifests", "cert-manager"])
+def test_kubectl_delete_k_removes_the_webhook_configuration_before_the_injector(
+    where: Path, tmp_path: Path
+) -> None:
+    """With failurePolicy: Fail, a webhook configuration that outlives its injector refuses
+    every pod in a labelled namespace; kubectl deletes in the rendered order (not reversed), so
+    the configuration must come first. The real kubectl runs against a recorder of DELETEs."""
+    kubectl = shutil.which("kubectl")
+    docs = kubectl_kustomize(where)
+    if kubectl is None or docs is None:
+        pytest.skip("kubectl is not installed")
+    with recording(docs, tmp_path) as (recorder, kubeconfig):
+        done = subprocess.run(
+            [kubectl, "--kubeconfig", str(kubeconfig), "delete", "-k", str(where),
+             "--timeout=30s"], capture_output=True, text=True, timeout=90, check=False,
+            env={"PATH": os.environ["PATH"], "HOME": str(tmp_path)})
+    assert done.returncode == 0, done.stderr
+    assert recorder.deleted == [object_path(d) for d in docs]
+    assert recorder.deleted[0] == (
+        "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/meshinject")
 
 def test_every_call_the_cert_store_makes_is_allowed_by_the_injectors_rbac(
     fake: Running, tmp_path: Path
