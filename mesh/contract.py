@@ -76,6 +76,9 @@ PROMETHEUS_PORT = _seam.PROMETHEUS_PORT
 ADMIN_PORT = 15000  # Envoy's admin API, on 127.0.0.1 only
 READINESS_PATH = "/healthz/ready"
 PROMETHEUS_PATH = "/stats/prometheus"
+# the response header with which a pod's proxy answers a request it could not deliver to its app
+# (its value: Envoy's response flags, e.g. UF); the caller's proxy retries on it (docs/proxy.md)
+NOT_DELIVERED_HEADER = "meshinject-not-delivered"
 
 # -- the installation (manifests/) ----------------------------------------------------------
 INJECTOR_NAMESPACE = "meshinject-system"
