@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from mesh.contract import NOT_DELIVERED_HEADER
+from mesh.contract import INBOUND_SOURCE4, INBOUND_SOURCE6, NOT_DELIVERED_HEADER
 from mesh.envoy.base import (
     FAULT,
     HTTP_CONNECTION_MANAGER,
@@ -41,8 +41,6 @@ from mesh.overrides.values import UINT32
 Direction = Literal["inbound", "outbound"]
 
 HTTP_PROTOCOLS = ("http/1.0", "http/1.1", "h2c")
-INBOUND_SOURCE = "127.0.0.6"
-INBOUND_SOURCE6 = "::6"
 # Envoy's response flags for a request the inbound proxy answered without sending it to the app:
 # connecting to the app failed (UF), no host (UH), a breaker overflowed (UO). Nothing of such a
 # request reached the app, so the caller's proxy may retry it whatever its method.
@@ -71,11 +69,19 @@ ACCESS_LOG_FIELDS: dict[str, str] = {
 
 def inbound_bind() -> Json:
     """The source of every connection to the app, TCP or HTTP: mesh-init lets both back out
-    uncaptured."""
+    uncaptured (and assigns ::6 to lo where the pod has IPv6).
+
+    ``freebind``: the bind never fails for want of the address. Without it a failed bind did
+    not stop Envoy from connecting with the source the kernel picks, the pod's own address, so
+    the "proxy to own pod address goes inbound" rule sent the connection back to 15006: one
+    client connection became 1,025 before a circuit breaker stopped it. With it, a pod missing
+    ::6 gets one connection that cannot complete (a timeout), never a loop.
+    """
     return {
-        "source_address": {"address": INBOUND_SOURCE, "port_value": 0},
+        "source_address": {"address": INBOUND_SOURCE4, "port_value": 0},
         # Envoy picks the source of the upstream's family
         "extra_source_addresses": [{"address": {"address": INBOUND_SOURCE6, "port_value": 0}}],
+        "freebind": True,
     }
 
 
