@@ -74,7 +74,8 @@ def _cleanup(candidates: list[Tools]) -> str:
         here = remove(tools, tolerate=len(candidates) > 1)
         routed |= _tproxy_versions(here)
         removed += [
-            f"{len(inst.chains)} IPv{v} chains from {tools.backend}"
+            f"{len(inst.chains)} IPv{v} chain{'' if len(inst.chains) == 1 else 's'} from "
+            f"{tools.backend}"
             for v, inst in here.items()
             if not inst.empty
         ]

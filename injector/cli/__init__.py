@@ -11,6 +11,8 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from injector.cli.files import quiet_when_stdout_closes
+
 # subcommand -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("injector.cli.serve", "run the admission webhook (TLS)"),
@@ -22,6 +24,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+@quiet_when_stdout_closes
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="meshinject", description=__doc__.splitlines()[0])

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from injector.cli.files import read_input
+from injector.cli.files import read_input, source_name
 from injector.core.manifests import load_documents
 from injector.sandbox import control
 from injector.sandbox.progress import Progress, plural
@@ -36,7 +36,8 @@ def _up(args: argparse.Namespace) -> int:
 
     need_root()
     state = StateDir(Path(args.state_dir))
-    plan = build_plan(load_documents(read_input(args.filename)), config=load_config(args.config),
+    docs = load_documents(read_input(args.filename), source=source_name(args.filename))
+    plan = build_plan(docs, config=load_config(args.config),
                       namespace=args.namespace, max_replicas=args.max_replicas)
     for note in plan.notes:
         print(f"note: {note}", file=sys.stderr)
@@ -116,6 +117,9 @@ def _logs(args: argparse.Namespace) -> int:
     state = StateDir(Path(args.state_dir))
     if not state.exists():
         raise SandboxError(f"no sandbox in {state.root}")
+    if args.tail < -1:
+        raise SandboxError(f"--tail {args.tail} is invalid: expected -1 (all lines, the "
+                           "default), 0 (none) or a number of lines from the end")
     pod = state.plan().pod(args.pod)
     if pod is None:
         names = ", ".join(p.key for p in state.plan().pods)
@@ -127,7 +131,8 @@ def _logs(args: argparse.Namespace) -> int:
                            f"(containers: {', '.join(c.name for c in pod.containers)})")
     path = state.log_path(pod.key, container)
     lines = path.read_text(errors="replace").splitlines() if path.exists() else []
-    print("\n".join(lines[-args.tail:] if args.tail else lines))
+    shown = lines if args.tail == -1 else lines[max(0, len(lines) - args.tail):]
+    sys.stdout.write("".join(line + "\n" for line in shown))
     return 0
 
 
@@ -193,4 +198,5 @@ def register(subparsers: Any, name: str) -> None:
         if action == "logs":
             a.add_argument("pod", help="pod name (NAME or NAME.NAMESPACE)")
             a.add_argument("container", nargs="?", help="container (default: the first app)")
-            a.add_argument("--tail", type=int, default=0, help="only the last N lines")
+            a.add_argument("--tail", type=int, default=-1, metavar="N",
+                           help="only the last N lines; -1 (the default) for all, as kubectl")
