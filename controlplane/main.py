@@ -138,7 +138,7 @@ async def serve(args: argparse.Namespace) -> int:
         (cert_dir / "tls.crt").write_bytes(pair.cert_pem)
         metrics = ControlPlaneMetrics()
         ads = AdsServer(runtime=runtime, authenticator=authenticator, metrics=metrics)
-        grpc_server = await xds.start(ads, address=f"{host}:{port}",
+        grpc_server, _ = await xds.start(ads, address=f"{host}:{port}",
                                       certs=xds.CertFiles(cert_dir / "tls.crt",
                                                           cert_dir / "tls.key"))
         debug = await DebugServer(runtime=runtime, ads=ads, metrics=metrics).start(

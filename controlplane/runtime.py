@@ -143,16 +143,18 @@ class Runtime:
     # -- rebuilding ---------------------------------------------------------------------------
     def _rebuild(self, dirty: Dirty) -> None:
         self.stats.rebuilds += 1
-        if dirty.config or dirty.services:
-            self._rebuild_eds({*self.state.services, *dirty.services, *dirty.endpoints}
-                              if dirty.config else dirty.services | dirty.endpoints)
+        # endpoints depend on Services and slices only; views on Services and their overrides,
+        # which the mesh config changes: a config change moves proxies to new views (below)
+        if dirty.services or dirty.endpoints:
+            self._rebuild_eds(dirty.services | dirty.endpoints)
+        if dirty.services and not dirty.config:
             for key, view in list(self.views.items()):
                 self.views[key] = self._translate(key, previous=view)
             for subscriber in self.subscribers:
                 if subscriber.view is not None:
                     subscriber.view = self.views.get(subscriber.view.key)
-        elif dirty.endpoints:
-            self._rebuild_eds(dirty.endpoints)
+        if dirty.config:
+            self.views = {}  # every key was made under the old config
         for subscriber in self.subscribers:
             if dirty.config or subscriber.workload in dirty.workloads or subscriber.view is None:
                 self._assign_view(subscriber)
@@ -196,7 +198,8 @@ class Runtime:
             subscriber.view, subscriber.problem = None, str(err)
             log.warning("pod %s/%s: %s", *subscriber.workload, err)
             return
-        if key not in self.views:
-            self.views[key] = self._translate(key)
+        if key not in self.views:  # built from the old view when it moves, so the change from
+            # it is known and only that is pushed
+            self.views[key] = self._translate(key, previous=subscriber.view)
         subscriber.view, subscriber.problem = self.views[key], ""
 

@@ -81,6 +81,8 @@ PROXY_UID = _seam.PROXY_UID
 PROXY_GID = _seam.PROXY_GID
 READINESS_PORT = _seam.READINESS_PORT
 PROMETHEUS_PORT = _seam.PROMETHEUS_PORT
+INBOUND_SOURCE4 = _seam.INBOUND_SOURCE4  # the inbound passthrough's source, as the app sees it
+INBOUND_SOURCE6 = _seam.INBOUND_SOURCE6
 ADMIN_PORT = 15000  # Envoy's admin API, on 127.0.0.1 only
 READINESS_PATH = "/healthz/ready"
 # every port the proxy listens on in the pod, and what for: an app must not declare one
@@ -92,6 +94,9 @@ PROXY_PORTS = {
     PROMETHEUS_PORT: "the proxy's Prometheus endpoint",
 }
 PROMETHEUS_PATH = "/stats/prometheus"
+# the response header with which a pod's proxy answers a request it could not deliver to its app
+# (its value: Envoy's response flags, e.g. UF); the caller's proxy retries on it (docs/proxy.md)
+NOT_DELIVERED_HEADER = "meshinject-not-delivered"
 
 # -- what the proxy needs to reach the control plane ------------------------------------------
 XDS_PORT = 15012  # the control plane's xDS (gRPC over TLS)

@@ -19,7 +19,9 @@ the inbound port closed; the client proxy retries connect failures (the mesh def
 the loss the design allows is what arrives in the gap less those retries, and with a draining
 preStop, nothing in flight. The script prints both.
 
-    sudo .venv/bin/python scripts/load_dataplane.py [--requests 1000000] [--rate 2000]
+As root:
+
+    .venv/bin/python scripts/load_dataplane.py [--requests 1000000] [--rate 2000]
         [--connections 20] [--phase steady|restart|both]
 
 Prints figures; asserts nothing. Everything it creates is deleted at the end, even on failure.

@@ -64,8 +64,10 @@ class CertFiles:
         return grpc.ssl_server_certificate_configuration([(key, cert)])
 
 
-async def start(ads: AdsServer, *, address: str, certs: CertFiles) -> grpc.aio.Server:
-    """Serve ADS on ``address`` (host:port) until the returned server is stopped."""
+async def start(ads: AdsServer, *, address: str, certs: CertFiles
+                ) -> tuple[grpc.aio.Server, int]:
+    """Serve ADS on ``address`` (host:port; port 0 picks one) until the returned server is
+    stopped; returns it and the port it listens on."""
     server = grpc.aio.server(options=_OPTIONS)
     ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(ads, server)
     credentials = grpc.dynamic_ssl_server_credentials(certs.initial(), certs.fetch)
@@ -73,5 +75,5 @@ async def start(ads: AdsServer, *, address: str, certs: CertFiles) -> grpc.aio.S
     if port == 0:
         raise OSError(f"cannot listen on {address}")
     await server.start()
-    log.info("xDS serving on %s", address)
-    return server
+    log.info("xDS serving on %s (port %d)", address, port)
+    return server, port

@@ -14,6 +14,8 @@ import importlib.metadata
 import sys
 from collections.abc import Sequence
 
+from injector.cli.files import quiet_when_stdout_closes
+
 DESCRIPTION = (
     "A sidecar service mesh for Kubernetes: inject mesh-init and Envoy into pods (offline or as "
     "an admission webhook), uninject them, explain why a pod is or is not injected, inspect a "
@@ -58,6 +60,7 @@ def command_parser(name: str) -> argparse.ArgumentParser:
     return parser
 
 
+@quiet_when_stdout_closes
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     try:

@@ -110,7 +110,8 @@ def show_table(kube: Kube, namespace: str | None, *, config: MeshConfig, out: Te
     missing = [f for f in facts if f.missing]
     stale = [f for f in facts if f.up_to_date is False]
     print(
-        f"\n{len(facts)} pods, {sum(f.injected for f in facts)} injected, {len(missing)} "
+        f"\n{len(facts)} pod{'' if len(facts) == 1 else 's'}, "
+        f"{sum(f.injected for f in facts)} injected, {len(missing)} "
         f"missing a proxy, {len(stale)} out of date",
         file=out,
     )

@@ -35,12 +35,21 @@ def _str(dumper: yaml.SafeDumper, text: str) -> yaml.ScalarNode:
 _Dumper.add_representer(str, _str)
 
 
-def load_documents(text: str) -> list[Any]:
-    """Parse multi-document YAML; empty documents are dropped."""
+def load_documents(text: str, *, source: str | None = None) -> list[Any]:
+    """Parse multi-document YAML; empty documents are dropped. ``source`` names the text in a
+    syntax error (the ``-f`` path, or ``stdin``) where PyYAML would say "<unicode string>"."""
+    loader = yaml.SafeLoader(text)  # what safe_load_all does, with the name set
+    if source is not None:
+        loader.name = source  # every error mark prints it ("in ..., line 3, column 5")
+    docs: list[Any] = []
     try:
-        return [doc for doc in yaml.safe_load_all(text) if doc is not None]
+        while loader.check_data():  # type: ignore[no-untyped-call]
+            docs.append(loader.get_data())
     except yaml.YAMLError as err:
-        raise ManifestError(f"the input is not valid YAML: {err}") from err
+        raise ManifestError(f"{source or 'the input'} is not valid YAML: {err}") from err
+    finally:
+        loader.dispose()
+    return [doc for doc in docs if doc is not None]
 
 
 def dump_documents(docs: list[Any]) -> str:

@@ -21,7 +21,7 @@ from types import FrameType
 from injector.sandbox import control, demo_manifest, network, nssocket, stats
 from injector.sandbox.model import SandboxPlan
 from injector.sandbox.plan import build_plan
-from injector.sandbox.progress import Progress, bar
+from injector.sandbox.progress import Progress, bar, plural
 from injector.sandbox.state import StateDir
 from mesh.contract import PROXY_NAME, PROXY_UID
 from mesh.settings import MeshConfig
@@ -154,7 +154,7 @@ def run(*, requests: int = 300, seconds: float = 10, state_dir: str | None = Non
     try:
         pid = control.start(state, plan)
         what = f"mesh-init, Envoy as uid {PROXY_UID}, app"
-        boot = Progress(f"starting {len(plan.pods)} pods ({what})", stream=sys.stdout)
+        boot = Progress(f"starting {plural(len(plan.pods), 'pod')} ({what})", stream=sys.stdout)
         control.wait_ready(state, plan, supervisor=pid, timeout=45,
                            progress=lambda r, t: boot.update(f"{r}/{t} ready"))
         boot.done(f"{len(plan.pods)}/{len(plan.pods)} ready")

@@ -24,6 +24,7 @@ from typing import Any
 from injector.sandbox import apiserver, control, netns, network, nssocket
 from injector.sandbox.model import PodPlan
 from injector.sandbox.plane import ControlPlane
+from injector.sandbox.progress import plural
 from injector.sandbox.runtime import Container
 from injector.sandbox.state import StateDir
 
@@ -178,7 +179,8 @@ class Supervisor:
             begun = time.monotonic()
             names = network.build(self.state, self.plan, owner=self.owner)
             took = time.monotonic() - begun
-            print(f"{time.strftime('%T')} network for {len(names)} pods in {took:.2f}s", flush=True)
+            print(f"{time.strftime('%T')} network for {plural(len(names), 'pod')} in {took:.2f}s",
+                  flush=True)
             self._start_control_plane()
             for pod in self.plan.pods:
                 ns = netns.Netns(names[pod.key])

@@ -5,8 +5,9 @@ Each restores the original destination (``original_dst`` listener filter) and pa
 to an ORIGINAL_DST cluster, i.e. on to where the connection was going anyway. A connection
 addressed to the capture port itself would be passed to itself forever, so each listener has a
 filter chain matching its own port that leads to a cluster with no endpoints. Inbound
-passthrough binds its source to 127.0.0.6: the app sees a loopback peer, and mesh-init's rules
-let that traffic back out without capturing it again.
+passthrough binds its source to 127.0.0.6 (``::6`` for IPv6, which mesh-init assigns to ``lo``):
+the app sees a loopback peer, and mesh-init's rules let that traffic back out without capturing
+it again.
 
 The listeners and clusters are built by small functions so the L7 module can swap the default
 TCP chains for HTTP ones without re-stating the rest. The admin API listens on 127.0.0.1 only;

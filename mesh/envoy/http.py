@@ -10,7 +10,9 @@
 - outbound: one ORIGINAL_DST cluster (the app already chose the destination, and with capture we
   have no other source of endpoints), with timeouts and retries on the route, the retry budget
   and circuit breakers on the cluster, outlier detection per destination host;
-- inbound: fault injection, then the app, reached from 127.0.0.6 like the TCP passthrough;
+- inbound: fault injection, then the app, reached from 127.0.0.6 like the TCP passthrough; a
+  request it could not deliver is answered with the ``meshinject-not-delivered`` header, which
+  the caller's proxy retries as it retries its own connect failures (docs/proxy.md);
 - telemetry: fixed stat prefixes (``http.outbound_http.*``, ``cluster.outbound_http.*``, and the
   same for inbound) and Json access logs on stdout.
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+from mesh.contract import INBOUND_SOURCE4, INBOUND_SOURCE6, NOT_DELIVERED_HEADER
 from mesh.envoy.base import (
     ADS_SOURCE,
     FAULT,
@@ -40,8 +43,10 @@ from mesh.overrides.values import UINT32
 Direction = Literal["inbound", "outbound"]
 
 HTTP_PROTOCOLS = ("http/1.0", "http/1.1", "h2c")
-INBOUND_SOURCE = "127.0.0.6"
-INBOUND_SOURCE6 = "::6"
+# Envoy's response flags for a request the inbound proxy answered without sending it to the app:
+# connecting to the app failed (UF), no host (UH), a breaker overflowed (UO). Nothing of such a
+# request reached the app, so the caller's proxy may retry it whatever its method.
+NOT_DELIVERED_FLAGS = ("UF", "UH", "UO")
 
 # One JSON object per request; names follow Envoy's command operators, kept short and stable.
 ACCESS_LOG_FIELDS: dict[str, str] = {
@@ -66,11 +71,19 @@ ACCESS_LOG_FIELDS: dict[str, str] = {
 
 def inbound_bind() -> Json:
     """The source of every connection to the app, TCP or HTTP: mesh-init lets both back out
-    uncaptured."""
+    uncaptured (and assigns ::6 to lo where the pod has IPv6).
+
+    ``freebind``: the bind never fails for want of the address. Without it a failed bind did
+    not stop Envoy from connecting with the source the kernel picks, the pod's own address, so
+    the "proxy to own pod address goes inbound" rule sent the connection back to 15006: one
+    client connection became 1,025 before a circuit breaker stopped it. With it, a pod missing
+    ::6 gets one connection that cannot complete (a timeout), never a loop.
+    """
     return {
-        "source_address": {"address": INBOUND_SOURCE, "port_value": 0},
+        "source_address": {"address": INBOUND_SOURCE4, "port_value": 0},
         # Envoy picks the source of the upstream's family
         "extra_source_addresses": [{"address": {"address": INBOUND_SOURCE6, "port_value": 0}}],
+        "freebind": True,
     }
 
 
@@ -144,8 +157,11 @@ def _fault_filter(delay: Fault | None, abort: Fault | None) -> Json:
 
 
 def retry_policy(policy: TrafficPolicy, *, other_hosts: bool = False) -> Json:
-    """The route's retries; ``other_hosts`` sends each retry to an endpoint not yet tried (a
-    Service's cluster has several; an original-destination cluster has only the one)."""
+    """The outbound retry policy. ``connect-failure`` means "the app was never reached" across
+    the mesh hop too: with it, a peer proxy's not-delivered answer is retried like our own
+    failed connect (that 503 says the server's proxy failed to connect to its app).
+    ``other_hosts`` sends each retry to an endpoint not yet tried (a Service's cluster has
+    several; an original-destination cluster has only the one)."""
     retry: Json = {
         "retry_on": ",".join(policy.retry_on),
         "num_retries": policy.retries,
@@ -156,6 +172,9 @@ def retry_policy(policy: TrafficPolicy, *, other_hosts: bool = False) -> Json:
     }
     if policy.retriable_status_codes:
         retry["retriable_status_codes"] = list(policy.retriable_status_codes)
+    if "connect-failure" in policy.retry_on:
+        retry["retry_on"] += ",retriable-headers"
+        retry["retriable_headers"] = [{"name": NOT_DELIVERED_HEADER, "present_match": True}]
     if policy.per_try_timeout_ms:
         retry["per_try_timeout"] = seconds(policy.per_try_timeout_ms)
     if other_hosts:
@@ -169,7 +188,10 @@ def retry_policy(policy: TrafficPolicy, *, other_hosts: bool = False) -> Json:
 
 def route_config(policy: TrafficPolicy, *, direction: Direction) -> Json:
     """One catch-all route to the direction's cluster. Only outbound retries and times out:
-    the caller's proxy owns the request's policy, the inbound side just delivers it."""
+    the caller's proxy owns the request's policy, the inbound side just delivers it. Both strip
+    the not-delivered header from what they pass on: only an inbound proxy's own answer may
+    carry it (never an app's), and no app sees it (an app that relays responses would otherwise
+    hand its caller's proxy a reason to retry a request the app did receive)."""
     action: Json = {"cluster": cluster_name(direction), "timeout": "0s"}
     if direction == "outbound":
         action["timeout"] = seconds(policy.timeout_ms)
@@ -177,6 +199,7 @@ def route_config(policy: TrafficPolicy, *, direction: Direction) -> Json:
             action["retry_policy"] = retry_policy(policy)
     return {
         "name": cluster_name(direction),
+        "response_headers_to_remove": [NOT_DELIVERED_HEADER],
         "virtual_hosts": [{
             "name": direction,
             "domains": ["*"],
@@ -215,7 +238,19 @@ def http_connection_manager(
         hcm["rds"] = {"config_source": ADS_SOURCE, "route_config_name": rds}
     if policy.access_log:
         hcm["access_log"] = [access_log(direction)]
+    if direction == "inbound":
+        hcm["local_reply_config"] = not_delivered_reply()
     return {"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}
+
+
+def not_delivered_reply() -> Json:
+    """Mark the inbound proxy's own answer to a request that never reached the app (added after
+    the route's header removal, so it survives it)."""
+    return {"mappers": [{
+        "filter": {"response_flag_filter": {"flags": list(NOT_DELIVERED_FLAGS)}},
+        "headers_to_add": [{"header": {"key": NOT_DELIVERED_HEADER, "value": "%RESPONSE_FLAGS%"},
+                            "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}],
+    }]}
 
 
 def http_filter_chain(policy: TrafficPolicy, *, direction: Direction) -> Json:

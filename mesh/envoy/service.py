@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from mesh.contract import NOT_DELIVERED_HEADER
 from mesh.envoy import http
 from mesh.envoy.base import (
     ADS_SOURCE,
@@ -90,6 +91,8 @@ def route(name: str, *, cluster: str, domains: Sequence[str], policy: TrafficPol
         action["retry_policy"] = http.retry_policy(policy, other_hosts=True)
     return {
         "name": name,
+        # the server proxy's not-delivered marker is for us: the app never sees it
+        "response_headers_to_remove": [NOT_DELIVERED_HEADER],
         "virtual_hosts": [{
             "name": name,
             "domains": list(domains),

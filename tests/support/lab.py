@@ -160,6 +160,20 @@ class Lab:
     def pod(self, role: str, ip: str) -> Pod:
         return Pod(self.ns(role), ip, self.spawn, self.logdir)
 
+    def star(self, pods: dict[str, str]) -> dict[str, Pod]:
+        """Pods (role -> address, each in a /24 of its own) around a node namespace that routes
+        between them, as a cluster's node does; returns them by role."""
+        node = self.ns("l7node")
+        node.run(["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"])
+        made = {}
+        for role, ip in pods.items():
+            pod = self.pod(role, ip)
+            gateway = ip.rsplit(".", 1)[0] + ".254"
+            netns.veth(pod.ns, node, a_addr=f"{ip}/24", b_addr=f"{gateway}/24", b_if=f"v{role}")
+            pod.ns.run(["ip", "route", "add", "default", "via", gateway])
+            made[role] = pod
+        return made
+
 
 @dataclass
 class Mesh:

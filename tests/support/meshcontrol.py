@@ -151,20 +151,24 @@ class LabControl:
             os.chmod(path, 0o755)
         return [(str(token_dir), TOKEN_DIR), (str(ca_dir), CA_DIR)]
 
-    def start_in(self, ns: netns.Netns, spawn: Spawn, *, log: Path) -> subprocess.Popen[bytes]:
-        """A control plane on 127.0.0.1 inside ``ns``, ready before this returns."""
+    def start_in(self, ns: netns.Netns, spawn: Spawn, *, log: Path,
+                 address: str = "127.0.0.1", serving_ips: Sequence[str] = ("198.19.255.1",)
+                 ) -> subprocess.Popen[bytes]:
+        """A control plane on ``address`` inside ``ns``, ready before this returns; its
+        certificate also names ``serving_ips`` (an address in front of several replicas)."""
+        ips = [arg for ip in (address, *serving_ips) for arg in ("--serving-ip", ip)]
         proc = spawn(ns, [PROGRAM, "--registry-file", str(self.registry),
                           "--token-key", str(self.pki / "token.pub"),
-                          "--ca-dir", str(self.pki), "--listen", f"127.0.0.1:{XDS_PORT}",
-                          "--debug-listen", f"127.0.0.1:{CONTROLPLANE_DEBUG_PORT}",
-                          "--serving-ip", "127.0.0.1", "--debounce", "0.02"],
+                          "--ca-dir", str(self.pki), "--listen", f"{address}:{XDS_PORT}",
+                          "--debug-listen", f"{address}:{CONTROLPLANE_DEBUG_PORT}",
+                          *ips, "--debounce", "0.02"],
                      log_path=str(log))
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 raise RuntimeError(f"the control plane exited: {log.read_text()[-2000:]}")
             done = ns.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
-                           f"http://127.0.0.1:{CONTROLPLANE_DEBUG_PORT}/readyz"], check=False)
+                           f"http://{address}:{CONTROLPLANE_DEBUG_PORT}/readyz"], check=False)
             if done.stdout.strip() == "200":
                 return proc
             time.sleep(0.05)
