@@ -74,6 +74,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--trust-domain", default="cluster.local", help="default cluster.local")
     p.add_argument("--debounce", type=float, default=0.05, metavar="SECONDS",
                    help="wait this long for more changes before pushing (default 0.05)")
+    p.add_argument("--registry-poll", type=float, default=0.1, metavar="SECONDS",
+                   help="how often --registry-file is checked for changes (default 0.1)")
     p.add_argument("--log-level", default="info",
                    choices=["debug", "info", "warning", "error"], help="default info")
     return p
@@ -145,7 +147,7 @@ async def serve(args: argparse.Namespace) -> int:
             host=debug_host, port=debug_port)
         registry: FileRegistry | KubeRegistry
         if args.registry_file:
-            registry = FileRegistry(args.registry_file)
+            registry = FileRegistry(args.registry_file, interval=args.registry_poll)
         else:
             assert kube is not None
             registry = KubeRegistry(kube, config_namespace=args.namespace)
@@ -160,10 +162,15 @@ async def serve(args: argparse.Namespace) -> int:
             loop.add_signal_handler(sig, stopping.set)
         await stopping.wait()
         log.info("stopping: closing %d streams", len(ads.streams))
+        ads.close_all()
+        for _ in range(50):  # the streams end as soon as their generators see it
+            if not ads.streams:
+                break
+            await asyncio.sleep(0.02)
         for task in tasks:
             task.cancel()
         debug.close()
-        await grpc_server.stop(grace=2)
+        await grpc_server.stop(grace=1)
         return 0
     finally:
         stop_threads.set()

@@ -109,10 +109,15 @@ def _set_version(items: Mapping[str, Resource]) -> str:
     return digest.hexdigest()[:16]
 
 
-def diff_by_version(old: Mapping[str, str], new: ResourceSet,
+def changed_between(old: ResourceSet | None, new: ResourceSet,
                     names: Iterable[str] | None = None) -> set[str]:
-    """Names whose version in ``new`` differs from ``old`` (name -> version), looking only at
-    ``names`` when given; removed ones included."""
-    wanted = new.items.keys() | old.keys() if names is None else set(names)
-    return {n for n in wanted
-            if (new.items[n].version if n in new.items else None) != old.get(n)}
+    """Names whose version differs between two unrelated sets (added and removed ones
+    included), looking only at ``names`` when given."""
+    before = old.items if old is not None else {}
+    wanted = new.items.keys() | before.keys() if names is None else set(names)
+    return {n for n in wanted if _version(new.items, n) != _version(before, n)}
+
+
+def _version(items: Mapping[str, Resource], name: str) -> str | None:
+    found = items.get(name)
+    return found.version if found is not None else None

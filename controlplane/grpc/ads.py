@@ -26,10 +26,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
-from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+from envoy.service.discovery.v3 import discovery_pb2
 
-from controlplane.cache.snapshot import ResourceSet, diff_by_version
-from controlplane.grpc.convert import ConversionError, Converter
+from controlplane.cache.snapshot import ResourceSet, changed_between
+from controlplane.grpc.convert import ConversionError, Converter, response
 from controlplane.identity.authn import Authenticator, AuthError, Identity
 from controlplane.metrics import ControlPlaneMetrics
 from controlplane.runtime import Runtime, Subscriber
@@ -50,10 +50,10 @@ class TypeState:
     """One resource type on one stream."""
 
     wildcard: bool
-    names: set[str] = field(default_factory=set)  # subscribed, for named types
+    names: frozenset[str] = frozenset()  # subscribed, for named types (shared, see below)
+    listed: tuple[str, ...] = ()  # the names as the last request listed them
     pending: set[str] = field(default_factory=set)  # asked for, not sent yet
-    sent_set: ResourceSet | None = None
-    sent: dict[str, str] = field(default_factory=dict)  # name -> version sent
+    sent_set: ResourceSet | None = None  # the set the last response came from
     nonce: str = ""
     version: str = ""  # the version_info of the last response
     generation: int = 0  # the runtime's generation that response carried
@@ -105,56 +105,61 @@ class Stream:
                 if started is not None:
                     self.metrics.ack_latency.observe(time.monotonic() - started)
         if not state.wildcard:
-            names = set(request.resource_names)
-            state.pending |= names - state.names
-            for gone in state.names - names:
-                state.sent.pop(gone, None)
-            state.names = names
-        self._wakeup.set()
+            listed = tuple(request.resource_names)
+            if listed != state.listed:  # most requests are ACKs that repeat the names
+                canonical, names = _subscription(listed)
+                added = names - state.names
+                state.pending |= added
+                state.names, state.listed = names, canonical
+                if added:
+                    self._wakeup.set()
+        if not request.response_nonce:
+            self._wakeup.set()  # a first request: answer it
 
-    def _response(self, type_url: str, current: ResourceSet
-                  ) -> discovery_pb2.DiscoveryResponse | None:
+    def _response(self, type_url: str, current: ResourceSet) -> bytes | None:
+        """What this stream must send of ``type_url`` now, or None. The proxy holds, for every
+        name it subscribes to, the version in ``sent_set`` (the set the last response came
+        from): so what changed since is what it lacks, and no per-stream copy of the names is
+        kept (a thousand proxies share the sets)."""
         state = self.types.get(type_url)
         if state is None or (current is state.sent_set and not state.pending):
             return None
+        changed = current.changed_since(state.sent_set)
+        if changed is None:  # too far behind, or nothing sent yet: compare versions
+            changed = frozenset(changed_between(state.sent_set, current,
+                                                None if state.wildcard else state.names))
         if state.wildcard:
-            changed = current.changed_since(state.sent_set)
-            if changed is None:
-                changed = frozenset(diff_by_version(state.sent, current))
             if state.sent_set is not None and not changed:
                 state.sent_set = current
                 return None
             chosen = list(current.items.values())
         else:
-            changed = current.changed_since(state.sent_set)
-            if changed is None:
-                changed = frozenset(diff_by_version(state.sent, current, state.names))
             wanted = (changed & state.names) | state.pending
             chosen = [current.items[n] for n in sorted(wanted) if n in current.items]
-            state.pending = {n for n in state.pending if n not in current.items}
-        state.sent_set = current
-        if not chosen and not state.wildcard:
-            return None
+            if not chosen:
+                state.sent_set = current
+                return None
         try:
-            resources = [self.converter.to_any(type_url, r) for r in chosen]
+            if state.wildcard:
+                resources = self.converter.framed_set(type_url, current.version, chosen)
+            else:
+                resources = b"".join(self.converter.framed(type_url, r) for r in chosen)
         except ConversionError as err:
             self.metrics.conversion_errors.inc()
             log.error("not pushed to %s: %s", self.node_id, err)
             return None
-        if state.wildcard:
-            state.sent = {r.name: r.version for r in chosen}
-        else:
-            state.sent.update({r.name: r.version for r in chosen})
+        state.sent_set = current
+        if not state.wildcard:
+            state.pending = {n for n in state.pending if n not in current.items}
         state.nonce = str(next(_nonces))
         state.version = current.version
         state.generation = self.runtime.stats.generation
         state.pushes += 1
         self.metrics.pushes.labels(short_type(type_url)).inc()
-        return discovery_pb2.DiscoveryResponse(
-            version_info=current.version, resources=resources, type_url=type_url,
-            nonce=state.nonce)
+        return response(version=current.version, resources=resources, type_url=type_url,
+                        nonce=state.nonce)
 
-    async def responses(self) -> AsyncIterator[discovery_pb2.DiscoveryResponse]:
+    async def responses(self) -> AsyncIterator[bytes]:
         """Every response this stream must send, as the runtime's state moves on."""
         while not self.closed:
             self._wakeup.clear()
@@ -189,6 +194,21 @@ class Stream:
         }
 
 
+# A thousand proxies subscribe to the same thousand names: keep one frozenset of one set of
+# strings for all of them, not a thousand copies.
+_SUBSCRIPTIONS: dict[tuple[str, ...], tuple[tuple[str, ...], frozenset[str]]] = {}
+
+
+def _subscription(listed: tuple[str, ...]) -> tuple[tuple[str, ...], frozenset[str]]:
+    """The shared (names as listed, names) for a request's list."""
+    found = _SUBSCRIPTIONS.get(listed)
+    if found is None:
+        if len(_SUBSCRIPTIONS) > 4096:
+            _SUBSCRIPTIONS.clear()
+        found = _SUBSCRIPTIONS[listed] = (listed, frozenset(listed))
+    return found
+
+
 def bearer(metadata: Any) -> str:
     for key, value in metadata or ():
         if key == "authorization" and isinstance(value, str) and value.startswith("Bearer "):
@@ -203,7 +223,12 @@ def node_claims(node: Any) -> tuple[str, str]:
             fields["pod"].string_value if "pod" in fields else "")
 
 
-class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
+SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
+
+
+class AdsServer:
+    """The ADS service. Its responses are bytes (``convert.response``), so it is registered
+    with :meth:`handler`, which leaves them unserialized, not with the generated helper."""
     def __init__(self, *, runtime: Runtime, authenticator: Authenticator,
                  metrics: ControlPlaneMetrics, converter: Converter | None = None) -> None:
         self.runtime = runtime
@@ -215,7 +240,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
     async def StreamAggregatedResources(
         self, request_iterator: AsyncIterator[discovery_pb2.DiscoveryRequest],
         context: grpc.aio.ServicerContext[Any, Any],
-    ) -> AsyncIterator[discovery_pb2.DiscoveryResponse]:
+    ) -> AsyncIterator[bytes]:
         try:
             identity = await self.authenticator.authenticate(
                 bearer(context.invocation_metadata()))
@@ -247,6 +272,28 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
             self.streams.discard(stream)
             self.runtime.detach(stream.subscriber)
             self.metrics.connected.dec()
+
+    def close_all(self) -> None:
+        """End every stream cleanly (status OK): each proxy reconnects at once, to whichever
+        replica its control plane address leads to, and keeps its config meanwhile."""
+        for stream in list(self.streams):
+            stream.closed = True
+            stream.wake()
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        """The service for ``server.add_generic_rpc_handlers``: requests parsed, responses
+        sent as the bytes the streams made."""
+        method: grpc.RpcMethodHandler[Any, Any] = grpc.stream_stream_rpc_method_handler(
+            self.StreamAggregatedResources,
+            request_deserializer=discovery_pb2.DiscoveryRequest.FromString,
+            response_serializer=None)
+        return grpc.method_handlers_generic_handler(
+            SERVICE, {"StreamAggregatedResources": method, "DeltaAggregatedResources":
+                      grpc.stream_stream_rpc_method_handler(self._no_delta)})
+
+    async def _no_delta(self, requests: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED,
+                            "this control plane serves state-of-the-world ADS")
 
     async def _read(self, requests: AsyncIterator[discovery_pb2.DiscoveryRequest],
                     stream: Stream) -> None:

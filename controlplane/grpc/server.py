@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from envoy.service.discovery.v3 import ads_pb2_grpc
 
 from controlplane.grpc.ads import AdsServer
 
@@ -69,7 +68,7 @@ async def start(ads: AdsServer, *, address: str, certs: CertFiles
     """Serve ADS on ``address`` (host:port; port 0 picks one) until the returned server is
     stopped; returns it and the port it listens on."""
     server = grpc.aio.server(options=_OPTIONS)
-    ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(ads, server)
+    server.add_generic_rpc_handlers((ads.handler(),))
     credentials = grpc.dynamic_ssl_server_credentials(certs.initial(), certs.fetch)
     port = server.add_secure_port(address, credentials)
     if port == 0:

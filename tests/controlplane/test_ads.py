@@ -103,7 +103,7 @@ def test_a_stream_without_a_valid_token_is_closed_unauthenticated(tmp_path: Path
         for token in ("", "not-a-jwt", jwt.mint({"sub": "x"}, ec.generate_private_key(
                 ec.SECP256R1()))):
             client = world.client("a", token=token)
-            await asyncio.wait_for(client.run(), 5)
+            await asyncio.wait_for(client.run(silent=True), 5)
             assert client.status == grpc.StatusCode.UNAUTHENTICATED
             assert client.got.responses == []
         assert world.metrics.refused.labels("unauthenticated")._value.get() == 3

@@ -36,10 +36,11 @@ def test_an_unrelated_set_is_not_an_ancestor_so_versions_are_compared_instead() 
     first = ResourceSet.build([res("a", 1)])
     other = ResourceSet.build([res("a", 1)])
     assert other.changed_since(first) is None
-    sent = {n: r.version for n, r in first.items.items()}
-    assert snapshot.diff_by_version(sent, other) == set()
-    changed = other.update({"a": res("a", 2)})
-    assert snapshot.diff_by_version(sent, changed) == {"a"}
+    assert snapshot.changed_between(first, other) == set()
+    changed = other.update({"a": res("a", 2), "b": res("b", 1)})
+    assert snapshot.changed_between(first, changed) == {"a", "b"}
+    assert snapshot.changed_between(first, changed, ["b"]) == {"b"}
+    assert snapshot.changed_between(None, changed) == {"a", "b"}
 
 
 def test_chains_are_cut_so_old_sets_can_be_freed() -> None:
