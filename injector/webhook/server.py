@@ -31,7 +31,7 @@ KEEP_ALIVE_SECONDS = 120
 HEADER_SECONDS = 10.0
 # How long a stop waits for requests in flight: well inside the kubelet's default grace period
 # (30 s, then SIGKILL), so the process always exits on its own and cleans up.
-GRACEFUL_SECONDS = 20.0
+GRACEFUL_SECONDS = 20
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
