@@ -21,16 +21,19 @@ start it again with the same args, until ready. Two kinds of loss, measured apar
   them here: it answers with ``Connection: close`` so that peers move to other endpoints, but a
   proxy restarting in place has no other endpoint, so its peers reconnect to it until the drain
   time ends; then Envoy closes the listener and SIGTERM follows at once, with whatever was in
-  flight. HTTP/1.1 carries one request at a time, so the design allows one per connection.
-  (Where the endpoint goes away, the drain does move the traffic: tests/dataplane/test_drain.py.)
+  flight (one request per connection, HTTP/1.1) and whatever reaches a kept-alive connection
+  while Envoy exits. (Where the endpoint goes away the drain does move the traffic:
+  tests/dataplane/test_drain.py.)
 - the gap: requests arriving while no proxy listens find the inbound port closed; the client
   proxy retries connect failures as far as its retry budget lets it (at least
-  ``retryMinConcurrency`` retries in flight at once, each holding its slot for the backoff). The
-  design allows the arrivals of a gap of ``--max-gap`` seconds, less those retries.
+  ``retryMinConcurrency`` retries in flight at once, each holding its slot for the backoff).
 
-The allowance is fixed before the run, from the spec and the flags, and printed first; the
-steady phase allows no loss. The exit code is 1 when a phase loses more than it allows (or the
-restart took longer than ``--max-gap``), 0 otherwise.
+The design allows, for the restart, what is in flight when the listener closes (one request per
+connection) plus the arrivals of a gap of ``--max-gap`` seconds less those retries; the requests
+cut in flight are counted against that total, and reported apart; the steady phase allows no
+loss. The allowance is fixed before the run, from the flags and the mesh's retry defaults, and
+printed first. The exit code is 1 when a phase loses more than it allows (or the restart left
+no listener for longer than ``--max-gap``), 0 otherwise.
 
     sudo .venv/bin/python scripts/load_dataplane.py [--requests 1000000] [--rate 2000]
         [--connections 20] [--phase steady|restart|both] [--drain-time 5s] [--max-gap 0.5]
@@ -214,8 +217,8 @@ def run_phase(name: str, client: netns.Netns, server_proxy: Proxy, client_proxy:
         if after["client"]["downstream_rq_total"] == before["client"]["downstream_rq_total"]:
             problems.append("the client proxy carried no HTTP request: the allowance assumed "
                             "HTTP retries")
-    if cut > allowed.in_flight:
-        problems.append(f"{cut} requests cut in flight, allowed {allowed.in_flight}")
+    if name == "steady" and cut:
+        problems.append(f"{cut} requests cut in flight under steady load")
     if lost > allowed.total:
         problems.append(f"{lost} requests lost, allowed {allowed.total}")
     for role in ("client", "server"):
