@@ -14,6 +14,7 @@ import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -26,7 +27,9 @@ BOUNDED = ["--phase", "both", "--requests", "1600", "--rate", "400", "--connecti
            "--drain-time", "1s", "--app-delay-ms", "40", "--max-gap", "1.0"]
 
 
-def test_the_bounded_load_run_stays_within_the_allowance_it_fixed_before_running() -> None:
+def test_the_bounded_load_run_stays_within_the_allowance_it_fixed_before_running(
+    tmp_path: Path,
+) -> None:
     if os.geteuid() != 0:
         pytest.skip("needs root")
     for tool in ("hey", "ip", "setpriv", "curl"):
@@ -34,7 +37,8 @@ def test_the_bounded_load_run_stays_within_the_allowance_it_fixed_before_running
             pytest.skip(f"needs {tool}")
     need_envoy()
     done = subprocess.run([sys.executable, str(REPO / "scripts" / "load_dataplane.py"), *BOUNDED],
-                          capture_output=True, text=True, timeout=150, check=False, cwd=REPO)
+                          capture_output=True, text=True, timeout=150, check=False, cwd=REPO,
+                          env={**os.environ, "TMPDIR": str(tmp_path)})  # its logs stay here
     out = done.stdout + done.stderr
     assert done.returncode == 0, out
     fixed = out.index("allowed, fixed before the run: restart: in flight 20 (one per connection")
