@@ -111,7 +111,7 @@ class CaptureDefaults(_Model):
     exclude_outbound_ip_ranges: str = ""
 
 
-_DURATION = r"^\s*(\d+(\.\d+)?|\.\d+)(ms|s|m|h)\s*$"
+_DURATION = r"^\s*([0-9]+(\.[0-9]+)?|\.[0-9]+)(ms|s|m|h)\s*$"  # ASCII digits only
 _UINT32 = 2**32 - 1
 
 

@@ -26,8 +26,8 @@ _DIGITS = re.compile(r"[0-9]{1,10}")  # ASCII only: "²".isdigit() is true, int(
 _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000}
 _MAX_MS = 24 * 3_600_000
 _TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
-CPU = re.compile(r"^(\d+(\.\d+)?|\.\d+)m?$")
-MEMORY = re.compile(r"^(\d+(\.\d+)?|\.\d+)([eE]\d+|Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
+CPU = re.compile(r"^(\d+(\.\d+)?|\.\d+)m?$", re.ASCII)
+MEMORY = re.compile(r"^(\d+(\.\d+)?|\.\d+)([eE]\d+|Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$", re.ASCII)
 
 
 def is_duration(text: str) -> bool:
