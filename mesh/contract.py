@@ -116,6 +116,7 @@ POD_NAME_ENV, POD_NAMESPACE_ENV, POD_IP_ENV, SERVICE_ACCOUNT_ENV = (
 # -- the installation (manifests/) ----------------------------------------------------------
 INJECTOR_NAMESPACE = "meshinject-system"
 CONTROLPLANE_SERVICE = "meshinject-controlplane"
+CONTROLPLANE_APP_LABEL = ("app.kubernetes.io/name", "meshinject-controlplane")  # its pods
 WEBHOOK_NAME = "meshinject"  # the MutatingWebhookConfiguration
 INJECTOR_APP_LABEL = ("app.kubernetes.io/name", "meshinject")  # the injector's pods
 CONFIGMAP = "meshinject-config"  # the mesh config, key CONFIG_KEY

@@ -29,6 +29,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "uninject": ("injector.cli.uninject", "remove what inject added to a YAML manifest"),
     "check": ("injector.cli.check", "explain why pods are or are not injected"),
     "inspect": ("injector.cli.inspect", "list injected pods in a cluster and their proxies"),
+    "proxy-config": ("injector.cli.proxyconfig", "the xDS config one pod's proxy is given"),
     "sandbox": ("injector.cli.sandbox", "run injected pods locally in network namespaces"),
     "demo": ("injector.cli.demo", "run the built-in three-service demo in the sandbox"),
 }
@@ -41,9 +42,22 @@ def version() -> str:
         return "unknown"
 
 
+class _CommandListFormatter(argparse.HelpFormatter):
+    """argparse indents the command list two columns deeper than it measures, so the longest
+    name ("proxy-config") would wrap its summary onto a line of its own; measure it right."""
+
+    def add_argument(self, action: argparse.Action) -> None:
+        super().add_argument(action)
+        if isinstance(action, argparse._SubParsersAction):
+            longest = max(len(name) for name in action.choices)
+            self._action_max_length = max(self._action_max_length,
+                                          longest + self._current_indent + 4)
+
+
 def top_parser() -> argparse.ArgumentParser:
     """``meshinject`` without a command: the list of commands, ``--help``, ``--version``."""
-    parser = argparse.ArgumentParser(prog="meshinject", description=DESCRIPTION)
+    parser = argparse.ArgumentParser(prog="meshinject", description=DESCRIPTION,
+                                     formatter_class=_CommandListFormatter)
     parser.add_argument("--version", action="version", version=f"meshinject {version()}",
                         help="print meshinject's version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")

@@ -204,6 +204,13 @@ class Kube:
         )
         return list(found.get("items") or [])
 
+    def pod_proxy_query(self, namespace: str, pod: str, *, port: int, path: str,
+                        query: dict[str, str]) -> str:
+        """GET with a query string through the pod proxy (``path`` without it)."""
+        where = f"/api/v1/namespaces/{namespace}/pods/{pod}:{port}/proxy/{path.lstrip('/')}"
+        response = _translate(f"GET {where}", lambda: self._raw("GET", where, query=query))
+        return bytes(response.data or b"").decode("utf-8", "replace")
+
     def pod_proxy_get(self, namespace: str, pod: str, *, port: int, path: str) -> str:
         """GET through the API server's pod proxy (needs ``pods/proxy`` get): how inspect reads
         a proxy's Prometheus stats without a port-forward."""

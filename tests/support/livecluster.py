@@ -8,6 +8,7 @@ namespaces and pods covering every verdict inspect and check can give.
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 from typing import Any
 
@@ -141,4 +142,45 @@ def seed(fake: Running, tmp: Path) -> MeshConfig:
     api.put(_pod("legacy", "plain-1"))
     api.put(_pod("legacy", "annotated-1", annotations={"meshinject.io/inject": "true"}))
     fake.api.proxied[("shop", "web-6d4b9-x2x9q:15090", "/stats/prometheus")] = STATS
+    replica = _pod("meshinject-system", "meshinject-controlplane-5d8-0",
+                   labels={"app.kubernetes.io/name": "meshinject-controlplane"})
+    api.put(replica)
+    fake.api.proxied[("meshinject-system", "meshinject-controlplane-5d8-0:15014",
+                      "/debug/proxies")] = json.dumps(PROXIES)
+    fake.api.proxied[("meshinject-system", "meshinject-controlplane-5d8-0:15014",
+                      "/debug/config")] = json.dumps(CONFIG)
     return config
+
+
+def _sync(pod: str, *, nack: str | None = None, behind: bool = False) -> Obj:
+    """One proxy as the control plane's ``/debug/proxies`` lists it."""
+    types = {}
+    for kind in ("Cluster", "ClusterLoadAssignment", "Listener", "RouteConfiguration"):
+        latest = "4" if behind and kind == "ClusterLoadAssignment" else "3"
+        types[kind] = {"sent": latest, "acked": "3", "latest": latest,
+                       "current": latest == "3", "nack": None, "pushes": 3}
+    if nack:
+        types["Listener"].update(latest="5", sent="5", current=False,
+                                 nack={"version": "5", "message": nack})
+    return {"node": f"sidecar~{pod}", "namespace": "shop", "pod": pod,
+            "serviceAccount": "default", "connectedAt": 1764633600.0, "problem": None,
+            "types": types}
+
+
+# what /debug/config answers (the fake ignores the query: every pod gets this)
+CONFIG = {
+    "Cluster": {"outbound|80||web.shop.svc.cluster.local": {"type": "EDS", "lbPolicy":
+                                                             "ROUND_ROBIN"}},
+    "ClusterLoadAssignment": {"outbound|80||web.shop.svc.cluster.local": {"endpoints": []}},
+    "Listener": {"outbound": {"name": "outbound"}},
+    "RouteConfiguration": {"outbound|80||web.shop.svc.cluster.local": {"virtualHosts": []}},
+}
+
+
+# web is synced, payments refused its last listener, the injected-but-unready cart is not
+# connected at all
+PROXIES = [
+    _sync("web-6d4b9-x2x9q"),
+    _sync("payments-7b5d-qq7zn", nack="Error adding/updating listener(s) inbound: "
+          "malformed IP address: 10.0.0.256"),
+]

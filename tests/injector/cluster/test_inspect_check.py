@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 from injector import cli
 from injector.cluster.inspect import summarize_stats
 from tests.support.fakeserver import Running
-from tests.support.livecluster import STATS, seed
+from tests.support.livecluster import CONFIG, STATS, seed
 
 Golden = Callable[[str, str], None]
 
@@ -40,7 +41,8 @@ def test_inspect_lists_every_pod_of_mesh_enabled_namespaces_and_label_opt_ins(
     golden("injector/cluster/inspect_all.txt", out)
     assert code == 1  # a pod is missing its proxy
     rows = {line.split()[1]: line.split() for line in out.splitlines()[1:] if line.count(" ") > 6}
-    assert rows["web-6d4b9-x2x9q"][2:] == ["yes", "ready", "native", "REDIRECT", "0", "current"]
+    assert rows["web-6d4b9-x2x9q"][2:] == ["yes", "ready", "native", "REDIRECT", "0", "current",
+                                          "synced", rows["web-6d4b9-x2x9q"][-1]]
     assert rows["cart-5f7c8-k8d2m"][2:] == [
         "yes",
         "NOT",
@@ -49,8 +51,12 @@ def test_inspect_lists_every_pod_of_mesh_enabled_namespaces_and_label_opt_ins(
         "TPROXY",
         "3",
         "current",
+        "NOT",
+        "CONNECTED",
+        "-",
     ]
-    assert rows["payments-7b5d-qq7zn"][-1] == "STALE"
+    assert rows["payments-7b5d-qq7zn"][-3:-1] == ["STALE", "NACK"]
+    assert "NACK: shop/payments-7b5d-qq7zn refused its config" in out
     assert rows["reports-68f9-bx4lp"][2] == "MISSING"
     assert rows["batch-0"][2] == "no" and rows["node-agent-9zz"][2] == "no"
     assert rows["canary-1"][2] == "yes" and "plain-1" not in rows
@@ -208,3 +214,25 @@ def test_without_access_to_the_mesh_config_the_defaults_are_compared(
     code, out, _ = _live(cluster, capsys, "inspect", "-n", "shop")
     assert code == 1 and "web-6d4b9-x2x9q" in out
     assert "cannot read the mesh config" in caplog.text
+
+
+def test_proxy_config_prints_what_the_control_plane_gives_one_pod(
+    cluster: Running, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = _live(cluster, capsys, "proxy-config", "web-6d4b9-x2x9q", "-n", "shop",
+                         "--kind", "clusters")
+    assert code == 0
+    assert json.loads(out) == {"Cluster": CONFIG["Cluster"]}
+    code, out, _ = _live(cluster, capsys, "proxy-config", "web-6d4b9-x2x9q", "-n", "shop")
+    assert code == 0 and json.loads(out) == CONFIG
+    asked = [path for method, path in cluster.api.requests if "debug/config" in path]
+    assert asked, "asked no control plane replica"
+
+
+def test_proxy_config_without_a_control_plane_says_so(
+    cluster: Running, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cluster.api.objects.pop(("pods", "meshinject-system", "meshinject-controlplane-5d8-0"))
+    code, _, err = _live(cluster, capsys, "proxy-config", "web-6d4b9-x2x9q", "-n", "shop")
+    assert code == 2
+    assert "no control plane replica answered: none is running" in err
