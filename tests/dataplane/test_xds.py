@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from injector.sandbox import netns
+from mesh.contract import CONTROLPLANE_DEBUG_PORT
 from mesh.settings import MeshConfig
 from tests.support.lab import NAMESPACE, PY, Lab, Pod
 from tests.support.meshcontrol import LAB_CONFIG
@@ -199,3 +200,31 @@ def _connected_replica(pod: Pod, replicas: list[str]) -> str:
         if out.startswith("[") and any(p["pod"] == pod.name for p in json.loads(out)):
             return address
     return ""
+
+
+def test_a_config_envoy_refuses_is_a_nack_and_the_proxy_keeps_its_last_good_one(
+    lab: Lab,
+) -> None:
+    """Two Services claiming one address and port (a file registry can say so; Envoy refuses
+    two filter chains that match the same thing): the client's proxy NACKs its new listener,
+    the control plane shows and counts it, and the old listener keeps carrying traffic."""
+    world = World(lab, servers={"l7a": SERVERS["l7a"]})
+    world.start(ready=["l7a"])
+    assert world.calls(2) == ["l7a", "l7a"]
+    lab.control.service(**{**SERVICE, "name": "web-twin"}, endpoints=[SERVERS["l7a"]])
+    debug = f"http://127.0.0.1:{CONTROLPLANE_DEBUG_PORT}"
+    deadline = time.monotonic() + 10
+    while True:
+        listed = json.loads(world.client.ns.run(
+            ["curl", "-s", "--max-time", "2", f"{debug}/debug/proxies"]).stdout)
+        mine = next(p for p in listed if p["pod"] == world.client.name)
+        if nack := mine["types"]["Listener"]["nack"]:
+            break
+        assert time.monotonic() < deadline, f"no NACK: {mine}"
+        time.sleep(0.1)
+    assert "web-twin" in nack["message"] or "filter chain" in nack["message"], nack
+    assert not mine["types"]["Listener"]["current"]
+    metrics = world.client.ns.run(["curl", "-s", f"{debug}/metrics"]).stdout
+    assert 'meshinject_xds_nacks_total{type="Listener"} 1.0' in metrics
+    assert world.client.stats()["listener_manager.lds.update_rejected"] >= 1
+    assert world.calls(3) == ["l7a"] * 3  # the last good listener still routes the Service
