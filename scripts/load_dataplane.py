@@ -66,6 +66,8 @@ from mesh.settings import MeshConfig
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_proxy import INIT, app_bootstrap, cleanup, envoy_binary, envoy_pid, injected_containers
 
+from tests.support.meshcontrol import LabControl, start_proxy
+
 CLIENT_IP, SERVER_IP, PORT = "198.18.11.1", "198.18.11.2", 8080
 COUNTERS = ("downstream_cx_total", "upstream_cx_total", "upstream_cx_connect_fail",
             "upstream_rq_retry", "upstream_rq_5xx", "ejections_enforced_total",
@@ -105,19 +107,32 @@ def allowance(phase: str, *, args: argparse.Namespace) -> Allowance:
 
 
 class Proxy:
-    """One pod's mesh-proxy, started from its container spec, restartable like the kubelet."""
+    """One pod's mesh-proxy, started from its container spec, restartable like the kubelet;
+    its config comes from a control plane running beside it in the pod's namespace."""
 
-    def __init__(self, ns: netns.Netns, spec: dict[str, Any], logdir: Path) -> None:
+    def __init__(self, ns: netns.Netns, spec: dict[str, Any], logdir: Path, *, name: str,
+                 ip: str, annotations: dict[str, str], control: LabControl,
+                 started: list[subprocess.Popen[bytes]]) -> None:
         self.ns, self.spec, self.logdir = ns, spec, logdir
+        self.name, self.ip, self.annotations = name, ip, annotations
+        self.control, self.started = control, started
         self.starts = 0
         self.proc: subprocess.Popen[bytes] | None = None
 
+    def _spawn(self, ns: netns.Netns, cmd: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
+        proc = ns.spawn(cmd, **kwargs)
+        self.started.append(proc)
+        return proc
+
     def start(self) -> float:
-        """Start Envoy; seconds until its admin says LIVE."""
+        """Start Envoy (and, the first time, its control plane); seconds until LIVE."""
         began = time.monotonic()
         self.starts += 1
-        self.proc = self.ns.spawn([envoy_binary(), *self.spec["args"]], uid=1337, gid=1337,
-                                  log_path=str(self.logdir / f"{self.ns.name}-{self.starts}.log"))
+        self.proc = start_proxy(
+            self.control, self.ns, self._spawn, name=self.name, namespace="bench", ip=self.ip,
+            annotations=self.annotations, args=self.spec["args"],
+            log=self.logdir / f"{self.ns.name}-{self.starts}.log",
+            control_plane=self.starts == 1)
         while self.admin("/ready").strip() != "LIVE":
             if self.proc.poll() is not None:
                 raise RuntimeError(f"envoy exited {self.proc.returncode}")
@@ -277,10 +292,12 @@ def main() -> int:
         client, server = netns.create("lcli"), netns.create("lsrv")
         created += [client, server]
         netns.veth(client, server, a_addr=f"{CLIENT_IP}/24", b_addr=f"{SERVER_IP}/24")
-        for role, ns in (("client", client), ("server", server)):
+        control = LabControl(workdir / "mesh")
+        for role, ns, ip in (("client", client, CLIENT_IP), ("server", server, SERVER_IP)):
             spec = injected_containers(role, annotations)
             ns.run([INIT, *spec["mesh-init"]["args"]])
-            proxies.append(Proxy(ns, spec["mesh-proxy"], workdir))
+            proxies.append(Proxy(ns, spec["mesh-proxy"], workdir, name=role, ip=ip,
+                                 annotations=annotations, control=control, started=started))
             proxies[-1].start()
         client_proxy, server_proxy = proxies
         app = server.spawn([envoy_binary(), "--config-yaml",

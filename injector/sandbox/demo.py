@@ -28,8 +28,8 @@ from injector.sandbox.model import SandboxPlan
 from injector.sandbox.plan import build_plan
 from injector.sandbox.progress import Progress, bar, plural
 from injector.sandbox.state import StateDir
+from mesh.contract import INBOUND_SOURCE4 as INBOUND_SOURCE
 from mesh.contract import PROXY_NAME, PROXY_UID
-from mesh.envoy.http import INBOUND_SOURCE
 from mesh.settings import MeshConfig
 
 WORKERS = 8

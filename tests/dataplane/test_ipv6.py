@@ -46,7 +46,7 @@ def pods(lab: Lab, *, dual: bool, mode: str) -> tuple[Pod, Pod]:
         netns.veth(client.ns, server.ns, a_addr=f"{CLIENT6}/64", b_addr=f"{SERVER6}/64")
     spec = boot(**{INTERCEPTION_MODE: mode})
     for pod in (client, server):
-        pod.start(spec)
+        pod.start(spec, control=lab.control)
         app = pod.spawn(pod.ns, [PY, "-m", "http.server", "--bind", "::", str(HTTP_PORT)],
                         uid=1000, gid=1000, log_path=str(pod.logdir / f"app-{pod.ns.name}.log"))
         pod.procs.append(app)

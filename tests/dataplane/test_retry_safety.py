@@ -35,7 +35,7 @@ def routed_pod(lab: Lab, node: netns.Netns, role: str, ip: str) -> Pod:
     gateway = ip.rsplit(".", 1)[0] + ".254"
     netns.veth(pod.ns, node, a_addr=f"{ip}/24", b_addr=f"{gateway}/24", b_if=f"v{role}")
     pod.ns.run(["ip", "route", "add", "default", "via", gateway])
-    pod.start(boot())
+    pod.start(boot(), control=lab.control)
     return pod
 
 

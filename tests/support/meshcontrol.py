@@ -178,3 +178,23 @@ class LabControl:
 def expand_args(args: Sequence[str], env: dict[str, str]) -> list[str]:
     """The proxy's args as the kubelet passes them: ``$(VAR)`` from its environment."""
     return [expand(a, env) for a in args]
+
+
+def start_proxy(control: LabControl, ns: netns.Netns, spawn: Spawn, *, name: str,
+                namespace: str, ip: str, annotations: dict[str, str], args: Sequence[str],
+                log: Path, uid: int = 1337, gid: int = 1337,
+                control_plane: bool = True) -> subprocess.Popen[bytes]:
+    """An injected pod's Envoy as the kubelet starts it (its args ``$(VAR)``-expanded, its
+    token and the mesh root mounted), with a control plane of its own in ``ns`` unless told
+    otherwise (one already running there serves it too)."""
+    pod_uid = control.register_pod(name=name, namespace=namespace, ip=ip,
+                                   annotations=annotations)
+    mounts = control.pod_files(name=name, namespace=namespace, uid=pod_uid)
+    if control_plane:
+        control.start_in(ns, spawn, log=log.with_name(f"controlplane-{name}.log"))
+    env = {"POD_NAME": name, "POD_NAMESPACE": namespace, "POD_IP": ip,
+           "SERVICE_ACCOUNT": "default"}
+    from tests.support.envoy import need_envoy
+
+    return spawn(ns, [need_envoy(), *expand_args(args, env)], uid=uid, gid=gid,
+                 log_path=str(log), mounts=mounts)
