@@ -1,6 +1,7 @@
 """The Services a proxy can call -> its outbound clusters, routes and filter chains.
 
-Every Service port with a virtual address gets an EDS cluster (balanced across its endpoints), a
+Every Service port with a virtual address gets an EDS cluster (balanced across its endpoints,
+mutual TLS to those in the mesh, see :mod:`mesh.envoy.tls`), a
 route configuration (the client's timeout and retries) and two filter chains on the outbound
 capture listener matching that address and port (HTTP through the route, anything else over
 TCP). Headless Services have no virtual address to match: their pods are dialled directly and
@@ -10,11 +11,12 @@ pass through as before, as does every destination outside the mesh.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from controlplane.model.values import Service, ServicePort
+from controlplane.model.values import Key, Service, ServicePort
 from mesh.envoy import service as envoy_service
+from mesh.envoy import tls
 from mesh.envoy.base import Json
 from mesh.overrides.traffic import TrafficPolicy
 
@@ -36,7 +38,11 @@ def _http_allowed(port: ServicePort) -> bool:
     return port.app_protocol.lower() not in _NOT_HTTP and name not in _NOT_HTTP
 
 
-def outbound(services: Iterable[Service], *, policy: TrafficPolicy) -> Outbound:
+def outbound(services: Iterable[Service], *, policy: TrafficPolicy,
+             identities: Mapping[Key, tuple[str, ...]] | None = None) -> Outbound:
+    """``identities``: the SPIFFE IDs of each Service's endpoints in the mesh, which its
+    cluster's mutual TLS expects the server to present."""
+    expected = identities or {}
     clusters: dict[str, Json] = {}
     routes: dict[str, Json] = {}
     chains: list[Json] = []
@@ -46,7 +52,9 @@ def outbound(services: Iterable[Service], *, policy: TrafficPolicy) -> Outbound:
                 continue  # UDP and SCTP are never captured
             cluster = envoy_service.cluster_name(service.hostname, port.port)
             clusters[cluster] = envoy_service.eds_cluster(
-                cluster, policy=policy, lb_policy=service.lb_policy)
+                cluster, policy=policy, lb_policy=service.lb_policy,
+                sni=tls.sni(service.hostname, port.port),
+                identities=expected.get(service.key, ()))
             if service.cluster_ip is None:
                 continue
             route = envoy_service.route_name(service.hostname, port.port)

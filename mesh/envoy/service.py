@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from mesh.contract import NOT_DELIVERED_HEADER
-from mesh.envoy import http
+from mesh.envoy import http, tls
 from mesh.envoy.base import (
     ADS_SOURCE,
     HTTP_PROTOCOL_OPTIONS,
@@ -37,12 +37,15 @@ class LbEndpoint:
     address: str
     port: int
     health: Health = "HEALTHY"
+    meshed: bool = False  # its pod has a proxy: called over mutual TLS
 
 
 def eds_cluster(
-    name: str, *, policy: TrafficPolicy, lb_policy: str = "ROUND_ROBIN"
+    name: str, *, policy: TrafficPolicy, lb_policy: str = "ROUND_ROBIN",
+    sni: str = "", identities: Sequence[str] = (),
 ) -> Json:
-    """A Service port's cluster: endpoints over EDS, the client's breakers and ejection."""
+    """A Service port's cluster: endpoints over EDS, the client's breakers and ejection; with
+    ``sni``, mutual TLS to the endpoints that are in the mesh, expecting ``identities``."""
     cluster: Json = {
         "name": name,
         "type": "EDS",
@@ -64,6 +67,9 @@ def eds_cluster(
     if policy.outlier_consecutive_5xx:
         # never eject them all: with every endpoint failing, trying one is better than none
         cluster["outlier_detection"] = http.outlier_detection(policy, max_percent=50)
+    if sni:
+        cluster["transport_socket_matches"] = tls.mesh_socket_matches(
+            sni_name=sni, identities=identities)
     return cluster
 
 
@@ -72,15 +78,17 @@ def load_assignment(name: str, endpoints: Sequence[LbEndpoint]) -> Json:
     return {
         "cluster_name": name,
         "endpoints": [{
-            "lb_endpoints": [
-                {
-                    "endpoint": {"address": socket_address(e.address, e.port)},
-                    "health_status": e.health,
-                }
-                for e in endpoints
-            ],
+            "lb_endpoints": [_lb_endpoint(e) for e in endpoints],
         }] if endpoints else [],
     }
+
+
+def _lb_endpoint(endpoint: LbEndpoint) -> Json:
+    found: Json = {"endpoint": {"address": socket_address(endpoint.address, endpoint.port)},
+                   "health_status": endpoint.health}
+    if endpoint.meshed:
+        found["metadata"] = tls.mesh_endpoint_metadata()
+    return found
 
 
 def route(name: str, *, cluster: str, domains: Sequence[str], policy: TrafficPolicy) -> Json:
