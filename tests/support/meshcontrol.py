@@ -58,8 +58,8 @@ class LabControl:
         (self.pki / "token.pub").write_bytes(self.key.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
         ca = MeshCA.create(trust_domain="cluster.local")
-        (self.pki / "ca.crt").write_bytes(ca.root.cert_pem)
-        (self.pki / "ca.key").write_bytes(ca.root.key_pem)
+        (self.pki / "ca.crt").write_bytes(ca.signer.cert_pem)
+        (self.pki / "ca.key").write_bytes(ca.signer.key_pem)
         self.registry = root / "registry.json"
         self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}
         self.write()
