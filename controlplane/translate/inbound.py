@@ -53,7 +53,7 @@ def probe_filter(probes: tuple[tuple[int, str], ...]) -> Json:
             "principals": [{"any": True}],
         }}
     return {"name": "envoy.filters.http.rbac",
-            "typed_config": {"@type": HTTP_RBAC, "stat_prefix": "inbound_plaintext_",
+            "typed_config": {"@type": HTTP_RBAC, "rules_stat_prefix": "plaintext_",
                              "rules": rules}}
 
 

@@ -176,6 +176,11 @@ def issuer_of(cert_pem: bytes) -> str:
     return x509.load_pem_x509_certificate(cert_pem).issuer.rfc4514_string()
 
 
+def serial_of(cert_pem: bytes) -> str:
+    """The (first) certificate's serial number in lower-case hex, as Envoy's /certs shows it."""
+    return f"{x509.load_pem_x509_certificate(cert_pem).serial_number:x}"
+
+
 def subject_of(cert_pem: bytes) -> str:
     return x509.load_pem_x509_certificate(cert_pem).subject.rfc4514_string()
 

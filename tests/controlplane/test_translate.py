@@ -161,3 +161,17 @@ def test_a_services_cluster_uses_mutual_tls_to_meshed_endpoints_expecting_their_
         "default_validation_context"]["match_typed_subject_alt_names"] == [
         {"san_type": "URI", "matcher": {"exact": WEB_ID}}]
     assert "transport_socket" not in cluster  # the rest of its endpoints: plain TCP
+
+
+def test_every_resource_of_every_mode_fits_its_protobuf_type() -> None:
+    """What Envoy would refuse is caught here, not by a proxy: the control plane converts each
+    resource with the same code before pushing it."""
+    from controlplane.cache.snapshot import Resource
+    from controlplane.grpc.convert import Converter
+
+    converter = Converter()
+    for security in (PERMISSIVE, InboundSecurity("STRICT"),
+                     InboundSecurity("STRICT", probes=((8080, "/healthz"), (9090, "/ready")))):
+        for type_url, found in resources(security=security).items():
+            for name, body in found.items():
+                converter.framed(type_url, Resource.of(name, body))  # raises if it does not fit
