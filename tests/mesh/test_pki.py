@@ -15,7 +15,7 @@ from mesh.pki import certs
 def _cert_with_serial(serial: int) -> bytes:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "serial")])
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
             .public_key(key.public_key()).serial_number(serial)
             .not_valid_before(now).not_valid_after(now + dt.timedelta(days=1))
