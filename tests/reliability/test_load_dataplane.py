@@ -48,3 +48,6 @@ def test_the_bounded_load_run_stays_within_the_allowance_it_fixed_before_running
     assert lost[0] == 0 and cut[0] == 0, out  # steady
     assert len(lost) == len(cut) == 2, out
     assert out.count("   held: within the allowance") == 2, out
+    # and the allowance is the design's, not whatever would have passed: 20 in flight plus
+    # 1 s of arrivals at 400/s less the budget's retries (3 at once, 25 ms apart): 300
+    assert "   held: within the allowance (300)" in out, out
