@@ -17,8 +17,9 @@ CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
-def socket_in(namespace: str) -> socket.socket:
-    """A fresh TCP socket created inside ``/run/netns/<namespace>``."""
+def socket_in(namespace: str, *, family: int = socket.AF_INET, kind: int = socket.SOCK_STREAM,
+              proto: int = 0) -> socket.socket:
+    """A fresh socket (TCP unless told otherwise) created inside ``/run/netns/<namespace>``."""
     result: list[socket.socket | BaseException] = []
 
     def enter() -> None:
@@ -30,7 +31,7 @@ def socket_in(namespace: str) -> socket.socket:
                     raise OSError(err, f"setns into {namespace}: {os.strerror(err)}")
             finally:
                 os.close(fd)
-            result.append(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            result.append(socket.socket(family, kind, proto))
         except BaseException as err:  # handed to the caller's thread
             result.append(err)
 
