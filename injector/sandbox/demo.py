@@ -23,17 +23,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
-from injector.sandbox import control, demo_manifest, network, nssocket, stats
+from injector.sandbox import (
+    control,
+    demo_live,
+    demo_manifest,
+    demo_mesh,
+    network,
+    nssocket,
+    stats,
+    wire,
+)
 from injector.sandbox.model import SandboxPlan
 from injector.sandbox.plan import build_plan
 from injector.sandbox.progress import Progress, bar, plural
 from injector.sandbox.state import StateDir
 from mesh.contract import INBOUND_SOURCE4 as INBOUND_SOURCE
 from mesh.contract import PROXY_NAME, PROXY_UID
+from mesh.envoy.service import route_name
 from mesh.settings import MeshConfig
 
 WORKERS = 8
 SETTLE_SECONDS = 5.0  # Envoy writes access logs out once a second
+LIVE_TIMEOUT = "3s"  # the mesh-wide route timeout the demo sets while the mesh runs
 
 
 def request(node: str, address: str, *, host: str, timeout: float = 5) -> int:
@@ -76,25 +87,37 @@ def send(node: str, address: str, *, host: str, count: int, seconds: float,
 @dataclass
 class AppLog:
     """What an app logged (demo_app): requests it answered, by peer and by status; the calls it
-    made, by host; the proxy settings it found in its environment at start."""
+    made, by host, with the pods that answered and how many connections it opened per host;
+    the client certificates its proxy told it of; the proxy settings it found at start."""
 
     peers: Counter[str] = field(default_factory=Counter)
     statuses: Counter[str] = field(default_factory=Counter)
     calls: Counter[str] = field(default_factory=Counter)
+    answered_by: dict[str, Counter[str]] = field(default_factory=dict)  # host -> pod -> calls
+    connections: Counter[str] = field(default_factory=Counter)  # host -> connections opened
+    client_certs: list[str] = field(default_factory=list)
     proxy_settings: str = "?"
 
 
 def app_log(text: str) -> AppLog:
     """Read an app's log: ``PEER METHOD PATH -> STATUS`` per request it answered, ``call
-    HOST:PORT/PATH -> STATUS`` per call it made, and its start line."""
+    HOST:PORT/PATH -> STATUS POD CONNECTION`` per call it made, ``client-cert VALUE`` per
+    distinct certificate, and its start line."""
     seen = AppLog()
     for line in text.splitlines():
         parts = line.split()
         if len(parts) == 5 and parts[3] == "->":
             seen.peers[parts[0]] += 1
             seen.statuses[parts[4]] += 1
-        elif len(parts) == 4 and parts[0] == "call" and parts[2] == "->":
-            seen.calls[parts[1].partition("/")[0].partition(":")[0]] += 1
+        elif len(parts) == 6 and parts[0] == "call" and parts[2] == "->":
+            host = parts[1].partition("/")[0].partition(":")[0]
+            seen.calls[host] += 1
+            if parts[4] != "-":
+                seen.answered_by.setdefault(host, Counter())[parts[4]] += 1
+            if parts[5].isdigit():
+                seen.connections[host] = max(seen.connections[host], int(parts[5]))
+        elif len(parts) == 2 and parts[0] == "client-cert":
+            seen.client_certs.append(parts[1])
         elif "proxy settings: " in line:
             seen.proxy_settings = line.rsplit("proxy settings: ", 1)[1]
     return seen
@@ -238,8 +261,34 @@ def report(plan: SandboxPlan, seen: list[Seen]) -> dict[str, int]:
     return dict(facts)
 
 
+def mesh_report(plan: SandboxPlan, seen: list[Seen], flows: dict[tuple[str, str], wire.Flow],
+                ) -> list[str]:
+    """Balancing and mutual TLS, from the frontend's and backends' logs, the replicas'
+    counters and the packets seen on the wire."""
+    by_name = {s.pod: s for s in seen}
+    caller = next(p for p in plan.pods if p.name.startswith(demo_manifest.ENTRY))
+    backends = demo_manifest.BALANCED
+    behind = demo_mesh.replicas(plan, backends)
+    app = by_name[caller.name].app
+    lines = demo_mesh.balance_lines(demo_mesh.Balance(
+        caller=caller.name, service=backends, calls=app.calls[backends],
+        connections=app.connections[backends],
+        answered=demo_mesh.answered(app.answered_by, backends),
+        counted_in={p.name: sum(by_name[p.name].proxy.requests_in.values()) for p in behind}))
+    mesh, outside = demo_live.wire_flows(flows, caller=caller, server=behind[0])
+    servers = [p for p in plan.pods if p.injected and p is not caller]
+    lines += demo_mesh.tls_lines(caller=caller, servers=servers,
+                                 certs={p.name: by_name[p.name].app.client_certs for p in servers},
+                                 mesh=mesh, outside=outside)
+    return lines
+
+
+CLAIMS = (demo_mesh.BALANCED_CLAIM, demo_mesh.TLS_CLAIM, demo_mesh.LIVE_CLAIM)
+
+
 def run(*, requests: int = 300, seconds: float = 10, state_dir: str | None = None) -> int:
-    """The demo, start to finish; always tears down. Exit code 0 when every request got a 200."""
+    """The demo, start to finish; always tears down. Exit code 0 when every request got a 200,
+    every connection went through its pod's proxy and every claim about the mesh was shown."""
     started = time.monotonic()
 
     def on_term(signum: int, frame: FrameType | None) -> None:
@@ -251,10 +300,11 @@ def run(*, requests: int = 300, seconds: float = 10, state_dir: str | None = Non
     plan = build_plan(demo_manifest.documents(), config=MeshConfig(), namespace="demo")
     flaky = demo_manifest.FLAKY
     print("meshinject demo: three unmodified HTTP services, injected, in network namespaces")
-    print(f"  frontend -> catalog, {flaky}; {flaky} answers 503 to every "
+    print(f"  frontend -> catalog (2 replicas), {flaky}; {flaky} answers 503 to every "
           f"{demo_manifest.FAIL_EVERY}th request,\n  and the frontend's pod asks its proxy to "
-          "retry 5xx (proxy.meshinject.io/retries)")
+          "retry 5xx (proxy.meshinject.io/retries); each runs as its own service account")
     ok = False
+    cap: wire.Capture | None = None
     try:
         pid = control.start(state, plan)
         what = f"mesh-init, Envoy as uid {PROXY_UID}, app"
@@ -265,16 +315,32 @@ def run(*, requests: int = 300, seconds: float = 10, state_dir: str | None = Non
         owner = int(state.status()["owner"])
         namespaces = {p.key: p.netns(owner) for p in plan.pods}
         entry = next(s for s in plan.services if s.name == demo_manifest.ENTRY)
+        caller = next(p for p in plan.pods if p.address in entry.endpoints)
+        cap = demo_live.capture(owner, [caller, *demo_mesh.replicas(plan, demo_manifest.BALANCED)])
         host = f"{entry.name}.{entry.namespace}"
         load = Progress(f"traffic to http://{host}/", stream=sys.stdout)
         results, _ = send(network.node_name(owner), str(entry.vip), host=host, count=requests,
-                             seconds=seconds, progress=load)
+                          seconds=seconds, progress=load)
         load.done(f"{requests} requests: {stats.codes(results)}")
+        flows = cap.stop()
         seen, final = observe(plan, state, namespaces)
         facts = report(plan, seen)
         problems = unproxied(seen)
+        said = mesh_report(plan, seen, flows)
+        balanced = next(s for s in plan.services if s.name == demo_manifest.BALANCED)
+        said += demo_live.live_change(
+            state, plan, owner=owner, field="timeout", value=LIVE_TIMEOUT,
+            route=route_name(f"{balanced.name}.{balanced.namespace}.svc.cluster.local",
+                             balanced.ports[0].port))
+        policy = demo_live.policy_denies_one_caller(
+            state, plan, owner=owner, target=demo_manifest.BALANCED, allowed=caller,
+            denied=next(p for p in plan.pods if p.name.startswith(flaky)))
+        said += policy
+        print("\n".join(said))
+        shown = all(f"=> {c}" in "\n".join(said) for c in CLAIMS) and (
+            not policy or any(demo_mesh.POLICY_CLAIM in line for line in policy))
         good, failed = results.get("200", 0), requests - results.get("200", 0)
-        ok = results.get("599", 0) == 0 and not problems
+        ok = results.get("599", 0) == 0 and not problems and shown
         flaky = f"{demo_manifest.FLAKY} answered 503 to {facts.get('flaky_failed', 0)} of its " \
             f"{facts.get('flaky_calls', 0)} calls"
         if facts.get("retries"):
@@ -286,6 +352,8 @@ def run(*, requests: int = 300, seconds: float = 10, state_dir: str | None = Non
                   "  and this build's proxy carries them as plain TCP (no HTTP retries).")
         print(verdict(problems, final=final))
     finally:
+        if cap is not None:
+            cap.stop()
         cleanup = time.monotonic()
         left = control.down(state)
         signal.signal(signal.SIGTERM, previous)

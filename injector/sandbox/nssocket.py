@@ -65,7 +65,26 @@ def http_get(
         status = int(head.split(b" ", 2)[1])
     except (IndexError, ValueError):
         raise OSError(f"not an HTTP answer from {host}:{port} in {namespace}") from None
+    if b"\r\ntransfer-encoding: chunked" in head.lower():
+        body = dechunk(body)
     return status, body.decode(errors="replace")
+
+
+def dechunk(body: bytes) -> bytes:
+    """A chunked HTTP/1.1 body, joined (Envoy's admin sends large answers, a config dump,
+    chunked even with ``Connection: close``)."""
+    out, rest = [], body
+    while rest:
+        size_line, _, rest = rest.partition(b"\r\n")
+        try:
+            size = int(size_line.split(b";")[0], 16)
+        except ValueError:
+            raise OSError("a chunked HTTP body with a bad chunk size") from None
+        if size == 0:
+            break
+        out.append(rest[:size])
+        rest = rest[size + 2:]
+    return b"".join(out)
 
 
 def probe(

@@ -6,7 +6,8 @@ without touching the pods. The demo captures while its traffic runs and reports,
 many segments carried data, what the first one started with (a TLS record header is ``16 03 0x``
 for a handshake) and how many held HTTP in clear. A routed packet is seen twice on the bridge
 (in from one pod, out to the other); only the incoming copy is kept, except for the node's own
-packets, which only go out.
+packets, which only go out. The socket asks for every protocol (``ETH_P_ALL``): a socket bound
+to IPv4 alone is given only what comes in, never what the node sends.
 
 :func:`segment` and :class:`Flow` are pure; :class:`Capture` owns the socket and its thread.
 """
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field
 
 from injector.sandbox import nssocket
 
-ETH_P_IP = 0x0800
+ETH_P_ALL, ETH_P_IP = 0x0003, 0x0800
 PACKET_OUTGOING = 4
 PLAINTEXT_MARKS = (b"HTTP/1.", b"GET /", b"POST /")  # HTTP/1.x, requests and replies
 TLS_CONTENT = {0x14: "TLS change cipher spec", 0x15: "TLS alert", 0x16: "TLS handshake",
@@ -100,7 +101,7 @@ class Capture:
 
     def start(self) -> None:
         self._sock = nssocket.socket_in(self.namespace, family=socket.AF_PACKET,
-                                        kind=socket.SOCK_DGRAM, proto=socket.htons(ETH_P_IP))
+                                        kind=socket.SOCK_DGRAM, proto=socket.htons(ETH_P_ALL))
         self._sock.bind((self.interface, 0))
         self._sock.settimeout(0.2)
         self._thread = threading.Thread(target=self._read, name="wire-capture", daemon=True)
@@ -116,7 +117,7 @@ class Capture:
                 continue
             except OSError:
                 return
-            found = segment(packet)
+            found = segment(packet) if where[1] == ETH_P_IP else None
             if found is None:
                 continue
             src, sport, dst, dport, payload = found
