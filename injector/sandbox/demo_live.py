@@ -1,6 +1,7 @@
 """The demo's measurements of the running mesh (the shell around :mod:`demo_mesh`).
 
-- the wire: a packet capture on the node's bridge while the traffic runs;
+- the wire: a packet capture on the node's bridge while the traffic runs, reported with the
+  apps' logs and the replicas' counters (:func:`mesh_report`: balancing, mutual TLS);
 - the control plane's ``/debug/proxies`` (what each proxy ACKed), each Envoy's own
   ``/config_dump`` (what it runs) and pid (whether it restarted), around an edit of the mesh
   ConfigMap applied to the running sandbox;
@@ -17,8 +18,9 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from injector.sandbox import apiserver, demo_mesh, network, nssocket
+from injector.sandbox import apiserver, demo_manifest, demo_mesh, network, nssocket
 from injector.sandbox.demo_mesh import ProxyView, WireFlow
+from injector.sandbox.demo_observe import Seen
 from injector.sandbox.model import BRIDGE, NODE_ADDRESS, PodPlan, SandboxPlan
 from injector.sandbox.state import StateDir
 from injector.sandbox.wire import Capture, Flow
@@ -57,6 +59,28 @@ def wire_flows(flows: Mapping[tuple[str, str], Flow], *, caller: PodPlan, server
                      get(server.address, caller.address))]
     outside = [WireFlow(f"node -> {caller.name}:{APP_PORT}", get(NODE_ADDRESS, caller.address))]
     return mesh, outside
+
+
+def mesh_report(plan: SandboxPlan, seen: list[Seen], flows: Mapping[tuple[str, str], Flow],
+                ) -> list[str]:
+    """Balancing and mutual TLS, from the frontend's and backends' logs, the replicas'
+    counters and the packets seen on the wire."""
+    by_name = {s.pod: s for s in seen}
+    caller = next(p for p in plan.pods if p.name.startswith(demo_manifest.ENTRY))
+    backends = demo_manifest.BALANCED
+    behind = demo_mesh.replicas(plan, backends)
+    app = by_name[caller.name].app
+    lines = demo_mesh.balance_lines(demo_mesh.Balance(
+        caller=caller.name, service=backends, calls=app.calls[backends],
+        connections=app.connections[backends],
+        answered=demo_mesh.answered(app.answered_by, backends),
+        counted_in={p.name: sum(by_name[p.name].proxy.requests_in.values()) for p in behind}))
+    mesh, outside = wire_flows(flows, caller=caller, server=behind[0])
+    servers = [p for p in plan.pods if p.injected and p is not caller]
+    lines += demo_mesh.tls_lines(caller=caller, servers=servers,
+                                 certs={p.name: by_name[p.name].app.client_certs for p in servers},
+                                 mesh=mesh, outside=outside)
+    return lines
 
 
 def proxies(owner: int) -> dict[tuple[str, str], dict[str, Any]]:
