@@ -131,7 +131,9 @@ def change_lines(*, field: str, old: str, new: str, took: float,
                  before: Mapping[str, ProxyView], after: Mapping[str, ProxyView],
                  route: str) -> list[str]:
     lines = [f"\na live mesh-wide change: the mesh ConfigMap's {field} {old} -> {new}",
-             f"  the control plane's /debug/proxies, {took:.1f}s later:"]
+             f"  {took:.1f}s later, per proxy: the versions it ACKed (the control plane's "
+             "/debug/proxies),",
+             f"  the timeout its Envoy runs on route {route} (its /config_dump), its Envoy's pid:"]
     acked_all = True
     for pod in sorted(after):
         b, a = before.get(pod), after[pod]
@@ -140,13 +142,10 @@ def change_lines(*, field: str, old: str, new: str, took: float,
         what = ", ".join(f"{t} {b.acked.get(t, '-')[:8]} -> {a.acked[t][:8]}" for t in changed
                          if b) or "no new version ACKed"
         lines.append(f"    {pod:<11} {what}{'' if a.current else ' (not yet current)'}")
-    lines.append(f"  each Envoy's own /config_dump, route {route}: "
-                 + ", ".join(f"{p} timeout {v.timeout or '-'}" for p, v in sorted(after.items())))
+        lines.append(f"    {'':<11} timeout {b.timeout if b else '-'} -> {a.timeout or '-'}, "
+                     f"pid {b.pid if b else '-'} -> {a.pid}")
     same = all(before.get(p) is not None and v.pid is not None and v.pid == before[p].pid
                and v.restarts == before[p].restarts for p, v in after.items())
-    lines.append("  Envoy pids before -> after: " + ", ".join(
-        f"{p} {before[p].pid if p in before else '-'} -> {v.pid}"
-        for p, v in sorted(after.items())))
     runs_new = all(v.timeout == new for v in after.values())
     if acked_all and runs_new and same:
         lines.append(f"  => every proxy ACKed the new version and runs it; {LIVE_CLAIM}")

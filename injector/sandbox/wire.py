@@ -80,8 +80,8 @@ class Flow:
 
     def describe(self) -> str:
         head = " ".join(f"{b:02x}" for b in self.first[:3])
-        return (f"{self.segments} data segments, {self.data_bytes} bytes; the first starts "
-                f"{head} ({record_kind(self.first)}); {self.plaintext} with HTTP in clear")
+        return (f"{self.segments} segments, {self.data_bytes} B, {self.plaintext} with HTTP in "
+                f"clear; the first: {head or '-'} ({record_kind(self.first)})")
 
 
 @dataclass
