@@ -180,8 +180,9 @@ def run(*, requests: int = 300, seconds: float = 10, state_dir: str | None = Non
     flaky = demo_manifest.FLAKY
     print("meshinject demo: three unmodified HTTP services, injected, in network namespaces")
     print(f"  frontend -> catalog (2 replicas), {flaky}; {flaky} answers 503 to every "
-          f"{demo_manifest.FAIL_EVERY}th request,\n  and the frontend's pod asks its proxy to "
-          "retry 5xx (proxy.meshinject.io/retries); each runs as its own service account")
+          f"{demo_manifest.FAIL_EVERY}th request;\n  each Deployment runs as its own service "
+          "account, and the frontend's pod asks its proxy\n  to retry 5xx "
+          "(proxy.meshinject.io/retries)")
     ok = False
     cap: wire.Capture | None = None
     try:

@@ -19,7 +19,7 @@ from mesh.contract import TRUST_DOMAIN
 
 BALANCED_CLAIM = "one keep-alive connection, its requests spread over both replicas"
 TLS_CLAIM = "mutual TLS on the wire, each side with its own service account's identity"
-LIVE_CLAIM = "the same Envoy processes took the new config: no restart"
+LIVE_CLAIM = "the same Envoy processes, none restarted"
 POLICY_CLAIM = "the policy denied the caller it does not allow"
 
 
@@ -88,11 +88,11 @@ def tls_lines(*, caller: PodPlan, servers: Sequence[PodPlan],
     """``mesh``: the flows between ``caller`` and a server; ``outside``: the node's own
     plaintext to a pod, shown for contrast (and as proof the capture sees HTTP in clear).
     ``certs``: per server pod name, the client certificates its app was told of."""
-    lines = ["\nmutual TLS (a packet socket on the node's bridge while the traffic ran):"]
+    lines = ["\nmutual TLS (a packet socket on the node's bridge while the traffic ran; the node "
+             "is outside the mesh):"]
     width = max((len(f.label) for f in (*mesh, *outside)), default=0)
     lines += [f"  {f.label:<{width}}  {f.flow.describe()}" for f in mesh]
-    lines += [f"  {f.label:<{width}}  {f.flow.describe()}  (from outside the mesh)"
-              for f in outside]
+    lines += [f"  {f.label:<{width}}  {f.flow.describe()}" for f in outside]
     lines.append("  identities (the x-forwarded-client-cert header each server's app got from "
                  "its proxy):")
     proven = bool(mesh) and all(f.flow.tls for f in mesh)
@@ -133,7 +133,7 @@ def change_lines(*, field: str, old: str, new: str, took: float,
     lines = [f"\na live mesh-wide change: the mesh ConfigMap's {field} {old} -> {new}",
              f"  {took:.1f}s later, per proxy: the versions it ACKed (the control plane's "
              "/debug/proxies),",
-             f"  the timeout its Envoy runs on route {route} (its /config_dump), its Envoy's pid:"]
+             f"  and its Envoy's timeout on route {route} (/config_dump) and pid:"]
     acked_all = True
     for pod in sorted(after):
         b, a = before.get(pod), after[pod]
@@ -148,7 +148,7 @@ def change_lines(*, field: str, old: str, new: str, took: float,
                and v.restarts == before[p].restarts for p, v in after.items())
     runs_new = all(v.timeout == new for v in after.values())
     if acked_all and runs_new and same:
-        lines.append(f"  => every proxy ACKed the new version and runs it; {LIVE_CLAIM}")
+        lines.append(f"  => every proxy ACKed the new version and runs it: {LIVE_CLAIM}")
     else:
         lines.append("  => not shown: " + ("a proxy did not ACK a new version" if not acked_all
                                           else "an Envoy does not run the new timeout"
