@@ -8,6 +8,7 @@ up with its proxy's counters (Envoy writes it out once a second) is not read as 
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from typing import Any
 
@@ -16,6 +17,7 @@ import pytest
 from injector.sandbox import demo, demo_manifest, demo_observe, stats
 from injector.sandbox.plan import build_plan
 from mesh.settings import MeshConfig
+from tests.support.paths import REPO
 
 CLAIM = "Every connection into and out of every pod went through its own Envoy"
 PLAN = build_plan(demo_manifest.documents(), config=MeshConfig(), namespace="demo")
@@ -188,3 +190,14 @@ def test_an_app_log_names_requests_and_calls_apart() -> None:
     log = demo_observe.app_log(_app({"127.0.0.6": 2}, {"catalog": 1}) + json.dumps({"x": 1}) + "\n")
     assert log.peers == Counter({"127.0.0.6": 2}) and log.calls == Counter({"catalog": 1})
     assert log.proxy_settings == "none"
+
+
+def test_the_readme_and_docs_quote_the_same_run_with_every_claim_this_code_makes() -> None:
+    """The README's demo output is docs/demo-output.md's, and it holds each claim as this code
+    words it (a reworded claim makes the quoted run stale)."""
+    block = re.compile(r"^```text\n(meshinject demo:.*?)^```", re.S | re.M)
+    readme = block.findall((REPO / "README.md").read_text())
+    docs = block.findall((REPO / "docs" / "demo-output.md").read_text())
+    assert len(readme) == 1 and readme == docs[:1]
+    for claim in (*demo.CLAIMS, CLAIM):
+        assert claim in readme[0], claim
