@@ -36,6 +36,8 @@ from mesh.errors import SandboxError
 
 READINESS = (READINESS_PORT, READINESS_PATH)
 MAX_SHOWN = 5  # pods explained in a timeout's message; the rest are counted
+# what every proxy must have ACKed before the sandbox calls the mesh converged (its secrets
+# come over the same stream but are not routing config)
 # supervisors this process forked: kept so ``down`` can reap them (the supervisor outlives a
 # CLI that exits, and an unreaped child is a zombie and a ResourceWarning)
 _children: dict[int, subprocess.Popen[bytes]] = {}
