@@ -2,8 +2,8 @@
 
 Nothing in it mentions Envoy or iptables. The namespace carries the opt-in label; each
 Deployment runs as its own service account (its SPIFFE identity); ``catalog`` has two replicas,
-which the frontend's one keep-alive connection to it reaches both of; every pod
-asks its proxy for access logs (off by default), which the demo reads to show who called whom;
+both reached by the frontend's one keep-alive connection to it; every pod asks its proxy for
+access logs (off by default), which the demo reads to show who called whom;
 the frontend carries two more annotations asking its proxy to retry failed calls (``5xx``),
 which is what hides the ``reviews`` service's flakiness (every fifth request answers 503) from
 the frontend's code.
