@@ -105,6 +105,9 @@ NOT_DELIVERED_HEADER = "meshinject-not-delivered"
 # -- what the proxy needs to reach the control plane ------------------------------------------
 XDS_PORT = 15012  # the control plane's xDS (gRPC over TLS)
 CONTROLPLANE_DEBUG_PORT = 15014  # its /metrics, /debug/proxies, /debug/config
+# the types a proxy must have ACKed to be configured, as /debug/proxies names them (it lists the
+# Secrets of mutual TLS beside them)
+PROXY_CONFIG_TYPES = ("Cluster", "ClusterLoadAssignment", "Listener", "RouteConfiguration")
 TOKEN_AUDIENCE = "meshinject"  # the projected ServiceAccount token the proxy presents
 TOKEN_VOLUME = "meshinject-token"
 TOKEN_DIR = "/var/run/secrets/meshinject.io/token"

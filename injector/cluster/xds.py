@@ -15,7 +15,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from mesh.contract import CONTROLPLANE_APP_LABEL, CONTROLPLANE_DEBUG_PORT, INJECTOR_NAMESPACE
+from mesh.contract import (
+    CONTROLPLANE_APP_LABEL,
+    CONTROLPLANE_DEBUG_PORT,
+    INJECTOR_NAMESPACE,
+    PROXY_CONFIG_TYPES,
+)
 from mesh.errors import KubeError
 from mesh.kube.client import Kube
 
@@ -47,8 +52,8 @@ class ProxySync:
         if self.status.get("problem"):
             return "NO CONFIG"
         kinds = self.types
-        return "synced" if len(kinds) == 4 and all(t.get("current") for t in kinds.values()) \
-            else "syncing"
+        every = set(PROXY_CONFIG_TYPES) <= set(kinds)
+        return "synced" if every and all(t.get("current") for t in kinds.values()) else "syncing"
 
     @property
     def mtls(self) -> str:

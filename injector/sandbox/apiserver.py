@@ -7,7 +7,9 @@
   injected pods mount: the token, the root's ConfigMap, emptyDirs.
 - It publishes the mesh to the control plane as a ``List`` of Kubernetes objects in
   ``STATE/registry.json`` (the mesh ConfigMap, Services, one EndpointSlice per Service with
-  each pod's readiness, the injected Pods), replaced in one rename when anything changes.
+  each pod's readiness, the injected Pods), replaced in one rename when anything changes;
+  objects applied while it runs (:func:`apply`: an edited mesh ConfigMap, an AccessPolicy)
+  are laid over them.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from injector.sandbox.model import PodPlan, SandboxPlan, ServicePlan
-from injector.sandbox.state import StateDir, write_json
+from injector.sandbox.state import StateDir, read_json, write_json
 from mesh.contract import CONFIG_KEY, CONFIGMAP, INJECTOR_NAMESPACE, STATUS
 from mesh.pki import certs, jwt
 
@@ -161,23 +163,53 @@ def _pod(pod: PodPlan) -> dict[str, Any]:
     }
 
 
-def registry(plan: SandboxPlan, ready: Mapping[str, bool]) -> dict[str, Any]:
-    """The List of objects the control plane reads: what a cluster's watches would show."""
+def registry(plan: SandboxPlan, ready: Mapping[str, bool],
+             applied: Iterable[Mapping[str, Any]] = ()) -> dict[str, Any]:
+    """The List of objects the control plane reads: what a cluster's watches would show. An
+    ``applied`` object (:func:`apply`) replaces the one of the same kind, namespace and name
+    (the mesh ConfigMap, edited) or is added (an AccessPolicy)."""
     pods = {p.key: p for p in plan.pods}
-    items: list[dict[str, Any]] = [{
-        "apiVersion": "v1", "kind": "ConfigMap",
-        "metadata": {"name": CONFIGMAP, "namespace": INJECTOR_NAMESPACE},
-        "data": {CONFIG_KEY: yaml.safe_dump(plan.mesh_config)},
-    }]
+    items: list[dict[str, Any]] = [mesh_configmap(plan.mesh_config)]
     for service in plan.services:
         items += [_service(service), _slice(service, pods, ready)]
     items += [_pod(p) for p in plan.pods if STATUS in p.annotations]
+    extra = {_key(obj): dict(obj) for obj in applied}
+    items = [extra.pop(_key(obj), obj) for obj in items] + list(extra.values())
     return {"apiVersion": "v1", "kind": "List", "items": items}
+
+
+def _key(obj: Mapping[str, Any]) -> tuple[str, str, str]:
+    meta = obj.get("metadata") or {}
+    return str(obj.get("kind")), str(meta.get("namespace", "")), str(meta.get("name", ""))
 
 
 def registry_path(state: StateDir) -> Path:
     return state.root / "registry.json"
 
 
+def applied_path(state: StateDir) -> Path:
+    return state.root / "applied.json"
+
+
+def applied(state: StateDir) -> list[dict[str, Any]]:
+    """The objects applied to the running sandbox, oldest first."""
+    found = read_json(applied_path(state), [])
+    return [obj for obj in found if isinstance(obj, dict)] if isinstance(found, list) else []
+
+
+def apply(state: StateDir, obj: Mapping[str, Any]) -> None:
+    """``kubectl apply`` for the sandbox: record ``obj`` (replacing one with the same kind,
+    namespace and name); the supervisor publishes it to the control plane within a tick."""
+    kept = [o for o in applied(state) if _key(o) != _key(obj)]
+    write_json(applied_path(state), [*kept, dict(obj)])
+
+
+def mesh_configmap(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The mesh ConfigMap holding ``config`` (MeshConfig as a dict)."""
+    return {"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": CONFIGMAP, "namespace": INJECTOR_NAMESPACE},
+            "data": {CONFIG_KEY: yaml.safe_dump(dict(config))}}
+
+
 def publish(state: StateDir, plan: SandboxPlan, ready: Mapping[str, bool]) -> None:
-    write_json(registry_path(state), registry(plan, ready))
+    write_json(registry_path(state), registry(plan, ready, applied(state)))

@@ -26,14 +26,18 @@ from injector.sandbox import network, nssocket
 from injector.sandbox.model import NODE_ADDRESS, ContainerPlan, PodPlan, Probe, SandboxPlan
 from injector.sandbox.progress import plural
 from injector.sandbox.state import StateDir, same_process
-from mesh.contract import CONTROLPLANE_DEBUG_PORT, READINESS_PATH, READINESS_PORT
+from mesh.contract import (
+    CONTROLPLANE_DEBUG_PORT,
+    PROXY_CONFIG_TYPES,
+    READINESS_PATH,
+    READINESS_PORT,
+)
 from mesh.errors import SandboxError
 
 READINESS = (READINESS_PORT, READINESS_PATH)
 MAX_SHOWN = 5  # pods explained in a timeout's message; the rest are counted
 # what every proxy must have ACKed before the sandbox calls the mesh converged (its secrets
 # come over the same stream but are not routing config)
-CONFIG_TYPES = frozenset({"Cluster", "ClusterLoadAssignment", "Listener", "RouteConfiguration"})
 # supervisors this process forked: kept so ``down`` can reap them (the supervisor outlives a
 # CLI that exits, and an unreaped child is a zombie and a ResourceWarning)
 _children: dict[int, subprocess.Popen[bytes]] = {}
@@ -212,13 +216,17 @@ def mesh_lag(state: StateDir, plan: SandboxPlan, pods: dict[str, Any]) -> str | 
                           by_address[a].key) or {}))
         if applied.get(f"{service.namespace}/{service.name}", []) != want:
             return f"Service {service.namespace}/{service.name}'s endpoints are not applied yet"
-    current = {(p["namespace"], p["pod"]) for p in connected
-               if all(t["current"] for t in p["types"].values())
-               and CONFIG_TYPES.issubset(p["types"])}
+    current = {(p["namespace"], p["pod"]) for p in connected if synced(p["types"])}
     for pod in plan.pods:
         if pod.injected and (pod.namespace, pod.name) not in current:
             return f"pod {pod.key}'s proxy has not ACKed its latest config"
     return None
+
+
+def synced(types: dict[str, Any]) -> bool:
+    """Every type of a proxy's config ACKed at its latest version (the Secrets too, when
+    it has them)."""
+    return set(PROXY_CONFIG_TYPES) <= set(types) and all(t["current"] for t in types.values())
 
 
 def _killpg(pid: int, started: int | None) -> None:

@@ -8,6 +8,14 @@ The summary says every connection went through its pod's Envoy only when the cou
 read once they are final (every access log caught up with its proxy's counters, and nothing
 moved between two reads), each app's requests equal its proxy's inbound count and each call an
 app made is in its proxy's outbound count.
+
+Then what the mesh does, each claim printed only when measured (:mod:`demo_mesh`,
+:mod:`demo_live`): the frontend's one keep-alive connection to ``catalog`` spread over its two
+replicas (the replies and each replica's proxy); mutual TLS (the packets on the node's bridge
+carry TLS records, no HTTP in clear, while the node's own plaintext to the frontend shows the
+capture would see it) and each side's SPIFFE identity (the ``x-forwarded-client-cert`` the
+servers' apps got); a mesh ConfigMap edit (a route timeout) every proxy ACKs and runs with the
+same Envoy pid; and, only when the control plane acts on AccessPolicies, one caller denied.
 Everything is torn down at the end, also on Ctrl-C, SIGTERM or any failure.
 """
 
@@ -19,21 +27,31 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
-from injector.sandbox import control, demo_manifest, network, nssocket, stats
+from injector.sandbox import (
+    control,
+    demo_live,
+    demo_manifest,
+    demo_mesh,
+    network,
+    nssocket,
+    stats,
+    wire,
+)
+from injector.sandbox.demo_observe import SETTLE_SECONDS, Seen, observe
 from injector.sandbox.model import SandboxPlan
 from injector.sandbox.plan import build_plan
 from injector.sandbox.progress import Progress, bar, plural
 from injector.sandbox.state import StateDir
 from mesh.contract import INBOUND_SOURCE4 as INBOUND_SOURCE
-from mesh.contract import PROXY_NAME, PROXY_UID
+from mesh.contract import PROXY_UID
+from mesh.envoy.service import route_name
 from mesh.settings import MeshConfig
 
 WORKERS = 8
-SETTLE_SECONDS = 5.0  # Envoy writes access logs out once a second
+LIVE_TIMEOUT = "3s"  # the mesh-wide route timeout the demo sets while the mesh runs
 
 
 def request(node: str, address: str, *, host: str, timeout: float = 5) -> int:
@@ -71,102 +89,6 @@ def send(node: str, address: str, *, host: str, count: int, seconds: float,
         progress.update(f"{bar(done / count)} {done}/{count}  {stats.codes(results)}")
         time.sleep(0.1)
     return results, time.monotonic() - start
-
-
-@dataclass
-class AppLog:
-    """What an app logged (demo_app): requests it answered, by peer and by status; the calls it
-    made, by host; the proxy settings it found in its environment at start."""
-
-    peers: Counter[str] = field(default_factory=Counter)
-    statuses: Counter[str] = field(default_factory=Counter)
-    calls: Counter[str] = field(default_factory=Counter)
-    proxy_settings: str = "?"
-
-
-def app_log(text: str) -> AppLog:
-    """Read an app's log: ``PEER METHOD PATH -> STATUS`` per request it answered, ``call
-    HOST:PORT/PATH -> STATUS`` per call it made, and its start line."""
-    seen = AppLog()
-    for line in text.splitlines():
-        parts = line.split()
-        if len(parts) == 5 and parts[3] == "->":
-            seen.peers[parts[0]] += 1
-            seen.statuses[parts[4]] += 1
-        elif len(parts) == 4 and parts[0] == "call" and parts[2] == "->":
-            seen.calls[parts[1].partition("/")[0].partition(":")[0]] += 1
-        elif "proxy settings: " in line:
-            seen.proxy_settings = line.rsplit("proxy settings: ", 1)[1]
-    return seen
-
-
-@dataclass
-class Seen:
-    """One pod once the run is over: what its proxy counted (Envoy's counters and access log)
-    and what its app logged."""
-
-    pod: str
-    proxy: stats.Traffic
-    app: AppLog
-
-
-Snapshot = dict[str, tuple[dict[str, int], list[dict[str, object]]]]
-_DIRECTIONS = ("inbound", "outbound")
-
-
-def _fingerprint(counters: dict[str, int], entries: list[dict[str, object]]) -> tuple[int, ...]:
-    names = (f"{stats.INBOUND_LISTENER}downstream_cx_total",
-             f"{stats.OUTBOUND_LISTENER}downstream_cx_total")
-    completed = (stats.http_counter(counters, d, "downstream_rq_completed") for d in _DIRECTIONS)
-    retries = sum(v for k, v in counters.items() if k.endswith(".upstream_rq_retry"))
-    return (*(counters.get(n, 0) for n in names), *completed, retries, len(entries))
-
-
-def logged_all(counters: dict[str, int], entries: list[dict[str, object]]) -> bool:
-    """Whether the proxy's access log holds a line for every HTTP request its counters saw, each
-    way (Envoy counts a request when it completes, and writes the log out once a second)."""
-    logged = Counter(str(e.get("direction")) for e in entries if e.get("protocol") != "tcp")
-    return all(logged[d] == stats.http_counter(counters, d, "downstream_rq_completed")
-               for d in _DIRECTIONS)
-
-
-def settled(before: Snapshot, after: Snapshot) -> bool:
-    """Final: nothing moved between two reads, and every access log caught up with its
-    proxy's counters."""
-    return all(
-        _fingerprint(*before[pod]) == _fingerprint(*after[pod]) and logged_all(*after[pod])
-        for pod in after
-    )
-
-
-def _snapshot(plan: SandboxPlan, state: StateDir, namespaces: dict[str, str]) -> Snapshot:
-    out: Snapshot = {}
-    for pod in plan.pods:
-        log = state.log_path(pod.key, PROXY_NAME).read_text(errors="replace")
-        out[pod.key] = stats.fetch(namespaces[pod.key]), stats.access_entries(log)
-    return out
-
-
-def observe(plan: SandboxPlan, state: StateDir,
-            namespaces: dict[str, str]) -> tuple[list[Seen], bool]:
-    """Each pod's proxy counters and access log, read once they are final (:func:`settled`;
-    at most SETTLE_SECONDS), and each app's log; and whether they were final."""
-    deadline = time.monotonic() + SETTLE_SECONDS
-    before = _snapshot(plan, state, namespaces)
-    while True:
-        time.sleep(0.2)
-        after = _snapshot(plan, state, namespaces)
-        final = settled(before, after)
-        if final or time.monotonic() > deadline:
-            break
-        before = after
-    seen = []
-    for pod in plan.pods:
-        app = next(c for c in pod.containers if c.role == "app")
-        path = state.log_path(pod.key, app.name)
-        text = path.read_text(errors="replace") if path.exists() else ""
-        seen.append(Seen(pod.name, stats.summarize(*after[pod.key]), app_log(text)))
-    return seen, final
 
 
 def unproxied(seen: list[Seen]) -> list[str]:
@@ -240,8 +162,12 @@ def report(plan: SandboxPlan, seen: list[Seen]) -> dict[str, int]:
     return dict(facts)
 
 
+CLAIMS = (demo_mesh.BALANCED_CLAIM, demo_mesh.TLS_CLAIM, demo_mesh.LIVE_CLAIM)
+
+
 def run(*, requests: int = 300, seconds: float = 10, state_dir: str | None = None) -> int:
-    """The demo, start to finish; always tears down. Exit code 0 when every request got a 200."""
+    """The demo, start to finish; always tears down. Exit code 0 when every request got a 200,
+    every connection went through its pod's proxy and every claim about the mesh was shown."""
     started = time.monotonic()
 
     def on_term(signum: int, frame: FrameType | None) -> None:
@@ -253,10 +179,12 @@ def run(*, requests: int = 300, seconds: float = 10, state_dir: str | None = Non
     plan = build_plan(demo_manifest.documents(), config=MeshConfig(), namespace="demo")
     flaky = demo_manifest.FLAKY
     print("meshinject demo: three unmodified HTTP services, injected, in network namespaces")
-    print(f"  frontend -> catalog, {flaky}; {flaky} answers 503 to every "
-          f"{demo_manifest.FAIL_EVERY}th request,\n  and the frontend's pod asks its proxy to "
-          "retry 5xx (proxy.meshinject.io/retries)")
+    print(f"  frontend -> catalog (2 replicas), {flaky}; {flaky} answers 503 to every "
+          f"{demo_manifest.FAIL_EVERY}th request;\n  each Deployment runs as its own service "
+          "account, and the frontend's pod asks its proxy\n  to retry 5xx "
+          "(proxy.meshinject.io/retries)")
     ok = False
+    cap: wire.Capture | None = None
     try:
         pid = control.start(state, plan)
         what = f"mesh-init, Envoy as uid {PROXY_UID}, app"
@@ -267,16 +195,33 @@ def run(*, requests: int = 300, seconds: float = 10, state_dir: str | None = Non
         owner = int(state.status()["owner"])
         namespaces = {p.key: p.netns(owner) for p in plan.pods}
         entry = next(s for s in plan.services if s.name == demo_manifest.ENTRY)
+        caller = next(p for p in plan.pods if p.address in entry.endpoints)
+        cap = demo_live.capture(owner, [caller, *demo_mesh.replicas(plan, demo_manifest.BALANCED)])
         host = f"{entry.name}.{entry.namespace}"
         load = Progress(f"traffic to http://{host}/", stream=sys.stdout)
         results, _ = send(network.node_name(owner), str(entry.vip), host=host, count=requests,
-                             seconds=seconds, progress=load)
+                          seconds=seconds, progress=load)
         load.done(f"{requests} requests: {stats.codes(results)}")
+        flows = cap.stop()
         seen, final = observe(plan, state, namespaces)
         facts = report(plan, seen)
         problems = unproxied(seen)
+        said = demo_live.mesh_report(plan, seen, flows)
+        balanced = next(s for s in plan.services if s.name == demo_manifest.BALANCED)
+        said += demo_live.live_change(
+            state, plan, owner=owner, field="timeout", value=LIVE_TIMEOUT,
+            route=route_name(f"{balanced.name}.{balanced.namespace}.svc.cluster.local",
+                             balanced.ports[0].port))
+        policy = demo_live.policy_denies_one_caller(
+            state, plan, owner=owner, target=demo_manifest.BALANCED, allowed=caller,
+            denied=next(p for p in plan.pods if p.name.startswith(flaky)))
+        said += policy
+        print("\n".join(said))
+        text = "\n".join(said)
+        shown = all(claim in text for claim in CLAIMS) and (
+            not policy or demo_mesh.POLICY_CLAIM in text)
         good, failed = results.get("200", 0), requests - results.get("200", 0)
-        ok = results.get("599", 0) == 0 and not problems
+        ok = results.get("599", 0) == 0 and not problems and shown
         flaky = f"{demo_manifest.FLAKY} answered 503 to {facts.get('flaky_failed', 0)} of its " \
             f"{facts.get('flaky_calls', 0)} calls"
         if facts.get("retries"):
@@ -288,6 +233,8 @@ def run(*, requests: int = 300, seconds: float = 10, state_dir: str | None = Non
                   "  and this build's proxy carries them as plain TCP (no HTTP retries).")
         print(verdict(problems, final=final))
     finally:
+        if cap is not None:
+            cap.stop()
         cleanup = time.monotonic()
         left = control.down(state)
         signal.signal(signal.SIGTERM, previous)

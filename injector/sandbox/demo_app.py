@@ -3,8 +3,11 @@
 Only the standard library: ``http.server`` to serve, ``http.client`` to call other services by
 their Service name. No proxy settings, no mesh library, no ports but their own: whatever the
 mesh does, it does from outside. Each request is logged as ``PEER METHOD PATH -> STATUS``, so
-the logs show who the app thinks called it, and each call it makes as ``call TARGET -> STATUS``,
-so the demo can tell whether its proxy counted every one.
+the logs show who the app thinks called it, and each call it makes as ``call TARGET -> STATUS
+POD CONNECTION`` (the pod that answered, the number of the keep-alive connection it used), so
+the demo can tell whether its proxy counted every one and spread them over the replicas. A
+backend logs each distinct ``x-forwarded-client-cert`` header once, as ``client-cert VALUE``:
+what its proxy verified of the caller's certificate.
 
     python -m injector.sandbox.demo_app backend --name catalog --port 8080
     python -m injector.sandbox.demo_app backend --name reviews --port 8080 --fail-every 5
@@ -23,6 +26,8 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 _LOG = threading.Lock()
+CLIENT_CERT_HEADER = "x-forwarded-client-cert"
+MAX_CERTS_LOGGED = 16
 
 
 def log(line: str) -> None:
@@ -51,14 +56,21 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def backend(name: str, port: int, fail_every: int) -> None:
-    """Answers every request; with ``fail_every=N`` every Nth gets a 503 (flaky, but exactly)."""
+    """Answers every request with its pod's name; with ``fail_every=N`` every Nth gets a 503
+    (flaky, but exactly). Logs each distinct ``x-forwarded-client-cert`` it is given (what its
+    proxy says about the caller's certificate) once."""
     counter = itertools.count(1)
     lock = threading.Lock()
+    certs: set[str] = set()
 
     class Handler(_Handler):
         def do_GET(self) -> None:
             with lock:
                 n = next(counter)
+                cert = self.headers.get(CLIENT_CERT_HEADER, "")
+                if cert and cert not in certs and len(certs) < MAX_CERTS_LOGGED:
+                    certs.add(cert)
+                    log(f"client-cert {cert.replace(' ', '')}")
             if fail_every and n % fail_every == 0:
                 self.answer(503, {"service": name, "error": "flaky by design"})
             else:
@@ -67,31 +79,54 @@ def backend(name: str, port: int, fail_every: int) -> None:
     serve(Handler, port)
 
 
-def call(target: str) -> int:
-    """GET ``host:port/path``; the status, or 599 when the connection itself failed."""
-    hostport, _, path = target.partition("/")
-    host, _, port = hostport.partition(":")
-    conn = http.client.HTTPConnection(host, int(port or 80), timeout=5)
+class Caller:
+    """One keep-alive connection to ``host:port``, reused by every call (one at a time) and
+    opened again only when it breaks; each call is logged with the connection's number."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+        hostport, _, path = target.partition("/")
+        host, _, port = hostport.partition(":")
+        self.host, self.port, self.path = host, int(port or 80), "/" + path
+        self.lock = threading.Lock()
+        self.conn: http.client.HTTPConnection | None = None
+        self.opened = 0
+
+    def call(self) -> int:
+        """GET the target; the status, or 599 when the connection itself failed."""
+        with self.lock:
+            if self.conn is None:
+                self.conn = http.client.HTTPConnection(self.host, self.port, timeout=5)
+                self.opened += 1
+            try:
+                self.conn.request("GET", self.path)
+                response = self.conn.getresponse()
+                body = response.read()
+                status = response.status
+            except (OSError, http.client.HTTPException):
+                self.conn.close()
+                self.conn, status, body = None, 599, b""
+            log(f"call {self.target} -> {status} {_answered_by(body)} {self.opened}")
+            return status
+
+
+def _answered_by(body: bytes) -> str:
+    """The pod a backend's reply names, ``-`` when it names none."""
     try:
-        conn.request("GET", "/" + path)
-        response = conn.getresponse()
-        response.read()
-        return response.status
-    except OSError:
-        return 599
-    finally:
-        conn.close()
+        pod = json.loads(body).get("pod")
+    except (ValueError, AttributeError):
+        return "-"
+    return str(pod) if pod else "-"
 
 
 def frontend(port: int, calls: dict[str, str]) -> None:
-    """Calls every backend per request; 200 only when all answered 200, else 502."""
+    """Calls every backend per request, each over its own keep-alive connection; 200 only when
+    all answered 200, else 502."""
+    callers = {name: Caller(target) for name, target in calls.items()}
 
     class Handler(_Handler):
         def do_GET(self) -> None:
-            results = {}
-            for name, target in calls.items():
-                results[name] = call(target)
-                log(f"call {target} -> {results[name]}")
+            results = {name: caller.call() for name, caller in callers.items()}
             ok = all(code == 200 for code in results.values())
             self.answer(200 if ok else 502, {"service": "frontend", "backends": results})
 

@@ -1,7 +1,9 @@
 """The demo's manifest: three ordinary Deployments and Services, as a user would write them.
 
-Nothing in it mentions Envoy or iptables. The namespace carries the opt-in label; every pod
-asks its proxy for access logs (off by default), which the demo reads to show who called whom;
+Nothing in it mentions Envoy or iptables. The namespace carries the opt-in label; each
+Deployment runs as its own service account (its SPIFFE identity); ``catalog`` has two replicas,
+both reached by the frontend's one keep-alive connection to it; every pod asks its proxy for
+access logs (off by default), which the demo reads to show who called whom;
 the frontend carries two more annotations asking its proxy to retry failed calls (``5xx``),
 which is what hides the ``reviews`` service's flakiness (every fifth request answers 503) from
 the frontend's code.
@@ -18,6 +20,7 @@ import yaml
 NAMESPACE = "demo"
 ENTRY = "frontend"  # the Service the demo's traffic goes to
 FLAKY = "reviews"
+BALANCED = "catalog"  # two replicas, which the frontend calls over one keep-alive connection
 FAIL_EVERY = 5
 
 _APP = """\
@@ -26,12 +29,13 @@ apiVersion: apps/v1
 kind: Deployment
 metadata: {{name: {name}, namespace: demo, labels: {{app: {name}}}}}
 spec:
-  replicas: 1
+  replicas: {replicas}
   selector: {{matchLabels: {{app: {name}}}}}
   template:
     metadata:
       labels: {{app: {name}}}{annotations}
     spec:
+      serviceAccountName: {name}
       securityContext: {{runAsUser: 1000, runAsGroup: 1000}}
       containers:
       - name: {name}
@@ -60,11 +64,12 @@ MANIFEST = (
     "apiVersion: v1\nkind: Namespace\n"
     "metadata: {name: demo, labels: {meshinject.io/inject: enabled}}\n"
     + _APP.format(
-        name="frontend", annotations=_RETRIES,
+        name="frontend", annotations=_RETRIES, replicas=1,
         args="frontend, --call=catalog=catalog:80/items, --call=reviews=reviews:80/reviews",
     )
-    + _APP.format(name="catalog", annotations=_ACCESS_LOG, args="backend, --name=catalog")
-    + _APP.format(name=FLAKY, annotations=_ACCESS_LOG,
+    + _APP.format(name=BALANCED, annotations=_ACCESS_LOG, replicas=2,
+                  args=f"backend, --name={BALANCED}")
+    + _APP.format(name=FLAKY, annotations=_ACCESS_LOG, replicas=1,
                   args=f"backend, --name={FLAKY}, --fail-every={FAIL_EVERY}")
 )
 

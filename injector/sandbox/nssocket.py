@@ -17,8 +17,9 @@ CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
-def socket_in(namespace: str) -> socket.socket:
-    """A fresh TCP socket created inside ``/run/netns/<namespace>``."""
+def socket_in(namespace: str, *, family: int = socket.AF_INET, kind: int = socket.SOCK_STREAM,
+              proto: int = 0) -> socket.socket:
+    """A fresh socket (TCP unless told otherwise) created inside ``/run/netns/<namespace>``."""
     result: list[socket.socket | BaseException] = []
 
     def enter() -> None:
@@ -30,7 +31,7 @@ def socket_in(namespace: str) -> socket.socket:
                     raise OSError(err, f"setns into {namespace}: {os.strerror(err)}")
             finally:
                 os.close(fd)
-            result.append(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            result.append(socket.socket(family, kind, proto))
         except BaseException as err:  # handed to the caller's thread
             result.append(err)
 
@@ -64,7 +65,26 @@ def http_get(
         status = int(head.split(b" ", 2)[1])
     except (IndexError, ValueError):
         raise OSError(f"not an HTTP answer from {host}:{port} in {namespace}") from None
+    if b"\r\ntransfer-encoding: chunked" in head.lower():
+        body = dechunk(body)
     return status, body.decode(errors="replace")
+
+
+def dechunk(body: bytes) -> bytes:
+    """A chunked HTTP/1.1 body, joined (Envoy's admin sends large answers, a config dump,
+    chunked even with ``Connection: close``)."""
+    out, rest = [], body
+    while rest:
+        size_line, _, rest = rest.partition(b"\r\n")
+        try:
+            size = int(size_line.split(b";")[0], 16)
+        except ValueError:
+            raise OSError("a chunked HTTP body with a bad chunk size") from None
+        if size == 0:
+            break
+        out.append(rest[:size])
+        rest = rest[size + 2:]
+    return b"".join(out)
 
 
 def probe(

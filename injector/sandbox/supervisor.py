@@ -47,6 +47,7 @@ class Supervisor:
         self.keys = apiserver.Keys(state)
         self.control_plane: ControlPlane | None = None
         self.ready: dict[str, bool] = {}  # pod key -> Ready, as the EndpointSlices show it
+        self.applied: tuple[int, int] | None = None  # the applied objects' file, as published
 
     # --- status ---------------------------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
@@ -65,11 +66,17 @@ class Supervisor:
         self.state.write_status(self.snapshot())
 
     def publish_registry(self, status: dict[str, Any]) -> None:
-        """Tell the control plane which pods are Ready (their endpoints), when that changed."""
+        """Tell the control plane which pods are Ready (their endpoints) and what was applied,
+        when either changed."""
         pods = status.get("pods") or {}
         ready = {p.key: control.pod_ready(p, pods.get(p.key) or {}) for p in self.plan.pods}
-        if ready != self.ready:
-            self.ready = ready
+        try:
+            info = apiserver.applied_path(self.state).stat()
+            applied: tuple[int, int] | None = (info.st_ino, info.st_mtime_ns)
+        except FileNotFoundError:
+            applied = None
+        if ready != self.ready or applied != self.applied:
+            self.ready, self.applied = ready, applied
             apiserver.publish(self.state, self.plan, ready)
 
     # --- pods -----------------------------------------------------------------------------

@@ -153,9 +153,10 @@ def seed(fake: Running, tmp: Path) -> MeshConfig:
 
 
 def _sync(pod: str, *, nack: str | None = None, behind: bool = False) -> Obj:
-    """One proxy as the control plane's ``/debug/proxies`` lists it."""
+    """One proxy as the control plane's ``/debug/proxies`` lists it (with its mutual TLS
+    Secrets beside the four config types, as the real one)."""
     types = {}
-    for kind in ("Cluster", "ClusterLoadAssignment", "Listener", "RouteConfiguration"):
+    for kind in ("Cluster", "ClusterLoadAssignment", "Listener", "RouteConfiguration", "Secret"):
         latest = "4" if behind and kind == "ClusterLoadAssignment" else "3"
         types[kind] = {"sent": latest, "acked": "3", "latest": latest,
                        "current": latest == "3", "nack": None, "pushes": 3}

@@ -8,18 +8,21 @@ up with its proxy's counters (Envoy writes it out once a second) is not read as 
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from typing import Any
 
 import pytest
 
-from injector.sandbox import demo, demo_manifest, stats
+from injector.sandbox import demo, demo_manifest, demo_observe, stats
 from injector.sandbox.plan import build_plan
 from mesh.settings import MeshConfig
+from tests.support.paths import REPO
 
 CLAIM = "Every connection into and out of every pod went through its own Envoy"
 PLAN = build_plan(demo_manifest.documents(), config=MeshConfig(), namespace="demo")
 SENT = 300
+HALF = SENT // 2  # what each catalog replica gets
 RETRIES = 74
 
 
@@ -36,31 +39,35 @@ def _counters(inbound: int, outbound: int = 0) -> dict[str, int]:
 
 
 def _app(requests: dict[str, int], calls: dict[str, int] | None = None) -> str:
-    """An app's log as demo_app writes it."""
+    """An app's log as demo_app writes it (calls to catalog answered by its two replicas in
+    turn, over one connection)."""
     lines = ["listening on :8080 as uid 1000; proxy settings: none"]
     for peer, n in requests.items():
         lines += [f"{peer} GET / -> 200"] * n
     for host, n in (calls or {}).items():
-        lines += [f"call {host}:80/x -> 200"] * n
+        lines += [f"call {host}:80/x -> 200 {host}-{i % 2 if host == 'catalog' else 0} 1"
+                  for i in range(n)]
     return "\n".join(lines) + "\n"
 
 
-def demo_run(**changes: Any) -> tuple[demo.Snapshot, dict[str, str]]:
+def demo_run(**changes: Any) -> tuple[demo_observe.Snapshot, dict[str, str]]:
     """What a good run of the demo leaves: each proxy's counters and access log, each app's
     log. ``changes`` replace a pod's snapshot or app log (by pod key) to make them disagree."""
     retried = _entries("outbound", "reviews", {200: SENT - RETRIES}) + _entries(
         "outbound", "reviews", {200: RETRIES}, attempts=2)
-    snapshot: demo.Snapshot = {
+    snapshot: demo_observe.Snapshot = {
         "frontend-0.demo": (_counters(SENT, 2 * SENT), [
             *_entries("inbound", "frontend.demo", {200: SENT}),
             *_entries("outbound", "catalog", {200: SENT}), *retried]),
-        "catalog-0.demo": (_counters(SENT), _entries("inbound", "catalog", {200: SENT})),
+        "catalog-0.demo": (_counters(HALF), _entries("inbound", "catalog", {200: HALF})),
+        "catalog-1.demo": (_counters(HALF), _entries("inbound", "catalog", {200: HALF})),
         "reviews-0.demo": (_counters(SENT + RETRIES),
                            _entries("inbound", "reviews", {200: SENT, 503: RETRIES})),
     }
     apps = {
         "frontend-0.demo": _app({"127.0.0.6": SENT}, {"catalog": SENT, "reviews": SENT}),
-        "catalog-0.demo": _app({"127.0.0.6": SENT}),
+        "catalog-0.demo": _app({"127.0.0.6": HALF}),
+        "catalog-1.demo": _app({"127.0.0.6": HALF}),
         "reviews-0.demo": _app({"127.0.0.6": SENT + RETRIES}),
     }
     for key, value in changes.items():
@@ -68,13 +75,15 @@ def demo_run(**changes: Any) -> tuple[demo.Snapshot, dict[str, str]]:
     return snapshot, apps
 
 
-def seen(snapshot: demo.Snapshot, apps: dict[str, str]) -> list[demo.Seen]:
-    return [demo.Seen(p.name, stats.summarize(*snapshot[p.key]), demo.app_log(apps[p.key]))
-            for p in PLAN.pods]
+def seen(snapshot: demo_observe.Snapshot, apps: dict[str, str]) -> list[demo_observe.Seen]:
+    return [demo_observe.Seen(p.name, stats.summarize(*snapshot[p.key]),
+                              demo_observe.app_log(apps[p.key])) for p in PLAN.pods]
 
 
-def test_the_plan_is_the_demos_three_pods() -> None:
-    assert [p.key for p in PLAN.pods] == ["frontend-0.demo", "catalog-0.demo", "reviews-0.demo"]
+def test_the_plan_is_the_demos_four_pods_each_with_its_service_account() -> None:
+    assert [p.key for p in PLAN.pods] == ["frontend-0.demo", "catalog-0.demo", "catalog-1.demo",
+                                         "reviews-0.demo"]
+    assert [p.service_account for p in PLAN.pods] == ["frontend", "catalog", "catalog", "reviews"]
 
 
 def test_counters_that_agree_with_the_apps_make_the_claim(capsys: pytest.CaptureFixture[str],
@@ -84,14 +93,14 @@ def test_counters_that_agree_with_the_apps_make_the_claim(capsys: pytest.Capture
     assert facts["retries"] == RETRIES
     assert demo.unproxied(observed) == []
     assert CLAIM in demo.verdict([], final=True)
-    assert "catalog-0   in :  300 requests  300 x 200" in capsys.readouterr().out
+    assert "catalog-0   in :  150 requests  150 x 200" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(
     ("change", "problem"),
     [
-        ({"catalog_0": (_counters(293), _entries("inbound", "catalog", {200: 293}))},
-         "catalog-0: its app answered 300 requests, its proxy counted 293 in"),
+        ({"catalog_0": (_counters(143), _entries("inbound", "catalog", {200: 143}))},
+         "catalog-0: its app answered 150 requests, its proxy counted 143 in"),
         ({"reviews_0": _app({"127.0.0.6": SENT + RETRIES - 1, "198.18.0.10": 1})},
          "reviews-0: its app was called from 198.18.0.10, not only from its proxy"),
         ({"frontend_0": _app({"127.0.0.6": SENT}, {"catalog": SENT + 1, "reviews": SENT})},
@@ -113,43 +122,43 @@ def test_counters_that_disagree_withhold_the_claim_and_say_why(
 
 
 def test_an_access_log_behind_its_counters_is_not_final() -> None:
-    """The one demo run in four that reported 293 where the app saw 300: Envoy had counted all
-    300, its access log held 293 lines (written out once a second)."""
+    """As the one demo run in four that reported 293 where the app saw 300: Envoy had counted
+    them all, its access log held fewer lines (written out once a second)."""
     good, _ = demo_run()
-    lagging, _ = demo_run(catalog_0=(_counters(SENT), _entries("inbound", "catalog", {200: 293})))
-    assert not demo.logged_all(*lagging["catalog-0.demo"])
-    assert not demo.settled(lagging, lagging)
-    assert not demo.settled(lagging, good)  # it moved between the two reads
-    assert demo.settled(good, good)
+    lagging, _ = demo_run(catalog_0=(_counters(HALF), _entries("inbound", "catalog", {200: 143})))
+    assert not demo_observe.logged_all(*lagging["catalog-0.demo"])
+    assert not demo_observe.settled(lagging, lagging)
+    assert not demo_observe.settled(lagging, good)  # it moved between the two reads
+    assert demo_observe.settled(good, good)
 
 
 def test_counters_still_moving_are_not_final() -> None:
-    before, _ = demo_run(catalog_0=(_counters(299), _entries("inbound", "catalog", {200: 299})))
+    before, _ = demo_run(catalog_0=(_counters(149), _entries("inbound", "catalog", {200: 149})))
     after, _ = demo_run()
-    assert demo.logged_all(*before["catalog-0.demo"])  # agreeing, but not yet done
-    assert not demo.settled(before, after)
+    assert demo_observe.logged_all(*before["catalog-0.demo"])  # agreeing, but not yet done
+    assert not demo_observe.settled(before, after)
 
 
 def test_the_report_waits_for_the_final_counters(monkeypatch: pytest.MonkeyPatch) -> None:
     """observe() reads until two reads agree and every log caught up, then reports that."""
     good, apps = demo_run()
-    lagging, _ = demo_run(catalog_0=(_counters(SENT), _entries("inbound", "catalog", {200: 293})))
+    lagging, _ = demo_run(catalog_0=(_counters(HALF), _entries("inbound", "catalog", {200: 143})))
     reads = iter([lagging, lagging, good, good])
-    monkeypatch.setattr(demo, "_snapshot", lambda *_: next(reads))
-    monkeypatch.setattr(demo.time, "sleep", lambda _: None)
+    monkeypatch.setattr(demo_observe, "_snapshot", lambda *_: next(reads))
+    monkeypatch.setattr(demo_observe.time, "sleep", lambda _: None)
     state = _AppLogs(apps)
-    observed, final = demo.observe(PLAN, state, {})  # type: ignore[arg-type]
+    observed, final = demo_observe.observe(PLAN, state, {})  # type: ignore[arg-type]
     assert final and demo.unproxied(observed) == []
-    assert sum(observed[1].proxy.requests_in.values()) == SENT
+    assert sum(observed[1].proxy.requests_in.values()) == HALF
 
 
 def test_counters_that_never_settle_are_reported_as_such(monkeypatch: pytest.MonkeyPatch) -> None:
     _, apps = demo_run()
-    lagging, _ = demo_run(catalog_0=(_counters(SENT), _entries("inbound", "catalog", {200: 293})))
-    monkeypatch.setattr(demo, "_snapshot", lambda *_: lagging)
-    monkeypatch.setattr(demo, "SETTLE_SECONDS", 0.0)
-    monkeypatch.setattr(demo.time, "sleep", lambda _: None)
-    observed, final = demo.observe(PLAN, _AppLogs(apps), {})  # type: ignore[arg-type]
+    lagging, _ = demo_run(catalog_0=(_counters(HALF), _entries("inbound", "catalog", {200: 143})))
+    monkeypatch.setattr(demo_observe, "_snapshot", lambda *_: lagging)
+    monkeypatch.setattr(demo_observe, "SETTLE_SECONDS", 0.0)
+    monkeypatch.setattr(demo_observe.time, "sleep", lambda _: None)
+    observed, final = demo_observe.observe(PLAN, _AppLogs(apps), {})  # type: ignore[arg-type]
     problems = demo.unproxied(observed)
     assert not final and problems
     said = demo.verdict(problems, final=final)
@@ -178,6 +187,17 @@ class _Text:
 
 
 def test_an_app_log_names_requests_and_calls_apart() -> None:
-    log = demo.app_log(_app({"127.0.0.6": 2}, {"catalog": 1}) + json.dumps({"x": 1}) + "\n")
+    log = demo_observe.app_log(_app({"127.0.0.6": 2}, {"catalog": 1}) + json.dumps({"x": 1}) + "\n")
     assert log.peers == Counter({"127.0.0.6": 2}) and log.calls == Counter({"catalog": 1})
     assert log.proxy_settings == "none"
+
+
+def test_the_readme_and_docs_quote_the_same_run_with_every_claim_this_code_makes() -> None:
+    """The README's demo output is docs/demo-output.md's, and it holds each claim as this code
+    words it (a reworded claim makes the quoted run stale)."""
+    block = re.compile(r"^```text\n(meshinject demo:.*?)^```", re.S | re.M)
+    readme = block.findall((REPO / "README.md").read_text())
+    docs = block.findall((REPO / "docs" / "demo-output.md").read_text())
+    assert len(readme) == 1 and readme == docs[:1]
+    for claim in (*demo.CLAIMS, CLAIM):
+        assert claim in readme[0], claim
