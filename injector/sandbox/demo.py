@@ -114,8 +114,10 @@ def unproxied(seen: list[Seen]) -> list[str]:
     return problems
 
 
-def verdict(problems: list[str], *, final: bool) -> str:
-    """The summary's last words: the claim, only when the counters show it."""
+def verdict(seen: list[Seen], *, final: bool) -> str:
+    """The summary's last words: the claim, only when the counters show it (read from the
+    observations themselves, so no caller can hand it a clean bill)."""
+    problems = unproxied(seen)
     if not problems:
         return ("  Every connection into and out of every pod went through its own Envoy; the "
                 "apps are plain\n  http.server programs with no mesh code or settings.")
@@ -231,7 +233,7 @@ def run(*, requests: int = 300, seconds: float = 10, state_dir: str | None = Non
         else:
             print(f"\nsummary: {good}/{requests} requests succeeded, {failed} failed: {flaky},\n"
                   "  and this build's proxy carries them as plain TCP (no HTTP retries).")
-        print(verdict(problems, final=final))
+        print(verdict(seen, final=final))
     finally:
         if cap is not None:
             cap.stop()

@@ -92,7 +92,7 @@ def test_counters_that_agree_with_the_apps_make_the_claim(capsys: pytest.Capture
     facts = demo.report(PLAN, observed)
     assert facts["retries"] == RETRIES
     assert demo.unproxied(observed) == []
-    assert CLAIM in demo.verdict([], final=True)
+    assert CLAIM in demo.verdict(observed, final=True)
     assert "catalog-0   in :  150 requests  150 x 200" in capsys.readouterr().out
 
 
@@ -115,9 +115,10 @@ def test_counters_that_agree_with_the_apps_make_the_claim(capsys: pytest.Capture
 def test_counters_that_disagree_withhold_the_claim_and_say_why(
     change: dict[str, Any], problem: str
 ) -> None:
-    problems = demo.unproxied(seen(*demo_run(**change)))
+    observed = seen(*demo_run(**change))
+    problems = demo.unproxied(observed)
     assert len(problems) == 1 and problems[0].startswith(problem), problems
-    said = demo.verdict(problems, final=True)
+    said = demo.verdict(observed, final=True)
     assert CLAIM not in said and problem in said
 
 
@@ -161,7 +162,7 @@ def test_counters_that_never_settle_are_reported_as_such(monkeypatch: pytest.Mon
     observed, final = demo_observe.observe(PLAN, _AppLogs(apps), {})  # type: ignore[arg-type]
     problems = demo.unproxied(observed)
     assert not final and problems
-    said = demo.verdict(problems, final=final)
+    said = demo.verdict(observed, final=final)
     assert CLAIM not in said and "still moving" in said
 
 
