@@ -25,9 +25,10 @@ from mesh.envoy.base import ADS_SOURCE, DOWNSTREAM_TLS, UPSTREAM_TLS, Json
 # the key an endpoint's metadata and a cluster's transport_socket_matches agree on
 SOCKET_MATCH = "envoy.transport_socket_match"
 MESH_ENDPOINT = {"tlsMode": "mesh"}
-# both ends are ours: TLS 1.3 only (Envoy's client side stops at 1.2 unless told otherwise)
-_TLS13: Json = {"tls_minimum_protocol_version": "TLSv1_3",
-                "tls_maximum_protocol_version": "TLSv1_3"}
+# both ends are ours: TLS 1.3 only (Envoy's client side stops at 1.2 unless told otherwise);
+# public so the data-plane benchmark's bare Envoys speak exactly this
+TLS13: Json = {"tls_minimum_protocol_version": "TLSv1_3",
+               "tls_maximum_protocol_version": "TLSv1_3"}
 
 
 def sds(name: str) -> Json:
@@ -63,7 +64,7 @@ def upstream_socket(*, sni_name: str, identities: Sequence[str]) -> Json:
         "@type": UPSTREAM_TLS,
         "sni": sni_name,
         "common_tls_context": {
-            "tls_params": _TLS13,
+            "tls_params": TLS13,
             "tls_certificate_sds_secret_configs": [sds(SVID_SECRET)],
             "combined_validation_context": validation,
         },
@@ -84,7 +85,7 @@ def mesh_endpoint_metadata() -> Json:
 def downstream_socket(*, alpn: Sequence[str] = ()) -> Json:
     """The server side of mutual TLS: a client certificate from the mesh roots is required."""
     common: Json = {
-        "tls_params": _TLS13,
+        "tls_params": TLS13,
         "tls_certificate_sds_secret_configs": [sds(SVID_SECRET)],
         "validation_context_sds_secret_config": sds(TRUST_BUNDLE_SECRET),
     }
