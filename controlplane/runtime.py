@@ -25,6 +25,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from controlplane.cache.snapshot import EMPTY, Resource, ResourceSet
 from controlplane.model.state import Change, Dirty, MeshState, apply
@@ -96,6 +97,8 @@ class Runtime:
         self.views: dict[ViewKey, View] = {}
         # the SPIFFE IDs behind each Service (its endpoints that are pods with a proxy)
         self.identities: dict[Key, tuple[str, ...]] = {}
+        # a headless Service's endpoints in the mesh: (port name, address, port)
+        self.direct: dict[Key, tuple[tuple[str, str, int], ...]] = {}
         # called whenever a subscriber's pod was looked at (the secrets' issuer)
         self.on_assign: Callable[[Subscriber], None] | None = None
         self.subscribers: set[Subscriber] = set()
@@ -199,7 +202,7 @@ class Runtime:
         services_changed = bool(dirty.services)
         if eds_keys:
             self._rebuild_eds(eds_keys)
-            services_changed |= self._refresh_identities(eds_keys)
+            services_changed |= self._refresh_behind(eds_keys)
         if services_changed and not dirty.config:
             for shared, view in list(self.views.items()):
                 self.views[shared] = self._translate(shared, previous=view)
@@ -219,22 +222,25 @@ class Runtime:
         for key in [k for k, v in self.views.items() if id(v) not in used]:
             del self.views[key]
 
-    def _refresh_identities(self, keys: Iterable[Key]) -> bool:
-        """Recompute the identities behind these Services; True if any changed."""
+    def _refresh_behind(self, keys: Iterable[Key]) -> bool:
+        """Recompute what is behind these Services that the views depend on: the identities
+        of their endpoints in the mesh and, for headless ones, those endpoints themselves.
+        True if any changed."""
         by_ip = {w.ip: w for w in self.state.workloads.values() if w.ip}
         changed = False
         for key in keys:
+            service = self.state.services.get(key)
+            listed = self.state.endpoints.get(key, ()) if service else ()
+            meshed = [e for e in listed if e.address in by_ip]
             found = tuple(sorted({by_ip[e.address].spiffe_id(self.trust_domain)
-                                  for e in self.state.endpoints.get(key, ())
-                                  if e.address in by_ip}))
-            if key not in self.state.services:
-                found = ()
-            if self.identities.get(key, ()) != found:
-                changed = True
-                if found:
-                    self.identities[key] = found
-                else:
-                    self.identities.pop(key, None)
+                                  for e in meshed}))
+            direct: tuple[tuple[str, str, int], ...] = ()
+            if service is not None and service.cluster_ip is None:
+                direct = tuple(sorted(
+                    (port.name, e.address, target) for e in meshed for port in service.ports
+                    if (target := e.port_for(port.name)) is not None))
+            changed |= _store(self.identities, key, found)
+            changed |= _store(self.direct, key, direct)
         return changed
 
     def _rebuild_eds(self, keys: Iterable[Key]) -> None:
@@ -259,7 +265,8 @@ class Runtime:
 
     def _translate(self, key: ViewKey, *, previous: View | None = None) -> View:
         resources = translate(self.state.services.values(), overrides=key.overrides,
-                              security=key.security, identities=self.identities).by_type()
+                              security=key.security, identities=self.identities,
+                              direct=self.direct).by_type()
         sets = {}
         for type_url in (LISTENER, CLUSTER, ROUTE):
             built = (Resource.of(name, body) for name, body in resources[type_url].items())
@@ -289,3 +296,17 @@ class Runtime:
             self.views[key] = self._translate(key, previous=subscriber.view)
         subscriber.view, subscriber.problem = self.views[key], ""
 
+
+
+T = TypeVar("T")
+
+
+def _store(table: dict[Key, tuple[T, ...]], key: Key, value: tuple[T, ...]) -> bool:
+    """Keep ``value`` under ``key`` (an empty one removes it); True if that changed anything."""
+    if table.get(key, ()) == value:
+        return False
+    if value:
+        table[key] = value
+    else:
+        table.pop(key, None)
+    return True

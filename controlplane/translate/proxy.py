@@ -80,10 +80,11 @@ def translate(
     services: Iterable[Service], *, overrides: PodOverrides,
     security: InboundSecurity = PERMISSIVE,
     identities: Mapping[Key, tuple[str, ...]] | None = None,
+    direct: Mapping[Key, tuple[tuple[str, str, int], ...]] | None = None,
 ) -> ProxyResources:
     """The listeners, clusters and routes of a proxy with these overrides."""
     policy = overrides.traffic
-    out = outbound(services, policy=policy, identities=identities)
+    out = outbound(services, policy=policy, identities=identities, direct=direct)
     extras = capture.l7_extras(overrides, "outbound")
     extras["chains"] = [*out.chains, *extras["chains"]]
     listeners = {

@@ -73,6 +73,25 @@ def eds_cluster(
     return cluster
 
 
+def direct_cluster(name: str, *, policy: TrafficPolicy, sni: str,
+                   identities: Sequence[str]) -> Json:
+    """Calls to pods of a headless Service that have a proxy: wherever the app dialled, over
+    mutual TLS expecting the Service's identities; the client's breakers and ejection."""
+    cluster: Json = {
+        "name": name,
+        "type": "ORIGINAL_DST",
+        "lb_policy": "CLUSTER_PROVIDED",
+        "connect_timeout": "5s",
+        "circuit_breakers": http.circuit_breakers(policy),
+        "typed_extension_protocol_options": eds_cluster(name, policy=policy)[
+            "typed_extension_protocol_options"],
+        "transport_socket": tls.upstream_socket(sni_name=sni, identities=identities),
+    }
+    if policy.outlier_consecutive_5xx:
+        cluster["outlier_detection"] = http.outlier_detection(policy, max_percent=100)
+    return cluster
+
+
 def load_assignment(name: str, endpoints: Sequence[LbEndpoint]) -> Json:
     """The cluster's endpoints, in one locality (the mesh does not route by zone yet)."""
     return {
@@ -138,6 +157,12 @@ def filter_chains(
 def cluster_name(hostname: str, port: int) -> str:
     """``outbound|80||web.shop.svc.cluster.local``, the name Istio users know from their stats."""
     return f"outbound|{port}||{hostname}"
+
+
+def direct_cluster_name(hostname: str, port: int) -> str:
+    """``outbound|5432|direct|db.shop.svc.cluster.local``: a headless Service's pods, dialled
+    one by one."""
+    return f"outbound|{port}|direct|{hostname}"
 
 
 def route_name(hostname: str, port: int) -> str:

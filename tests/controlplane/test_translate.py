@@ -175,3 +175,21 @@ def test_every_resource_of_every_mode_fits_its_protobuf_type() -> None:
         for type_url, found in resources(security=security).items():
             for name, body in found.items():
                 converter.framed(type_url, Resource.of(name, body))  # raises if it does not fit
+
+
+def test_a_headless_services_pods_in_the_mesh_are_called_directly_over_mutual_tls() -> None:
+    overrides = parse_overrides({}, config=CONFIG)
+    found = translate((WEB, HEADLESS), overrides=overrides,
+                      identities={HEADLESS.key: ("spiffe://cluster.local/ns/shop/sa/cache",)},
+                      direct={HEADLESS.key: (("redis", "198.18.0.31", 6379),)}).by_type()
+    chains = [c for c in found[LISTENER]["outbound"]["filter_chains"]  # type: ignore[index]
+              if c["name"].startswith("cache.")]
+    assert [c["name"] for c in chains] == ["cache.shop:198.18.0.31:6379-tcp"]  # redis: TCP
+    assert chains[0]["filter_chain_match"] == {
+        "destination_port": 6379,
+        "prefix_ranges": [{"address_prefix": "198.18.0.31", "prefix_len": 32}]}
+    cluster = found[CLUSTER]["outbound|6379|direct|cache.shop.svc.cluster.local"]
+    assert cluster["type"] == "ORIGINAL_DST"  # type: ignore[index]
+    tls = cluster["transport_socket"]["typed_config"]["common_tls_context"]  # type: ignore[index]
+    assert tls["combined_validation_context"]["default_validation_context"][
+        "match_typed_subject_alt_names"][0]["matcher"]["exact"].endswith("/sa/cache")

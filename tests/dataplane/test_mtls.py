@@ -162,6 +162,22 @@ def test_a_client_outside_the_mesh_reaches_a_permissive_pod_and_not_a_strict_one
     assert [s for s, _ in world.calls(world.outside, SERVER, TARGET, path="/healthz")] == [200]
 
 
+def test_a_direct_call_to_a_headless_services_pod_is_mutual_tls_too(lab: Lab) -> None:
+    """A StatefulSet's pods are dialled by address (``web-0.web``): when the Service is
+    headless, its pods in the mesh are still called over mutual TLS, so STRICT lets them in."""
+    world = World(lab, server_annotations={MTLS_MODE: "strict"})
+    world.start()
+    lab.control.service(name="web", namespace=NAMESPACE, cluster_ip="None",
+                        ports=[("http", TARGET, TARGET)], endpoints=[SERVER])
+    deadline = time.monotonic() + 10
+    while "outbound|8080|direct|web.l7" not in world.client.admin("/clusters"):
+        assert time.monotonic() < deadline, "no direct cluster for the headless Service"
+        time.sleep(0.05)
+    [[status, xfcc]] = world.calls(world.client, SERVER, TARGET)
+    assert status == 200 and f"URI={CLIENT_ID}" in str(xfcc)
+    assert [s for s, _ in world.calls(world.outside, SERVER, TARGET)] == [403]  # STRICT
+
+
 def test_certificates_renew_under_load_with_no_failed_request(lab: Lab) -> None:
     lab.control.args = ["--svid-hours", str(4 / 3600)]  # four seconds: renewed every two
     world = World(lab)
