@@ -15,6 +15,7 @@ from envoy.config.listener.v3 import listener_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
+from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.protobuf import struct_pb2
 from google.rpc import status_pb2
@@ -23,6 +24,7 @@ CLUSTER = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 ENDPOINT = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
 LISTENER = "type.googleapis.com/envoy.config.listener.v3.Listener"
 ROUTE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+SECRET = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
 
 
 @dataclass
@@ -146,6 +148,10 @@ def _parsed(response: discovery_pb2.DiscoveryResponse) -> tuple[set[str], set[st
             item.Unpack(listener)
             names.add(listener.name)
             follow |= _route_names(listener)
+        elif kind == SECRET:
+            secret = secret_pb2.Secret()
+            item.Unpack(secret)
+            names.add(secret.name)
         else:
             names.add(item.type_url)
     if len(_PARSED) > 10_000:
