@@ -214,14 +214,14 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-def dump_traced(plane: subprocess.Popen[bytes], work: Path, n: int) -> None:
-    """Ask a --tracemalloc control plane for its n-th dump; wait for it and print where."""
+def dump_traced(plane: subprocess.Popen[bytes], work: Path, name: str) -> None:
+    """Ask a --tracemalloc control plane for another dump; wait for it and print where."""
+    before = set(work.glob("tracemalloc-*.txt"))
     plane.send_signal(__import__("signal").SIGUSR1)
-    path = work / f"tracemalloc-{n}.txt"
     deadline = time.monotonic() + 60
-    while not path.exists() and time.monotonic() < deadline:
+    while set(work.glob("tracemalloc-*.txt")) == before and time.monotonic() < deadline:
         time.sleep(0.2)
-    print(f"  tracemalloc: {path}")
+    print(f"  tracemalloc {name}: {sorted(set(work.glob('tracemalloc-*.txt')) - before)}")
 
 
 def certs(args: argparse.Namespace, plane: subprocess.Popen[bytes],
@@ -297,13 +297,28 @@ def bench(args: argparse.Namespace) -> int:
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
         if args.certs:
             return certs(args, plane, procs)
+        if args.tracemalloc:  # dumps during the sync too, every 5 s, until the first line
+            import threading
+            stop = threading.Event()
+
+            def during() -> None:
+                n = 0
+                while not stop.wait(5):
+                    n += 1
+                    plane.send_signal(__import__("signal").SIGUSR1)
+                    print(f"  {time.monotonic() - begun:.0f} s into the sync: RSS "
+                          f"{rss_mb(plane.pid):.0f} MB, dump {n}", flush=True)
+            threading.Thread(target=during, daemon=True).start()
         synced = sum(json.loads(p.stdout.readline())["synced"] for p in procs)  # type: ignore
         sync_s = time.monotonic() - begun
+        if args.tracemalloc:
+            stop.set()
+            time.sleep(1)
         print(f"{synced}/{args.proxies} proxies synced (CDS, EDS, LDS, RDS ACKed) in "
               f"{sync_s:.1f} s; control plane RSS {rss_mb(plane.pid):.0f} MB, peak "
               f"{peak_rss_mb(plane.pid):.0f} MB")
         if args.tracemalloc:
-            dump_traced(plane, work, 1)
+            dump_traced(plane, work, "synced")
         time.sleep(1)
         cpu_before, written = cpu_seconds(plane.pid), {}
         for change in range(args.changes):
@@ -333,7 +348,7 @@ def bench(args: argparse.Namespace) -> int:
               f"({cpu / args.changes * 1000:.0f} ms per change), RSS {rss_mb(plane.pid):.0f} MB, "
               f"peak {peak_rss_mb(plane.pid):.0f} MB")
         if args.tracemalloc:
-            dump_traced(plane, work, 2)
+            dump_traced(plane, work, "end")
         return 0 if missing == 0 else 1
     finally:
         for p in procs:
