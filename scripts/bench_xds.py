@@ -112,7 +112,8 @@ async def clients(args: argparse.Namespace) -> None:
             options=[("grpc.ssl_target_name_override",
                       "meshinject-controlplane.meshinject-system.svc"),
                      ("grpc.max_receive_message_length", 64 * 1024 * 1024)])
-        client = AdsClient(channel, namespace="bench", pod=f"p{i}", token=token, keep=False)
+        client = AdsClient(channel, namespace="bench", pod=f"p{i}", token=token, keep=False,
+                           wait_for_ready=True)
         original = client._handle
         first: set[str] = set()
 
@@ -347,6 +348,9 @@ def bench(args: argparse.Namespace) -> int:
         print(f"  control plane: {cpu:.2f} CPU-seconds for the changes "
               f"({cpu / args.changes * 1000:.0f} ms per change), RSS {rss_mb(plane.pid):.0f} MB, "
               f"peak {peak_rss_mb(plane.pid):.0f} MB")
+        if args.settle:
+            time.sleep(args.settle)
+            print(f"  {args.settle:g} s later, nothing changing: RSS {rss_mb(plane.pid):.0f} MB")
         if args.tracemalloc:
             dump_traced(plane, work, "end")
         return 0 if missing == 0 else 1
@@ -374,6 +378,8 @@ def main() -> int:
     parser.add_argument("--processes", type=int, default=4, help="client processes (4)")
     parser.add_argument("--poll", type=float, default=0.02, help="registry poll (0.02 s)")
     parser.add_argument("--timeout", type=float, default=300, help="sync timeout (300 s)")
+    parser.add_argument("--settle", type=float, default=12, metavar="S",
+                        help="then wait S seconds and measure the RSS again (12)")
     parser.add_argument("--certs", action="store_true",
                         help="all proxies start at once: time to a certificate, the CA's CPU")
     parser.add_argument("--tracemalloc", type=int, default=0, metavar="N",

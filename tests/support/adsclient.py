@@ -38,11 +38,15 @@ class AdsClient:
     """One proxy's stream. ``nack`` is a set of type URLs whose responses it refuses."""
 
     def __init__(self, channel: grpc.aio.Channel, *, namespace: str, pod: str, token: str,
-                 nack: frozenset[str] = frozenset(), keep: bool = True) -> None:
+                 nack: frozenset[str] = frozenset(), keep: bool = True,
+                 wait_for_ready: bool = False) -> None:
         self.stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel)
         self.namespace, self.pod, self.token = namespace, pod, token
         self.nack = nack
         self.keep = keep  # keep every response (tests); a benchmark's thousand clients do not
+        # a benchmark's stream waits for its channel (a thousand handshakes at once on a busy
+        # machine can fail the first try) instead of ending at once, as Envoy retries
+        self.wait_for_ready = wait_for_ready
         self.queue: asyncio.Queue[discovery_pb2.DiscoveryRequest | None] = asyncio.Queue()
         self.got = Received()
         self.event = asyncio.Event()
@@ -78,7 +82,8 @@ class AdsClient:
         if not silent:  # LDS follows the first response: a refused stream has one request
             self.request(CLUSTER)
         call = self.stub.StreamAggregatedResources(
-            self._requests(), metadata=(("authorization", f"Bearer {self.token}"),))
+            self._requests(), metadata=(("authorization", f"Bearer {self.token}"),),
+            wait_for_ready=self.wait_for_ready)
         try:
             async for response in call:
                 self._handle(response)
