@@ -1,3 +1,3 @@
-"""The mesh control plane (reserved): xDS for every proxy from what the cluster says, and the
-mesh CA. Its packages land with the control plane: model, translate, cache, registry, grpc.
+"""The mesh control plane (``meshinject-controlplane``): every proxy's xDS config computed from
+what the cluster says, and the mesh CA that gives each pod its certificate over SDS.
 """

@@ -138,13 +138,25 @@ def _slice(service: ServicePlan, pods: Mapping[str, PodPlan], ready: Mapping[str
 
 
 def _pod(pod: PodPlan) -> dict[str, Any]:
-    ports = sorted({p for c in pod.containers if c.role == "app" for p in c.ports})
+    """The pod as the API server would show it, with what the control plane reads: its
+    labels, annotations, service account, ports and HTTP probes (which a STRICT pod's proxy
+    lets in)."""
+    containers = []
+    for container in pod.containers:
+        if container.role != "app":
+            continue
+        entry: dict[str, Any] = {"name": container.name,
+                                 "ports": [{"containerPort": p} for p in container.ports]}
+        for field, probe in (("readinessProbe", container.readiness_probe),
+                             ("startupProbe", container.startup_probe)):
+            if probe is not None and probe.kind == "http":
+                entry[field] = {"httpGet": {"port": probe.port, "path": probe.path}}
+        containers.append(entry)
     return {
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": pod.name, "namespace": pod.namespace, "uid": pod.uid,
                      "labels": pod.labels, "annotations": pod.annotations},
-        "spec": {"serviceAccountName": pod.service_account,
-                 "containers": [{"name": "app", "ports": [{"containerPort": p} for p in ports]}]},
+        "spec": {"serviceAccountName": pod.service_account, "containers": containers},
         "status": {"podIP": pod.address},
     }
 

@@ -31,6 +31,9 @@ from mesh.errors import SandboxError
 
 READINESS = (READINESS_PORT, READINESS_PATH)
 MAX_SHOWN = 5  # pods explained in a timeout's message; the rest are counted
+# what every proxy must have ACKed before the sandbox calls the mesh converged (its secrets
+# come over the same stream but are not routing config)
+CONFIG_TYPES = frozenset({"Cluster", "ClusterLoadAssignment", "Listener", "RouteConfiguration"})
 # supervisors this process forked: kept so ``down`` can reap them (the supervisor outlives a
 # CLI that exits, and an unreaped child is a zombie and a ResourceWarning)
 _children: dict[int, subprocess.Popen[bytes]] = {}
@@ -210,7 +213,8 @@ def mesh_lag(state: StateDir, plan: SandboxPlan, pods: dict[str, Any]) -> str | 
         if applied.get(f"{service.namespace}/{service.name}", []) != want:
             return f"Service {service.namespace}/{service.name}'s endpoints are not applied yet"
     current = {(p["namespace"], p["pod"]) for p in connected
-               if all(t["current"] for t in p["types"].values()) and len(p["types"]) == 4}
+               if all(t["current"] for t in p["types"].values())
+               and CONFIG_TYPES.issubset(p["types"])}
     for pod in plan.pods:
         if pod.injected and (pod.namespace, pod.name) not in current:
             return f"pod {pod.key}'s proxy has not ACKed its latest config"

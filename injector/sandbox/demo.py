@@ -111,21 +111,23 @@ class Seen:
 
 
 Snapshot = dict[str, tuple[dict[str, int], list[dict[str, object]]]]
-_COMPLETED = {d: f"http.{d}_http.downstream_rq_completed" for d in ("inbound", "outbound")}
+_DIRECTIONS = ("inbound", "outbound")
 
 
 def _fingerprint(counters: dict[str, int], entries: list[dict[str, object]]) -> tuple[int, ...]:
     names = (f"{stats.INBOUND_LISTENER}downstream_cx_total",
-             f"{stats.OUTBOUND_LISTENER}downstream_cx_total", *_COMPLETED.values())
+             f"{stats.OUTBOUND_LISTENER}downstream_cx_total")
+    completed = (stats.http_counter(counters, d, "downstream_rq_completed") for d in _DIRECTIONS)
     retries = sum(v for k, v in counters.items() if k.endswith(".upstream_rq_retry"))
-    return (*(counters.get(n, 0) for n in names), retries, len(entries))
+    return (*(counters.get(n, 0) for n in names), *completed, retries, len(entries))
 
 
 def logged_all(counters: dict[str, int], entries: list[dict[str, object]]) -> bool:
     """Whether the proxy's access log holds a line for every HTTP request its counters saw, each
     way (Envoy counts a request when it completes, and writes the log out once a second)."""
     logged = Counter(str(e.get("direction")) for e in entries if e.get("protocol") != "tcp")
-    return all(logged[d] == counters.get(name, 0) for d, name in _COMPLETED.items())
+    return all(logged[d] == stats.http_counter(counters, d, "downstream_rq_completed")
+               for d in _DIRECTIONS)
 
 
 def settled(before: Snapshot, after: Snapshot) -> bool:

@@ -19,6 +19,14 @@ from mesh.contract import ADMIN_PORT, INBOUND_PORT, OUTBOUND_PORT
 
 OUTBOUND_LISTENER = f"listener.0.0.0.0_{OUTBOUND_PORT}."
 INBOUND_LISTENER = f"listener.0.0.0.0_{INBOUND_PORT}."
+# the inbound HTTP managers' stat prefixes: mutual TLS from mesh peers, plaintext from the rest
+INBOUND_HTTP = ("inbound_mtls_http", "inbound_http")
+
+
+def http_counter(counters: dict[str, int], direction: str, stat: str) -> int:
+    """One HTTP manager counter of a direction, summed over its managers (inbound has two)."""
+    prefixes = INBOUND_HTTP if direction == "inbound" else (f"{direction}_http",)
+    return sum(counters.get(f"http.{p}.{stat}", 0) for p in prefixes)
 
 
 def parse(text: str) -> dict[str, int]:
@@ -84,11 +92,11 @@ def summarize(counters: dict[str, int], entries: list[dict[str, object]]) -> Tra
             attempts = str(entry.get("upstream_attempts"))
             t.attempts_out[authority] += int(attempts) if attempts.isdigit() else 1
     if not t.requests_in:  # no access log: fall back on the HTTP counters, by code
-        prefix = "http.inbound_http.downstream_rq_"
-        for name, value in counters.items():
-            tail = name[len(prefix):]
-            if name.startswith(prefix) and tail.isdigit() and value:
-                t.requests_in[tail] += value
+        for prefix in (f"http.{p}.downstream_rq_" for p in INBOUND_HTTP):
+            for name, value in counters.items():
+                tail = name[len(prefix):]
+                if name.startswith(prefix) and tail.isdigit() and value:
+                    t.requests_in[tail] += value
     return t
 
 

@@ -177,8 +177,10 @@ def issuer_of(cert_pem: bytes) -> str:
 
 
 def serial_of(cert_pem: bytes) -> str:
-    """The (first) certificate's serial number in lower-case hex, as Envoy's /certs shows it."""
-    return f"{x509.load_pem_x509_certificate(cert_pem).serial_number:x}"
+    """The (first) certificate's serial number in lower-case hex, as Envoy's /certs shows it:
+    whole bytes, so with a leading zero when the number has an odd count of hex digits."""
+    digits = f"{x509.load_pem_x509_certificate(cert_pem).serial_number:x}"
+    return digits.zfill(len(digits) + len(digits) % 2)
 
 
 def subject_of(cert_pem: bytes) -> str:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import subprocess
 from typing import Any
 
 import pytest
 
+from mesh.envoy import tls
 from mesh.envoy.binary import envoy_binary
+from mesh.pki import certs
 
 
 def need_envoy() -> str:
@@ -37,6 +40,8 @@ def as_static(by_type: dict[str, dict[str, Any]],
 
     def inline(node: Any) -> Any:
         if isinstance(node, dict):
+            if "sds_config" in node:  # a secret by name alone is one of the static ones
+                return {k: inline(v) for k, v in node.items() if k != "sds_config"}
             if "rds" in node and "route_config_name" in node["rds"]:
                 rest = {k: inline(v) for k, v in node.items() if k != "rds"}
                 return {**rest, "route_config": routes[node["rds"]["route_config_name"]]}
@@ -57,4 +62,13 @@ def as_static(by_type: dict[str, dict[str, Any]],
     return {"admin": {"address": {"socket_address": {"address": "127.0.0.1",
                                                      "port_value": 0}}},
             "static_resources": {"listeners": inline(list(kinds.get("Listener", {}).values())),
-                                 "clusters": clusters}}
+                                 "clusters": inline(clusters), "secrets": _static_secrets()}}
+
+
+def _static_secrets() -> list[dict[str, Any]]:
+    """The SVID and the roots the control plane would send over SDS, made up for the check."""
+    root = certs.generate_ca("validate root")
+    svid = certs.issue_svid(root, spiffe_id="spiffe://cluster.local/ns/validate/sa/default",
+                            lifetime=dt.timedelta(hours=1))
+    return [tls.svid_secret(cert_chain=svid.cert_pem, private_key=svid.key_pem),
+            tls.bundle_secret(root.cert_pem)]

@@ -92,7 +92,10 @@ class Pod:
             if self.admin("/ready", check=False).strip() == "LIVE":
                 return
             time.sleep(0.05)
-        raise RuntimeError(f"envoy never became ready: {self.log()[-3000:]}")
+        control = self.logdir / f"controlplane-{self.ns.name}.log"
+        said = control.read_text(errors="replace")[-2000:] if control.exists() else "(none)"
+        raise RuntimeError(f"envoy never became ready: {self.log()[-3000:]}\n"
+                           f"its control plane's log: {said}")
 
     def log(self) -> str:
         path = self.logdir / f"envoy-{self.ns.name}.log"

@@ -68,10 +68,10 @@ def test_a_pod_that_never_gets_ready_is_named_with_its_probe_and_log_and_kept(
     path = tmp_path / "not-ready.yaml"
     path.write_text(NOT_READY)
     root = str(state.root)
-    result = meshinject("sandbox", "up", "-f", str(path), "--state-dir", root, "--timeout", "4")
+    result = meshinject("sandbox", "up", "-f", str(path), "--state-dir", root, "--timeout", "15")
     assert result.returncode == 1
     err = result.stderr
-    assert "1 pod of 1 not ready after 4s" in err, err
+    assert "1 pod of 1 not ready after 15s" in err, err
     assert ("pod web.default: container web (app): readiness probe httpGet :8080/healthz "
             "failing, last result: HTTP 404; its log ends:") in err, err
     assert '"GET /healthz HTTP/1.1" 404' in err  # the last lines of the container's own log
@@ -92,7 +92,7 @@ def test_with_down_on_failure_a_pod_stuck_in_init_is_named_and_everything_remove
     path = tmp_path / "slow.yaml"
     path.write_text(SLOW)
     result = meshinject("sandbox", "up", "-f", str(path), "--state-dir", str(state.root),
-                        "--timeout", "3", "--max-replicas", "1", "--down-on-failure")
+                        "--timeout", "15", "--max-replicas", "1", "--down-on-failure")
     assert result.returncode == 1
     assert ("pod slow-0.default: container wait (init): init container still running; "
             "its log ends:\n    (its log is empty)") in result.stderr, result.stderr
