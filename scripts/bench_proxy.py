@@ -40,6 +40,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -486,6 +487,7 @@ def main() -> int:
         return 0
     finally:
         cleanup(started, created)
+        shutil.rmtree(workdir, ignore_errors=True)  # keys and logs of this run only
 
 
 if __name__ == "__main__":

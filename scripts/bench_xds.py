@@ -33,6 +33,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -361,6 +362,8 @@ def bench(args: argparse.Namespace) -> int:
         plane.terminate()
         plane.wait(10)
         log.close()
+        if not args.tracemalloc:  # its dumps are what that run is for; else nothing is kept
+            shutil.rmtree(work, ignore_errors=True)
 
 
 def main() -> int:
