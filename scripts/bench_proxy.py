@@ -2,22 +2,36 @@
 
 A client pod and a server pod (network namespaces joined by a veth, 198.18.9.0/24), each injected
 by the real pure core: ``mesh-init`` runs with the args of the injected spec and ``mesh-proxy``
-(Envoy) with its args as uid/gid 1337. The app is a tiny Envoy answering 1 KB to a 1 KB POST on
-two ports: 8080 goes through both proxies, 8081 is excluded from capture on both sides, so the
-same client and server measure "no mesh" in the same run. A third path is the calibration: two
-minimal one-route Envoys chained the same way (client pod, server pod, app) with no capture and
-no policy, the floor any pair of Envoy sidecars stands on on this machine today. ``wrk`` paces
-each connection (``--rate`` over ``--connections``), rounds take the three paths in turn, and
-the figures are the medians over rounds:
+(Envoy) with its args as uid/gid 1337, configured by the real control plane. The app is a tiny
+Envoy answering 1 KB to a 1 KB POST on two ports: 8080 goes through both proxies, 8081 is
+excluded from capture on both sides, so the same client and server measure "no mesh" in the
+same run. Three paths, taken in turn round after round:
+
+- no mesh: the client to the server pod's 8081, captured by neither side;
+- mesh: the client to the Service ``app``'s virtual address (198.19.9.10:8080), so its proxy
+  balances over the Service's EDS cluster and calls the server's proxy over mutual TLS (TLS 1.3,
+  SVIDs over SDS, the server's SPIFFE ID checked), which hands the request to the app;
+- bare Envoys, the calibration: two minimal one-route Envoys chained the same way (client pod,
+  server pod, app) with no capture and no policy, doing the same mutual TLS with static
+  contexts (TLS 1.3, certificates from the same kind of mesh CA, the server's SPIFFE ID
+  checked): the floor any pair of mTLS sidecars stands on on this machine today.
+
+``--plaintext`` measures what the script measured before mutual TLS: the mesh path to the
+server pod's own address (the original-destination passthrough) and a plaintext bare pair.
+``wrk`` paces each connection (``--rate`` over ``--connections``) and the figures are the
+medians over rounds:
 
 - added latency: p50/p90/p99 through the mesh (and through the bare pair) minus the same
-  percentile without either;
+  percentile without either, and the mesh's p99 minus the bare pair's;
 - each proxy's CPU (vCPU per 1,000 req/s, from /proc/PID/stat during its path's runs), next to
-  the bare Envoy in the same place, and the mesh proxies' anonymous resident memory (RssAnon:
-  the binary's pages are shared between pods), idle and after the load.
+  the bare Envoy in the same place, the pair's ratio, and the mesh proxies' anonymous resident
+  memory (RssAnon: the binary's pages are shared between pods), idle and after the load;
+- the TLS handshakes each side counted (so a path that silently went plaintext shows), and
+  the load average.
 
-Run as root: ``.venv/bin/python scripts/bench_proxy.py [--rate 1000] [--duration 10]``. Prints
-figures, asserts nothing. Everything it creates is deleted at the end, even on failure.
+Run as root: ``.venv/bin/python scripts/bench_proxy.py --fifo [--rate 1000] [--duration 10]``.
+Prints figures, asserts nothing (exits 1 when the mesh path made no TLS handshake). Everything
+it creates is deleted at the end, even on failure.
 """
 
 from __future__ import annotations
@@ -26,6 +40,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -36,13 +51,18 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.support
 
+from controlplane.identity.ca import MeshCA
 from injector.core.patch import inject_pod
 from injector.sandbox import netns
-from mesh.envoy import binary
+from mesh.envoy import binary, tls
 from tests.support.meshcontrol import LAB_CONFIG, LabControl, start_proxy
 
 CLIENT_IP, SERVER_IP = "198.18.9.1", "198.18.9.2"
+VIP = "198.19.9.10"  # the Service "app" in front of the server pod's 8080
 MESHED, DIRECT = 8080, 8081
+MESH_CLUSTER = "outbound|8080||app.bench.svc.cluster.local"
+INBOUND_TLS = "listener.0.0.0.0_15006.ssl.handshake"
+BARE_SERVER_ID = "spiffe://cluster.local/ns/bench/sa/bare-server"
 BARE_CLIENT, BARE_SERVER = 9000, 9001  # the calibration's two minimal Envoys
 INIT = str(Path(sys.executable).parent / "meshinject-init")
 TICK = os.sysconf("SC_CLK_TCK")
@@ -119,10 +139,13 @@ def app_bootstrap() -> str:
         "static_resources": {"listeners": [listener(MESHED), listener(DIRECT)]}})
 
 
-def minimal_proxy_bootstrap(listen: tuple[str, int], upstream: tuple[str, int]) -> str:
+def minimal_proxy_bootstrap(listen: tuple[str, int], upstream: tuple[str, int], *,
+                            admin_port: int, upstream_tls: dict[str, Any] | None = None,
+                            downstream_tls: dict[str, Any] | None = None) -> str:
     """The calibration: the least an HTTP proxy can be in Envoy (one listener, one route, one
-    static upstream, nothing else). Two of them chained, measured here and now, are the floor
-    any pair of Envoy sidecars stands on on this machine; the mesh's figures read against it."""
+    static upstream, nothing else), with a TLS transport socket on either side when given. Two
+    of them chained, measured here and now, are the floor any pair of Envoy sidecars stands on
+    on this machine; the mesh's figures read against it."""
     router = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
     hcm = {
         "@type": "type.googleapis.com/envoy.extensions.filters.network."
@@ -133,16 +156,53 @@ def minimal_proxy_bootstrap(listen: tuple[str, int], upstream: tuple[str, int]) 
         "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {"@type": router}}],
     }
     address = {"socket_address": {"address": upstream[0], "port_value": upstream[1]}}
-    return json.dumps({"static_resources": {
-        "listeners": [{
-            "address": {"socket_address": {"address": listen[0], "port_value": listen[1]}},
-            "filter_chains": [{"filters": [{
-                "name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}],
-        }],
-        "clusters": [{"name": "upstream", "type": "STATIC", "connect_timeout": "1s",
-                      "load_assignment": {"cluster_name": "upstream", "endpoints": [
-                          {"lb_endpoints": [{"endpoint": {"address": address}}]}]}}],
-    }})
+    chain: dict[str, Any] = {"filters": [{
+        "name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}
+    if downstream_tls is not None:
+        chain["transport_socket"] = downstream_tls
+    cluster: dict[str, Any] = {
+        "name": "upstream", "type": "STATIC", "connect_timeout": "1s",
+        "load_assignment": {"cluster_name": "upstream", "endpoints": [
+            {"lb_endpoints": [{"endpoint": {"address": address}}]}]}}
+    if upstream_tls is not None:
+        cluster["transport_socket"] = upstream_tls
+    return json.dumps({
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1",
+                                                 "port_value": admin_port}}},
+        "static_resources": {
+            "listeners": [{
+                "address": {"socket_address": {"address": listen[0], "port_value": listen[1]}},
+                "filter_chains": [chain],
+            }],
+            "clusters": [cluster],
+        }})
+
+
+def bare_tls(ca: MeshCA, *, spiffe_id: str, server: bool, expect: str = ""
+             ) -> dict[str, Any]:
+    """The bare pair's mutual TLS, static: what the mesh's SDS-fed contexts hold (TLS 1.3, an
+    SVID from a mesh CA, the roots; the client checks the server's SPIFFE ID, the server
+    requires a client certificate from the roots), with inline certificates."""
+    pair = ca.issue(spiffe_id)
+    validation: dict[str, Any] = {"trusted_ca": {"inline_string": ca.bundle().decode()}}
+    if expect:
+        validation["match_typed_subject_alt_names"] = [
+            {"san_type": "URI", "matcher": {"exact": expect}}]
+    common = {
+        "tls_params": tls.TLS13,
+        "tls_certificates": [{
+            "certificate_chain": {"inline_string": pair.cert_pem.decode()},
+            "private_key": {"inline_string": pair.key_pem.decode()}}],
+        "validation_context": validation,
+    }
+    base = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3."
+    if server:
+        config = {"@type": base + "DownstreamTlsContext", "require_client_certificate": True,
+                  "common_tls_context": {**common, "alpn_protocols": ["h2", "http/1.1"]}}
+    else:
+        config = {"@type": base + "UpstreamTlsContext", "sni": "bare.mesh",
+                  "common_tls_context": common}
+    return {"name": "envoy.transport_sockets.tls", "typed_config": config}
 
 
 def prioritize(pid: int, nice: int, *, fifo: bool = False) -> None:
@@ -216,6 +276,32 @@ def wrk(client: netns.Netns, port: int, *, rate: float, connections: int, second
     return result
 
 
+def admin_stats(ns: netns.Netns, port: int, pattern: str) -> dict[str, int]:
+    """Envoy's counters matching ``pattern`` (a regex), from its admin API in ``ns``."""
+    out = ns.run(["curl", "-g", "-s", "--max-time", "5",
+                  f"http://127.0.0.1:{port}/stats?filter={pattern}"], check=False).stdout
+    found: dict[str, int] = {}
+    for line in out.splitlines():
+        name, _, value = line.partition(": ")
+        if value.strip().isdigit():
+            found[name] = int(value)
+    return found
+
+
+def wait_endpoint(client: netns.Netns, *, timeout: float = 30) -> None:
+    """Until the client's proxy has the server pod as a healthy endpoint of the Service's
+    cluster (the Service, the server's pod and its identity reached its control plane)."""
+    wanted = f"{MESH_CLUSTER}::{SERVER_IP}:{MESHED}::health_flags::healthy"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done = client.run(["curl", "-s", "--max-time", "1", "http://127.0.0.1:15000/clusters"],
+                          check=False)
+        if wanted in done.stdout:
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"the client's proxy never had {SERVER_IP}:{MESHED} in {MESH_CLUSTER}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rate", type=float, default=1000, help="requests/s")
@@ -225,13 +311,16 @@ def main() -> int:
     parser.add_argument("--nice", type=int, default=-10,
                         help="niceness of wrk, the app and the proxies (0: leave as is)")
     parser.add_argument("--annotation", "-a", action="append", default=[], metavar="KEY=VALUE",
-                        help="an annotation on both pods, e.g. proxy.meshinject.io/access-log=off")
+                        help="an annotation on both pods, e.g. proxy.meshinject.io/access-log=on")
     parser.add_argument("--saturate", action="store_true",
                         help="no pacing: as fast as the connections go, so CPU per request is "
                         "measured where one wake-up serves many (latencies are then queueing)")
     parser.add_argument("--fifo", action="store_true",
                         help="run them SCHED_FIFO instead: isolates the figures from the "
                         "machine's other load (they use a fraction of a core)")
+    parser.add_argument("--plaintext", action="store_true",
+                        help="as before mutual TLS: the mesh path to the server pod's own "
+                        "address (original-destination passthrough), a plaintext bare pair")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("needs root (network namespaces)", file=sys.stderr)
@@ -244,9 +333,14 @@ def main() -> int:
         client, server = netns.create("bcli"), netns.create("bsrv")
         created += [client, server]
         netns.veth(client, server, a_addr=f"{CLIENT_IP}/24", b_addr=f"{SERVER_IP}/24")
+        # the Service's virtual address needs a route for the app's connect(); the capture
+        # then takes the connection before any packet leaves
+        client.run(["ip", "route", "add", f"{VIP}/32", "dev", "eth0"])
         proxies: dict[str, int] = {}
         extra = dict(item.split("=", 1) for item in args.annotation)
         control = LabControl(workdir / "mesh")  # each pod's proxy gets its config from it
+        control.service(name="app", namespace="bench", cluster_ip=VIP,
+                        ports=[("http", MESHED, MESHED)], endpoints=[SERVER_IP])
 
         def spawn(ns: netns.Netns, cmd: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
             proc = ns.spawn(cmd, **kwargs)
@@ -254,9 +348,11 @@ def main() -> int:
             return proc
 
         bypass = f"{DIRECT},{BARE_SERVER}"  # the no-mesh and the bare-Envoy paths
+        # the server first: the client's control plane then knows its pod (so the endpoint is
+        # called over mutual TLS, expecting its identity) from its first config on
         for role, ns, annotations in (
-            ("client", client, {"traffic.meshinject.io/exclude-outbound-ports": bypass}),
             ("server", server, {"traffic.meshinject.io/exclude-inbound-ports": bypass}),
+            ("client", client, {"traffic.meshinject.io/exclude-outbound-ports": bypass}),
         ):
             init_args, proxy_args = injected(role, {**annotations, **extra})
             ns.run([INIT, *init_args])
@@ -267,6 +363,8 @@ def main() -> int:
             wait_live(ns)
             proxies[role] = envoy_pid(proc)
             prioritize(proxies[role], args.nice, fifo=args.fifo)
+        wait_endpoint(client)
+        proxies = {"client": proxies["client"], "server": proxies["server"]}
         app = server.spawn([envoy_binary(), "--config-yaml", app_bootstrap(),
                             "--disable-hot-restart", "--concurrency", "1", "-l", "error",
                             "--base-id", "7"], log_path=str(workdir / "app.log"))
@@ -276,20 +374,31 @@ def main() -> int:
         prioritize(envoy_pid(app), args.nice, fifo=args.fifo)
 
         # the calibration: two minimal Envoys chained like the sidecars, client pod -> server
-        # pod -> app, on ports the capture leaves alone, same priority
+        # pod -> app, on ports the capture leaves alone, same priority, the same mutual TLS
+        ca = MeshCA.create(trust_domain="cluster.local")
         bare: dict[str, int] = {}
+        bare_admin = {"server": 16001, "client": 16002}
         for role, ns, listen, upstream in (
             ("server", server, ("0.0.0.0", BARE_SERVER), ("127.0.0.1", DIRECT)),
             ("client", client, ("127.0.0.1", BARE_CLIENT), (SERVER_IP, BARE_SERVER)),
         ):
+            tls_sides: dict[str, Any] = {}
+            if not args.plaintext and role == "server":
+                tls_sides["downstream_tls"] = bare_tls(ca, spiffe_id=BARE_SERVER_ID, server=True)
+            elif not args.plaintext:
+                tls_sides["upstream_tls"] = bare_tls(
+                    ca, spiffe_id="spiffe://cluster.local/ns/bench/sa/bare-client",
+                    server=False, expect=BARE_SERVER_ID)
             proc = ns.spawn([envoy_binary(), "--config-yaml",
-                             minimal_proxy_bootstrap(listen, upstream), "--disable-hot-restart",
-                             "--concurrency", "1", "-l", "error"],
+                             minimal_proxy_bootstrap(listen, upstream,
+                                                     admin_port=bare_admin[role], **tls_sides),
+                             "--disable-hot-restart", "--concurrency", "1", "-l", "error"],
                             log_path=str(workdir / f"bare-{role}.log"))
             started.append(proc)
             ns.wait_for_port(listen[1])
             bare[role] = envoy_pid(proc)
             prioritize(bare[role], args.nice, fifo=args.fifo)
+        bare = {"client": bare["client"], "server": bare["server"]}
 
         # closed-loop pacing in whole milliseconds: each connection waits its period less about
         # a request's latency, so that all of them together send close to `rate`
@@ -297,7 +406,8 @@ def main() -> int:
         script = workdir / "pace.lua"
         script.write_text(LUA if args.saturate else LUA + PACE.format(delay_ms=per_conn_ms))
         idle = {role: rss_anon_mb(pid) for role, pid in proxies.items()}
-        paths = {"no mesh": (SERVER_IP, DIRECT), "mesh": (SERVER_IP, MESHED),
+        mesh_target = (SERVER_IP, MESHED) if args.plaintext else (VIP, MESHED)
+        paths = {"no mesh": (SERVER_IP, DIRECT), "mesh": mesh_target,
                  "bare Envoys": ("127.0.0.1", BARE_CLIENT)}
         measured = {"mesh": proxies, "bare Envoys": bare}
 
@@ -313,6 +423,7 @@ def main() -> int:
         # the paths take turns, round after round: the machine's drift hits them alike
         runs: dict[str, list[dict[str, float]]] = {path: [] for path in paths}
         cpu: dict[tuple[str, str], list[float]] = {}
+        loads: list[float] = []
         for _ in range(args.rounds):
             for path in paths:
                 pids = measured.get(path, {})
@@ -324,33 +435,59 @@ def main() -> int:
                 for role, pid in pids.items():
                     vcpu = (proc_cpu_seconds(pid) - before[role]) / elapsed
                     cpu.setdefault((path, role), []).append(vcpu / (run["rate"] / 1000))
+            loads.append(os.getloadavg()[0])
         loaded = {role: rss_anon_mb(pid) for role, pid in proxies.items()}
+        handshakes = {
+            "server proxy": sum(admin_stats(server, 15000, f"^{INBOUND_TLS}$").values()),
+            "client proxy": sum(admin_stats(
+                client, 15000, f"^cluster.{MESH_CLUSTER}.ssl.handshake$".replace("|", "[|]")
+            ).values()),
+            "bare server": sum(admin_stats(
+                server, bare_admin["server"], r"^listener\..*\.ssl\.handshake$").values()),
+            "bare client": sum(admin_stats(
+                client, bare_admin["client"], r"^cluster\.upstream\.ssl\.handshake$").values()),
+        }
 
         def med(path: str, key: str) -> float:
             return statistics.median(r[key] for r in runs[path])
+
+        def pair_cpu(path: str) -> float:
+            return sum(statistics.median(cpu[path, role]) for role in ("client", "server"))
 
         print(f"HTTP/1.1 POST, 1 KB request and response bodies, {args.connections} keep-alive "
               f"connections{', unpaced' if args.saturate else ''}, {args.rounds} rounds x "
               f"{args.duration}s per path (medians); "
               f"{'SCHED_FIFO' if args.fifo else f'nice {args.nice}'}; "
-              f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
+              f"{'plaintext' if args.plaintext else 'mutual TLS (TLS 1.3) between the proxies'}"
+              f"; load average {min(loads):.2f}-{max(loads):.2f} (1 min) on "
+              f"{os.cpu_count()} CPUs")
         print("achieved rate: " + ", ".join(f"{p} {med(p, 'rate'):.0f} req/s" for p in paths))
         print(f"{'':>10} {'no mesh':>9} {'mesh':>9} {'added':>9}   {'two bare Envoys':>15}"
-              f" {'added':>9}")
+              f" {'added':>9}   {'mesh - bare':>11}")
         for key in ("p50", "p90", "p99"):
             base, meshed, floor = med("no mesh", key), med("mesh", key), med("bare Envoys", key)
             print(f"{key + ' ms':>10} {base:9.3f} {meshed:9.3f} {meshed - base:+9.3f}   "
-                  f"{floor:15.3f} {floor - base:+9.3f}")
+                  f"{floor:15.3f} {floor - base:+9.3f}   {meshed - floor:+11.3f}")
         for role in proxies:
             print(f"{role} proxy: {statistics.median(cpu['mesh', role]):.3f} vCPU per 1,000 "
                   f"req/s (a bare Envoy in its place: "
                   f"{statistics.median(cpu['bare Envoys', role]):.3f}), "
                   f"RssAnon {idle[role]:.1f} MB idle, {loaded[role]:.1f} MB after load")
+        print(f"the pair: mesh {pair_cpu('mesh'):.3f} vs bare {pair_cpu('bare Envoys'):.3f} vCPU "
+              f"per 1,000 req/s = {pair_cpu('mesh') / pair_cpu('bare Envoys'):.2f}x "
+              f"(target <= 1.15x); p99 mesh - bare "
+              f"{med('mesh', 'p99') - med('bare Envoys', 'p99'):+.3f} ms (target <= +0.3 ms); "
+              f"RssAnon max {max(loaded.values()):.1f} MB (target < 30 MB)")
+        print("TLS handshakes: " + ", ".join(f"{k} {v}" for k, v in handshakes.items()))
         if any(r["errors"] for rs in runs.values() for r in rs):
             print("WARNING: some runs had errors or non-2xx responses")
+        if not args.plaintext and not (handshakes["server proxy"] and handshakes["bare server"]):
+            print("ERROR: a path that should be mutual TLS made no handshake")
+            return 1
         return 0
     finally:
         cleanup(started, created)
+        shutil.rmtree(workdir, ignore_errors=True)  # keys and logs of this run only
 
 
 if __name__ == "__main__":

@@ -7,10 +7,22 @@ over S Services with three endpoints each, read from a registry file. After ever
 holds its full config, the script changes one Service's EndpointSlice R times and records, per
 change and client, the time from the file's rewrite to the client receiving (and at once
 ACKing) the assignment that carries it. It prints p50/p99, the control plane's CPU during the
-changes and its resident memory. The registry file is polled every ``--poll`` seconds, which
-is part of the figure (the cluster's watch delivers at once).
+changes and its resident memory (and its peak, VmHWM). The registry file is polled every
+``--poll`` seconds, which is part of the figure (the cluster's watch delivers at once).
 
     .venv/bin/python scripts/bench_xds.py --proxies 1000 --services 1000
+
+``--certs`` measures certificate issuance instead: every client is made (token, channel) first,
+then all of them start at one signal, each asking for its secrets (its SVID and the trust
+bundle) beside CDS as Envoy does; it prints p50/p99 of the time from that start to the client
+holding its certificate, and the control plane's CPU seconds from the start until the last
+one had it (each SVID is a key made and a certificate signed by the CA in the control plane).
+
+    .venv/bin/python scripts/bench_xds.py --certs --proxies 1000 --services 10
+
+``--tracemalloc N`` runs the control plane under tracemalloc and writes its N biggest
+allocation sites (by line) after the sync and at the end to ``tracemalloc-*.txt`` in the run's
+directory (printed); slower, for finding where the memory goes, not for the figures.
 
 Target (issue 13): at 1,000 proxies and 1,000 services, p99 under 1 s and under 300 MB.
 """
@@ -21,6 +33,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -81,13 +94,16 @@ def write_registry(path: Path, *, services: int, proxies: int,
 async def clients(args: argparse.Namespace) -> None:
     import grpc
 
-    from tests.support.adsclient import ENDPOINT, AdsClient, endpoints_of
+    from mesh.contract import SVID_SECRET, TRUST_BUNDLE_SECRET
+    from tests.support.adsclient import ENDPOINT, SECRET, AdsClient, endpoints_of
 
     key = serialization.load_pem_private_key(Path(args.key).read_bytes(), None)
     assert isinstance(key, ec.EllipticCurvePrivateKey)
     root = Path(args.root).read_bytes()
     seen: dict[str, list[float]] = {}
-    running = []
+    certified: list[float] = []  # when each client first held its own certificate
+    holding: set[int] = set()
+    made = []
     for i in range(args.offset, args.offset + args.count):
         token = jwt.mint({"sub": "system:serviceaccount:bench:default", "aud": ["meshinject"],
                           "exp": time.time() + 3600,
@@ -97,13 +113,19 @@ async def clients(args: argparse.Namespace) -> None:
             options=[("grpc.ssl_target_name_override",
                       "meshinject-controlplane.meshinject-system.svc"),
                      ("grpc.max_receive_message_length", 64 * 1024 * 1024)])
-        client = AdsClient(channel, namespace="bench", pod=f"p{i}", token=token, keep=False)
+        client = AdsClient(channel, namespace="bench", pod=f"p{i}", token=token, keep=False,
+                           wait_for_ready=True)
         original = client._handle
         first: set[str] = set()
 
-        def handle(response: Any, original: Any = original, first: set[str] = first) -> None:
+        def handle(response: Any, original: Any = original, first: set[str] = first,
+                   client: AdsClient = client) -> None:
             now = time.time()
             original(response)
+            if (response.type_url == SECRET and id(client) not in holding
+                    and SVID_SECRET in client.got.names.get(SECRET, ())):
+                holding.add(id(client))
+                certified.append(now)
             if response.type_url == ENDPOINT:
                 for addresses in endpoints_of(response).values():
                     for address in addresses:
@@ -112,8 +134,30 @@ async def clients(args: argparse.Namespace) -> None:
                             seen.setdefault(address, []).append(now)
 
         client._handle = handle  # type: ignore[method-assign]
-        running.append((client, asyncio.create_task(client.run())))
+        made.append(client)
+    if args.certs:  # all made: start together when the parent says so
+        print(json.dumps({"ready": len(made)}), flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+    start = time.time()
+
+    async def run(client: AdsClient) -> None:
+        runner = asyncio.create_task(client.run())
+        if args.certs:  # after its CDS request, as Envoy asks once its clusters name them
+            await asyncio.sleep(0)
+            client.request(SECRET, [SVID_SECRET, TRUST_BUNDLE_SECRET])
+        await runner
+
+    running = [(client, asyncio.create_task(run(client))) for client in made]
     deadline = time.monotonic() + args.timeout
+    if args.certs:
+        while len(certified) < len(made) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        print(json.dumps({"start": start, "certified": certified}), flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+        for client, task in running:
+            client.close()
+            task.cancel()
+        return
     while not all(len(c.got.versions) >= 4 for c, _ in running):
         if time.monotonic() > deadline:
             break
@@ -145,6 +189,74 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+# run as the control plane under --tracemalloc: SIGUSR1 writes the biggest allocation sites
+TRACED = """
+import signal, sys, tracemalloc
+from pathlib import Path
+tracemalloc.start(1)
+count = [0]
+def dump(signum, frame):
+    count[0] += 1
+    snap = tracemalloc.take_snapshot()
+    stats = snap.statistics("lineno")
+    total = sum(s.size for s in stats)
+    lines = [f"traced {total / 2**20:.1f} MB in {len(stats)} sites"]
+    lines += [f"{s.size / 2**20:8.2f} MB {s.count:9d} {s.traceback}" for s in stats[:TOP]]
+    Path(OUT + f"-{count[0]}.txt").write_text("\\n".join(lines) + "\\n")
+signal.signal(signal.SIGUSR1, dump)
+from controlplane.main import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def dump_traced(plane: subprocess.Popen[bytes], work: Path, name: str) -> None:
+    """Ask a --tracemalloc control plane for another dump; wait for it and print where."""
+    before = set(work.glob("tracemalloc-*.txt"))
+    plane.send_signal(__import__("signal").SIGUSR1)
+    deadline = time.monotonic() + 60
+    while set(work.glob("tracemalloc-*.txt")) == before and time.monotonic() < deadline:
+        time.sleep(0.2)
+    print(f"  tracemalloc {name}: {sorted(set(work.glob('tracemalloc-*.txt')) - before)}")
+
+
+def certs(args: argparse.Namespace, plane: subprocess.Popen[bytes],
+          procs: list[subprocess.Popen[str]]) -> int:
+    """The burst: every client ready, then all start at once; time to each certificate."""
+    ready = sum(json.loads(p.stdout.readline())["ready"] for p in procs)  # type: ignore
+    cpu_before = cpu_seconds(plane.pid)
+    for p in procs:
+        p.stdin.write("go\n")  # type: ignore[union-attr]
+        p.stdin.flush()  # type: ignore[union-attr]
+    waits: list[float] = []
+    for p in procs:
+        got = json.loads(p.stdout.readline())  # type: ignore[union-attr]
+        waits += [t - got["start"] for t in got["certified"]]
+    cpu = cpu_seconds(plane.pid) - cpu_before
+    print(f"{ready} proxies started at once over {args.services} Services: {len(waits)} got "
+          f"a certificate")
+    if waits:
+        print(f"  start -> certificate: p50 {percentile(waits, .5) * 1000:.0f} ms, p99 "
+              f"{percentile(waits, .99) * 1000:.0f} ms, max {max(waits) * 1000:.0f} ms")
+    print(f"  control plane: {cpu:.2f} CPU-seconds from the start to the last certificate "
+          f"(token checks, keys, signatures and the proxies' first config), RSS "
+          f"{rss_mb(plane.pid):.0f} MB, peak {peak_rss_mb(plane.pid):.0f} MB")
+    ca = MeshCA.create(trust_domain="cluster.local")
+    began = time.process_time()
+    for i in range(200):
+        ca.issue(f"spiffe://cluster.local/ns/bench/sa/s{i}")
+    each = (time.process_time() - began) / 200
+    print(f"  the CA alone, in this process: {each * 1000:.2f} ms CPU per SVID (key and "
+          f"signature), {each * ready:.2f} s for {ready}")
+    return 0 if len(waits) == ready == args.proxies else 1
+
+
 def bench(args: argparse.Namespace) -> int:
     work = Path(tempfile.mkdtemp(prefix="bench-xds-"))
     key = ec.generate_private_key(ec.SECP256R1())
@@ -161,8 +273,13 @@ def bench(args: argparse.Namespace) -> int:
     write_registry(registry, services=args.services, proxies=args.proxies, extra=extra)
     port = 15700
     log = open(work / "controlplane.log", "wb")  # noqa: SIM115 (the plane's whole life)
+    command = [PROGRAM]
+    if args.tracemalloc:
+        code = TRACED.replace("TOP", str(args.tracemalloc)).replace(
+            "OUT", repr(str(work / "tracemalloc")))
+        command = [sys.executable, "-c", code]
     plane = subprocess.Popen(
-        [PROGRAM, "--registry-file", str(registry), "--token-key", str(work / "token.pub"),
+        [*command, "--registry-file", str(registry), "--token-key", str(work / "token.pub"),
          "--ca-dir", str(work), "--listen", f"127.0.0.1:{port}", "--debug-listen",
          f"127.0.0.1:{port + 1}", "--serving-ip", "127.0.0.1", "--registry-poll",
          str(args.poll), "--log-level", "warning"],
@@ -178,12 +295,32 @@ def bench(args: argparse.Namespace) -> int:
                 [sys.executable, __file__, "--client", "--port", str(port), "--key",
                  str(work / "token.key"), "--root", str(work / "ca.crt"), "--offset",
                  str(offset), "--count", str(min(per, args.proxies - offset)), "--timeout",
-                 str(args.timeout)],
+                 str(args.timeout), *(["--certs"] if args.certs else [])],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
+        if args.certs:
+            return certs(args, plane, procs)
+        if args.tracemalloc:  # dumps during the sync too, every 5 s, until the first line
+            import threading
+            stop = threading.Event()
+
+            def during() -> None:
+                n = 0
+                while not stop.wait(5):
+                    n += 1
+                    plane.send_signal(__import__("signal").SIGUSR1)
+                    print(f"  {time.monotonic() - begun:.0f} s into the sync: RSS "
+                          f"{rss_mb(plane.pid):.0f} MB, dump {n}", flush=True)
+            threading.Thread(target=during, daemon=True).start()
         synced = sum(json.loads(p.stdout.readline())["synced"] for p in procs)  # type: ignore
         sync_s = time.monotonic() - begun
+        if args.tracemalloc:
+            stop.set()
+            time.sleep(1)
         print(f"{synced}/{args.proxies} proxies synced (CDS, EDS, LDS, RDS ACKed) in "
-              f"{sync_s:.1f} s; control plane RSS {rss_mb(plane.pid):.0f} MB")
+              f"{sync_s:.1f} s; control plane RSS {rss_mb(plane.pid):.0f} MB, peak "
+              f"{peak_rss_mb(plane.pid):.0f} MB")
+        if args.tracemalloc:
+            dump_traced(plane, work, "synced")
         time.sleep(1)
         cpu_before, written = cpu_seconds(plane.pid), {}
         for change in range(args.changes):
@@ -210,7 +347,13 @@ def bench(args: argparse.Namespace) -> int:
               f"{max(latencies) * 1000:.0f} ms; last proxy per change: median "
               f"{statistics.median(per_change) * 1000:.0f} ms; missed: {missing}")
         print(f"  control plane: {cpu:.2f} CPU-seconds for the changes "
-              f"({cpu / args.changes * 1000:.0f} ms per change), RSS {rss_mb(plane.pid):.0f} MB")
+              f"({cpu / args.changes * 1000:.0f} ms per change), RSS {rss_mb(plane.pid):.0f} MB, "
+              f"peak {peak_rss_mb(plane.pid):.0f} MB")
+        if args.settle:
+            time.sleep(args.settle)
+            print(f"  {args.settle:g} s later, nothing changing: RSS {rss_mb(plane.pid):.0f} MB")
+        if args.tracemalloc:
+            dump_traced(plane, work, "end")
         return 0 if missing == 0 else 1
     finally:
         for p in procs:
@@ -219,6 +362,8 @@ def bench(args: argparse.Namespace) -> int:
         plane.terminate()
         plane.wait(10)
         log.close()
+        if not args.tracemalloc:  # its dumps are what that run is for; else nothing is kept
+            shutil.rmtree(work, ignore_errors=True)
 
 
 def main() -> int:
@@ -236,6 +381,12 @@ def main() -> int:
     parser.add_argument("--processes", type=int, default=4, help="client processes (4)")
     parser.add_argument("--poll", type=float, default=0.02, help="registry poll (0.02 s)")
     parser.add_argument("--timeout", type=float, default=300, help="sync timeout (300 s)")
+    parser.add_argument("--settle", type=float, default=12, metavar="S",
+                        help="then wait S seconds and measure the RSS again (12)")
+    parser.add_argument("--certs", action="store_true",
+                        help="all proxies start at once: time to a certificate, the CA's CPU")
+    parser.add_argument("--tracemalloc", type=int, default=0, metavar="N",
+                        help="the control plane under tracemalloc: its N biggest sites")
     parser.add_argument("--plane-env", action="append", default=[], metavar="NAME=VALUE",
                         help="environment for the control plane (e.g. malloc settings)")
     args = parser.parse_args()

@@ -259,13 +259,39 @@ def diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[dict[str, Any]]
     return ops
 
 
+def _spliced(before: list[Any], after: list[Any], *, prefix: str
+             ) -> list[dict[str, Any]] | None:
+    """The adds that make ``after`` from ``before`` when ``after`` is ``before`` with items put
+    in front and/or behind (what injection does to init containers and volumes), in the order
+    and with the indices jsonpatch gives them; None when it is anything else. The old items
+    are matched by identity first (the user's are shared, never copied), so a pod's containers
+    are not compared field by field: this is most of a review's time saved."""
+    extra = len(after) - len(before)
+    if extra < 0:
+        return None
+    for front in range(extra + 1):
+        kept = after[front:front + len(before)]
+        if all(a is b or a == b for a, b in zip(kept, before, strict=True)):
+            break
+    else:
+        return None
+    ops = [{"op": "add", "path": f"{prefix}/{i}", "value": after[i]} for i in range(front)]
+    ops += [{"op": "add", "path": f"{prefix}/{i}", "value": after[i]}
+            for i in range(front + len(before), len(after))]
+    return ops
+
+
 def _subtree_patch(before: Any, after: Any, *, prefix: str) -> list[dict[str, Any]]:
-    """jsonpatch over one subtree. In lists (of containers), every item stands in as a
-    token, the same token on both sides for the same or an equal item, so jsonpatch never walks
-    into a container: one with 2,000 env vars costs nothing to compare, and a changed sidecar is
-    replaced whole rather than diffed field by field."""
+    """jsonpatch over one subtree (or, for a list only added to, the adds at once). In lists
+    (of containers), every item stands in as a token, the same token on both sides for the same
+    or an equal item, so jsonpatch never walks into a container: one with 2,000 env vars costs
+    nothing to compare, and a changed sidecar is replaced whole rather than diffed field by
+    field."""
     tokens: dict[str, Any] = {}
     if isinstance(before, list) and isinstance(after, list):
+        spliced = _spliced(before, after, prefix=prefix)
+        if spliced is not None:
+            return spliced
         before, after = _tokenize(before, after, tokens)
     try:
         diffed = jsonpatch.make_patch(before, after).patch

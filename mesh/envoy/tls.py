@@ -25,9 +25,10 @@ from mesh.envoy.base import ADS_SOURCE, DOWNSTREAM_TLS, UPSTREAM_TLS, Json
 # the key an endpoint's metadata and a cluster's transport_socket_matches agree on
 SOCKET_MATCH = "envoy.transport_socket_match"
 MESH_ENDPOINT = {"tlsMode": "mesh"}
-# both ends are ours: TLS 1.3 only (Envoy's client side stops at 1.2 unless told otherwise)
-_TLS13: Json = {"tls_minimum_protocol_version": "TLSv1_3",
-                "tls_maximum_protocol_version": "TLSv1_3"}
+# both ends are ours: TLS 1.3 only (Envoy's client side stops at 1.2 unless told otherwise);
+# public so the data-plane benchmark's bare Envoys speak exactly this
+TLS13: Json = {"tls_minimum_protocol_version": "TLSv1_3",
+               "tls_maximum_protocol_version": "TLSv1_3"}
 
 
 def sds(name: str) -> Json:
@@ -55,7 +56,7 @@ def sni(hostname: str, port: int) -> str:
 def upstream_socket(*, sni_name: str, identities: Sequence[str]) -> Json:
     """The client side: our SVID, the peer verified against the roots and, when any are given,
     its SPIFFE ID against ``identities``."""
-    context: Json = {"tls_params": _TLS13,
+    context: Json = {"tls_params": TLS13,
                      "tls_certificate_sds_secret_configs": [sds(SVID_SECRET)]}
     if identities:  # Envoy refuses a combined context without its default half
         context["combined_validation_context"] = {
@@ -82,7 +83,7 @@ def mesh_endpoint_metadata() -> Json:
 def downstream_socket(*, alpn: Sequence[str] = ()) -> Json:
     """The server side of mutual TLS: a client certificate from the mesh roots is required."""
     common: Json = {
-        "tls_params": _TLS13,
+        "tls_params": TLS13,
         "tls_certificate_sds_secret_configs": [sds(SVID_SECRET)],
         "validation_context_sds_secret_config": sds(TRUST_BUNDLE_SECRET),
     }

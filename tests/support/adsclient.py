@@ -15,6 +15,7 @@ from envoy.config.listener.v3 import listener_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
+from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.protobuf import struct_pb2
 from google.rpc import status_pb2
@@ -23,6 +24,7 @@ CLUSTER = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 ENDPOINT = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
 LISTENER = "type.googleapis.com/envoy.config.listener.v3.Listener"
 ROUTE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+SECRET = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
 
 
 @dataclass
@@ -36,11 +38,15 @@ class AdsClient:
     """One proxy's stream. ``nack`` is a set of type URLs whose responses it refuses."""
 
     def __init__(self, channel: grpc.aio.Channel, *, namespace: str, pod: str, token: str,
-                 nack: frozenset[str] = frozenset(), keep: bool = True) -> None:
+                 nack: frozenset[str] = frozenset(), keep: bool = True,
+                 wait_for_ready: bool = False) -> None:
         self.stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel)
         self.namespace, self.pod, self.token = namespace, pod, token
         self.nack = nack
         self.keep = keep  # keep every response (tests); a benchmark's thousand clients do not
+        # a benchmark's stream waits for its channel (a thousand handshakes at once on a busy
+        # machine can fail the first try) instead of ending at once, as Envoy retries
+        self.wait_for_ready = wait_for_ready
         self.queue: asyncio.Queue[discovery_pb2.DiscoveryRequest | None] = asyncio.Queue()
         self.got = Received()
         self.event = asyncio.Event()
@@ -76,7 +82,8 @@ class AdsClient:
         if not silent:  # LDS follows the first response: a refused stream has one request
             self.request(CLUSTER)
         call = self.stub.StreamAggregatedResources(
-            self._requests(), metadata=(("authorization", f"Bearer {self.token}"),))
+            self._requests(), metadata=(("authorization", f"Bearer {self.token}"),),
+            wait_for_ready=self.wait_for_ready)
         try:
             async for response in call:
                 self._handle(response)
@@ -146,6 +153,10 @@ def _parsed(response: discovery_pb2.DiscoveryResponse) -> tuple[set[str], set[st
             item.Unpack(listener)
             names.add(listener.name)
             follow |= _route_names(listener)
+        elif kind == SECRET:
+            secret = secret_pb2.Secret()
+            item.Unpack(secret)
+            names.add(secret.name)
         else:
             names.add(item.type_url)
     if len(_PARSED) > 10_000:
