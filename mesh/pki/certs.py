@@ -119,6 +119,64 @@ def generate_serving_cert(
     return CertPair(cert.public_bytes(serialization.Encoding.PEM), _key_pem(key))
 
 
+def issue_svid(ca: CertPair, spiffe_id: str, *, hours: float = 24.0,
+               now: dt.datetime | None = None) -> CertPair:
+    """A workload's X.509 SVID: its SPIFFE ID as the only SAN (a URI), good for both ends of
+    mutual TLS (serverAuth and clientAuth), never a CA, short-lived (24 h by default).
+
+    The SPIFFE X.509-SVID profile asks for exactly one URI SAN and nothing else to identify
+    the workload; the subject stays empty so that nothing matches on a name by accident."""
+    if not spiffe_id.startswith("spiffe://") or "/" not in spiffe_id.removeprefix("spiffe://"):
+        raise ValueError(f"not a SPIFFE ID: {spiffe_id!r} (spiffe://<trust domain>/<path>)")
+    if hours <= 0:
+        raise ValueError("an SVID must be valid for some time")
+    ca_cert = x509.load_pem_x509_certificate(ca.cert_pem)
+    ca_key = serialization.load_pem_private_key(ca.key_pem, password=None)
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+        raise ValueError("the CA key must be an ECDSA key")
+    key = _new_key()
+    moment = now or dt.datetime.now(dt.UTC)
+    ca_ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(moment - _BACKDATE)
+        .not_valid_after(moment + dt.timedelta(hours=hours))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True, content_commitment=False, key_encipherment=False,
+                data_encipherment=False, key_agreement=False, key_cert_sign=False,
+                crl_sign=False, encipher_only=False, decipher_only=False,
+            ),
+            critical=True,
+        )
+        # an empty subject makes the SAN the only name, so it must be critical (RFC 5280)
+        .add_extension(x509.SubjectAlternativeName(
+            [x509.UniformResourceIdentifier(spiffe_id)]), critical=True)
+        .add_extension(x509.ExtendedKeyUsage(
+            [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    return CertPair(cert.public_bytes(serialization.Encoding.PEM), _key_pem(key))
+
+
+def spiffe_ids(cert_pem: bytes) -> list[str]:
+    """The URI SANs of the (first) certificate in ``cert_pem``."""
+    cert = x509.load_pem_x509_certificate(cert_pem)
+    try:
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return []
+    return list(sans.get_values_for_type(x509.UniformResourceIdentifier))
+
+
 def not_after(cert_pem: bytes) -> dt.datetime:
     """When the (first) certificate in ``cert_pem`` expires, as an aware UTC datetime."""
     return x509.load_pem_x509_certificate(cert_pem).not_valid_after_utc

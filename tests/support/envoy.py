@@ -1,9 +1,16 @@
-"""Where the real Envoy is, and running it in validate mode."""
+"""Where the real Envoy is, running it in validate mode, and running it on loopback."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -58,3 +65,76 @@ def as_static(by_type: dict[str, dict[str, Any]],
                                                      "port_value": 0}}},
             "static_resources": {"listeners": inline(list(kinds.get("Listener", {}).values())),
                                  "clusters": clusters}}
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports free on 127.0.0.1 right now (all held open together, so they are distinct)."""
+    socks = [socket.create_server(("127.0.0.1", 0)) for _ in range(count)]
+    try:
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+@dataclass
+class RunningEnvoy:
+    proc: subprocess.Popen[bytes]
+    admin_port: int
+    log: Path
+
+    def admin(self, path: str) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}{path}",
+                                    timeout=10) as reply:
+            text: str = reply.read().decode()
+            return text
+
+    def stats(self) -> dict[str, int]:
+        """Every counter and gauge by its Envoy name (``/stats``, numbers only)."""
+        out = {}
+        for line in self.admin("/stats").splitlines():
+            name, _, value = line.rpartition(": ")
+            if value.isdigit():
+                out[name] = int(value)
+        return out
+
+
+@contextlib.contextmanager
+def run_static(bootstrap: dict[str, Any], workdir: Path, *, timeout: float = 20
+               ) -> Iterator[RunningEnvoy]:
+    """A real Envoy on loopback with ``bootstrap`` (its admin on a free port), ready when this
+    yields, and stopped (by its own pid) when the block ends, pass or fail."""
+    address_file = workdir / "envoy-admin-address"
+    log = workdir / "envoy.log"
+    config = {**bootstrap, "admin": {"address": {"socket_address": {"address": "127.0.0.1",
+                                                                     "port_value": 0}}}}
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [need_envoy(), "--disable-hot-restart", "--concurrency", "1", "-l", "warning",
+             "--admin-address-path", str(address_file), "--config-yaml", json.dumps(config)],
+            stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + timeout
+        running: RunningEnvoy | None = None
+        while running is None or "LIVE" not in _state(running):
+            assert proc.poll() is None, f"envoy exited {proc.returncode}: {log.read_text()}"
+            assert time.monotonic() < deadline, f"envoy not ready: {log.read_text()[-2000:]}"
+            if running is None and address_file.exists() and address_file.read_text().strip():
+                port = int(address_file.read_text().strip().rsplit(":", 1)[1])
+                running = RunningEnvoy(proc, port, log)
+            time.sleep(0.05)
+        yield running
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _state(envoy: RunningEnvoy) -> str:
+    try:
+        return envoy.admin("/ready")
+    except OSError:
+        return ""
