@@ -269,12 +269,15 @@ def _identity(f: Fields, obj: Mapping[str, Any]) -> tuple[str, str]:
 
 def parse_policy(obj: Mapping[str, Any]) -> AccessPolicy:
     """The policy ``obj`` (as the API server returns it) says, or PolicyError listing every
-    problem. Omitted ``selector``: every pod of the namespace; omitted ``allow`` or ``[]``:
-    the selected pods allow nothing."""
+    problem. ``spec`` is required; an omitted ``selector`` selects every pod of the namespace,
+    an omitted or empty ``allow`` allows them nothing."""
     f = Fields()
     if not isinstance(obj, Mapping):
         raise PolicyError("?", [f"expected an object, got {shown(obj)}"])
     ns, name = _identity(f, obj)
+    if "spec" not in obj:
+        f.bad("spec", None, "required (spec: {} protects every pod of the namespace and "
+              "allows nothing)")
     spec = f.mapping("spec", obj.get("spec", {})) or {}
     f.known("spec", spec, SPEC_FIELDS)
     selector = _selector(f, "spec.selector", spec["selector"]) if "selector" in spec \

@@ -29,7 +29,7 @@ def obj(spec: Any = None, *, name: Any = "web", namespace: Any = "shop", **top: 
 
 
 GOOD: list[tuple[str, dict[str, Any], AccessPolicy]] = [
-    ("no spec: every pod, nothing allowed", obj(), AccessPolicy("shop", "web")),
+    ("empty spec: every pod, nothing allowed", obj({}), AccessPolicy("shop", "web")),
     ("empty allow", obj({"allow": []}), AccessPolicy("shop", "web")),
     ("an empty rule allows everything", obj({"allow": [{}]}),
      AccessPolicy("shop", "web", allow=(Rule(),))),
@@ -82,18 +82,19 @@ def test_a_valid_policy_parses_to_frozen_values(obj_: dict[str, Any], want: Acce
 
 
 def test_the_key_and_counter_name_name_the_policy() -> None:
-    policy = parse_policy(obj(name="web.v2"))
+    policy = parse_policy(obj({}, name="web.v2"))
     assert policy.key == "shop/web.v2" and policy.counter_name == "shop/web_v2"
 
 
 BAD: list[tuple[str, dict[str, Any], str]] = [
-    ("wrong kind", obj(kind="Policy"), 'kind="Policy": expected AccessPolicy'),
-    ("wrong group", obj(apiVersion="v1"), 'apiVersion="v1": expected '
+    ("wrong kind", obj({}, kind="Policy"), 'kind="Policy": expected AccessPolicy'),
+    ("wrong group", obj({}, apiVersion="v1"), 'apiVersion="v1": expected '
      "security.meshinject.io/v1alpha1"),
-    ("no name", obj(name=None), "metadata.name=null: expected a string"),
-    ("bad name", obj(name="Web_1"), 'metadata.name="Web_1": expected a Kubernetes object name'),
-    ("bad namespace", obj(namespace="a.b"), 'metadata.namespace="a.b": expected a namespace'),
+    ("no name", obj({}, name=None), "metadata.name=null: expected a string"),
+    ("bad name", obj({}, name="Web_1"), 'metadata.name="Web_1": expected a Kubernetes object name'),
+    ("bad namespace", obj({}, namespace="a.b"), 'metadata.namespace="a.b": expected a namespace'),
     ("spec not an object", obj([]), "spec=[]: expected an object"),
+    ("no spec", obj(), "spec=null: required (spec: {} protects every pod"),
     ("unknown spec field", obj({"allows": []}), 'spec.allows=[]: unknown field (expected '
      "selector, mtls, allow)"),
     ("lower-case mtls", obj({"mtls": "strict"}), 'spec.mtls="strict": expected STRICT or '

@@ -59,3 +59,60 @@ def docs_examples() -> list[Obj]:
              if isinstance(d, dict) and d.get("kind") == "AccessPolicy"]
     assert found, f"{DOCS} shows no AccessPolicy"
     return found
+
+
+def _rule(rule: Obj) -> Obj:
+    return policy_obj("bad", {"allow": [rule]})
+
+
+# Malformed policies: (what, object, a fragment of the API server's refusal, who refuses it
+# offline). "schema": the CRD's OpenAPI schema (a JSON-schema validator refuses it too); "cel":
+# one of its x-kubernetes-validations rules, "set": list type set, "unknown": strict field
+# validation; those three only the API server (and mesh.access.parse_policy) can check.
+MALFORMED: list[tuple[str, Obj, str, str]] = [
+    ("no spec", policy_obj("bad"), "spec: Required value", "schema"),
+    ("lower-case mtls", policy_obj("bad", {"mtls": "strict"}),
+     'spec.mtls: Unsupported value: "strict"', "schema"),
+    ("allow not a list", policy_obj("bad", {"allow": {"from": {}}}),
+     "spec.allow: Invalid value", "schema"),
+    ("account without namespace", _rule({"from": {"serviceAccounts": ["frontend"]}}),
+     "spec.allow[0].from.serviceAccounts[0]: Invalid value", "schema"),
+    ("port zero", _rule({"to": {"ports": [0]}}),
+     "spec.allow[0].to.ports[0]: Invalid value: 0", "schema"),
+    ("port too big", _rule({"to": {"ports": [70000]}}),
+     "spec.allow[0].to.ports[0]: Invalid value: 70000", "schema"),
+    ("port as a string", _rule({"to": {"ports": ["80"]}}),
+     "spec.allow[0].to.ports[0]: Invalid value: \"string\"", "schema"),
+    ("lower-case method", _rule({"to": {"methods": ["get"]}}),
+     "spec.allow[0].to.methods[0]: Invalid value: \"get\"", "schema"),
+    ("relative path", _rule({"to": {"paths": ["api/*"]}}),
+     "spec.allow[0].to.paths[0]: Invalid value: \"api/*\"", "schema"),
+    ("star inside a path", _rule({"to": {"paths": ["/a*/b"]}}),
+     "spec.allow[0].to.paths[0]: Invalid value: \"/a*/b\"", "schema"),
+    ("empty service account list", _rule({"from": {"serviceAccounts": []}}),
+     "spec.allow[0].from.serviceAccounts: Invalid value: 0", "schema"),
+    ("bad operator", policy_obj("bad", {"selector": {"matchExpressions": [
+        {"key": "app", "operator": "in", "values": ["web"]}]}}),
+     "spec.selector.matchExpressions[0].operator: Unsupported value: \"in\"", "schema"),
+    ("empty from", _rule({"from": {}}), "names no caller", "cel"),
+    ("empty to", _rule({"to": {}}), "names nothing", "cel"),
+    ("In without values", policy_obj("bad", {"selector": {"matchExpressions": [
+        {"key": "app", "operator": "In"}]}}), "In and NotIn need values", "cel"),
+    ("Exists with values", policy_obj("bad", {"selector": {"matchExpressions": [
+        {"key": "app", "operator": "Exists", "values": ["x"]}]}}),
+     "Exists and DoesNotExist take none", "cel"),
+    ("path with a query", _rule({"to": {"paths": ["/a?b=1"]}}),
+     "paths are compared without the query string", "cel"),
+    ("dot segments", _rule({"to": {"paths": ["/a/../b"]}}),
+     "requests are compared after normalization", "cel"),
+    ("double slash", _rule({"to": {"paths": ["//a"]}}),
+     "requests are compared after normalization", "cel"),
+    ("escaped slash", _rule({"to": {"paths": ["/a%2Fb"]}}),
+     "requests are compared after normalization", "cel"),
+    ("escaped letter", _rule({"to": {"paths": ["/%61dmin"]}}),
+     "requests are compared after normalization", "cel"),
+    ("port twice", _rule({"to": {"ports": [80, 80]}}),
+     "spec.allow[0].to.ports[1]: Duplicate value: 80", "set"),
+    ("typo for from", _rule({"form": {"namespaces": ["ops"]}}),
+     'unknown field "spec.allow[0].form"', "unknown"),
+]
