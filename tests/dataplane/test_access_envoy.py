@@ -12,6 +12,7 @@ requests (with the path ``normalize`` predicts), and the per-policy counters mus
 
 from __future__ import annotations
 
+import datetime as dt
 import http.server
 import socket
 import socketserver
@@ -37,6 +38,7 @@ from tests.support.envoy import RunningEnvoy, free_ports, run_static
 
 pytestmark = pytest.mark.envoy
 TD = "cluster.local"
+DAY = dt.timedelta(hours=24)
 TLS = EXTENSIONS + "transport_sockets.tls.v3.DownstreamTlsContext"
 TLS_INSPECTOR = EXTENSIONS + "filters.listener.tls_inspector.v3.TlsInspector"
 CALLERS = [("shop", "frontend"), ("shop", "mobile"), ("shop", "other"), ("ops", "ci"),
@@ -160,8 +162,9 @@ def pod(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pod]:
     tmp = tmp_path_factory.mktemp("access")
     ports = Ports(*free_ports(7))
     ca = certs.generate_ca("test mesh root")
-    server = certs.issue_svid(ca, spiffe_id(TD, "shop", "web"))
-    svids = {c: certs.issue_svid(ca, spiffe_id(TD, *c)) for c in CALLERS if c is not None}
+    server = certs.issue_svid(ca, spiffe_id=spiffe_id(TD, "shop", "web"), lifetime=DAY)
+    svids = {c: certs.issue_svid(ca, spiffe_id=spiffe_id(TD, *c), lifetime=DAY)
+             for c in CALLERS if c is not None}
     seen: list[str] = []
     accepted: list[int] = []
     handler = type("Echo", (_Echo,), {"seen": seen})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import socket
 import subprocess
@@ -15,7 +16,9 @@ from typing import Any
 
 import pytest
 
+from mesh.envoy import tls
 from mesh.envoy.binary import envoy_binary
+from mesh.pki import certs
 
 
 def need_envoy() -> str:
@@ -44,6 +47,8 @@ def as_static(by_type: dict[str, dict[str, Any]],
 
     def inline(node: Any) -> Any:
         if isinstance(node, dict):
+            if set(node) == {"name", "sds_config"}:  # the secret from the static ones below
+                return {"name": node["name"]}
             if "rds" in node and "route_config_name" in node["rds"]:
                 rest = {k: inline(v) for k, v in node.items() if k != "rds"}
                 return {**rest, "route_config": routes[node["rds"]["route_config_name"]]}
@@ -63,8 +68,19 @@ def as_static(by_type: dict[str, dict[str, Any]],
         clusters.append(cluster)
     return {"admin": {"address": {"socket_address": {"address": "127.0.0.1",
                                                      "port_value": 0}}},
+
             "static_resources": {"listeners": inline(list(kinds.get("Listener", {}).values())),
-                                 "clusters": clusters}}
+                                 "clusters": inline(clusters), "secrets": _static_secrets()}}
+
+
+def _static_secrets() -> list[dict[str, Any]]:
+    """What the control plane sends over SDS (a throwaway root and SVID), as static secrets:
+    validate mode cannot follow an SDS reference to an ADS stream."""
+    root = certs.generate_ca("validate root")
+    svid = certs.issue_svid(root, spiffe_id="spiffe://cluster.local/ns/shop/sa/web",
+                            lifetime=dt.timedelta(hours=1))
+    return [tls.svid_secret(cert_chain=svid.cert_pem, private_key=svid.key_pem),
+            tls.bundle_secret(root.cert_pem)]
 
 
 def free_ports(count: int) -> list[int]:

@@ -42,7 +42,7 @@ def test_inspect_lists_every_pod_of_mesh_enabled_namespaces_and_label_opt_ins(
     assert code == 1  # a pod is missing its proxy
     rows = {line.split()[1]: line.split() for line in out.splitlines()[1:] if line.count(" ") > 6}
     assert rows["web-6d4b9-x2x9q"][2:] == ["yes", "ready", "native", "REDIRECT", "0", "current",
-                                          "synced", rows["web-6d4b9-x2x9q"][-1]]
+                                          "synced", rows["web-6d4b9-x2x9q"][-2], "PERMISSIVE"]
     assert rows["cart-5f7c8-k8d2m"][2:] == [
         "yes",
         "NOT",
@@ -54,8 +54,9 @@ def test_inspect_lists_every_pod_of_mesh_enabled_namespaces_and_label_opt_ins(
         "NOT",
         "CONNECTED",
         "-",
+        "-",
     ]
-    assert rows["payments-7b5d-qq7zn"][-3:-1] == ["STALE", "NACK"]
+    assert rows["payments-7b5d-qq7zn"][-4:-2] == ["STALE", "NACK"]
     assert "NACK: shop/payments-7b5d-qq7zn refused its config" in out
     assert rows["reports-68f9-bx4lp"][2] == "MISSING"
     assert rows["batch-0"][2] == "no" and rows["node-agent-9zz"][2] == "no"
