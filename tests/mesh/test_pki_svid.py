@@ -41,8 +41,8 @@ def test_an_svid_names_the_workload_by_one_uri_san_and_nothing_else() -> None:
 def test_an_svid_lives_as_long_as_asked_from_a_moment_just_before_now() -> None:
     ca = certs.generate_ca("mesh root")
     now = dt.datetime(2026, 1, 1, 12, tzinfo=dt.UTC)
-    cert = x509.load_pem_x509_certificate(certs.issue_svid(ca, spiffe_id=ID, lifetime=dt.timedelta(hours=1.5),
-                                                        now=now).cert_pem)
+    pair = certs.issue_svid(ca, spiffe_id=ID, lifetime=dt.timedelta(hours=1.5), now=now)
+    cert = x509.load_pem_x509_certificate(pair.cert_pem)
     assert cert.not_valid_after_utc == now + dt.timedelta(hours=1.5)
     assert cert.not_valid_before_utc == now - dt.timedelta(minutes=5)
 
