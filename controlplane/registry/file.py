@@ -4,9 +4,9 @@ it changes.
 The sandbox's supervisor is the sandbox's API server: it writes the Services, EndpointSlices
 (readiness from its probes), Pods, Namespaces, AccessPolicies and the mesh ConfigMap it runs,
 replacing the file in one rename. This registry polls the file's identity every ``interval``
-and reports what changed, object by object (an unchanged object is not converted again, so a big file with
-one edit costs its parse and little more), so the control plane runs the same translation
-against the sandbox as against a cluster.
+and reports what changed, object by object (an unchanged object is not converted again, so a
+big file with one edit costs its parse and little more), so the control plane runs the same
+translation against the sandbox as against a cluster.
 """
 
 from __future__ import annotations

@@ -42,7 +42,9 @@ GRPC_HEALTH_PATH = "/grpc.health.v1.Health/Check"  # what the kubelet's gRPC pro
 
 
 def key_of(obj: Obj) -> Key:
-    meta = obj.get("metadata") or {}
+    meta = obj.get("metadata")
+    if not isinstance(meta, Mapping):  # a malformed object must not stop a watch
+        meta = {}
     return (str(meta.get("namespace") or ""), str(meta.get("name") or ""))
 
 
