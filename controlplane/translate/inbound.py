@@ -76,15 +76,15 @@ def probe_filter(probes: tuple[tuple[int, str], ...]) -> Json:
 def _authorized_http(hcm: Json, security: InboundSecurity, *, plaintext: bool) -> Json:
     """``hcm`` with the policies' HTTP RBAC first (and, in plaintext, the probes allowed),
     comparing the normalized path (:data:`mesh.envoy.rbac.HCM_PATH_OPTIONS`)."""
-    found = rbac.http_filter(security.policies, trust_domain=security.trust_domain)
-    if found is None:
+    found = rbac.http_filters(security.policies, trust_domain=security.trust_domain)
+    if not found:
         return hcm
     if plaintext and security.probes:
-        found["typed_config"]["rules"]["policies"][PROBE_POLICY] = _probe_policy(
+        found[-1]["typed_config"]["rules"]["policies"][PROBE_POLICY] = _probe_policy(
             security.probes)
     config = hcm["typed_config"]
     return {**hcm, "typed_config": {**config, **rbac.HCM_PATH_OPTIONS,
-                                    "http_filters": [found, *config["http_filters"]]}}
+                                    "http_filters": [*found, *config["http_filters"]]}}
 
 
 def _authorized_tcp(proxy: Json, security: InboundSecurity) -> list[Json]:

@@ -26,8 +26,11 @@ Counters, measured on Envoy 1.40 (its Prometheus names; docs/security.md tells h
 - HTTP, per pod: ``envoy_http_rbac_allowed`` / ``envoy_http_rbac_denied`` with
   ``envoy_rbac_http_prefix="accesspolicy"``; per policy (``track_per_rule_stats``):
   ``envoy_http_rbac_policy_allowed{envoy_rbac_policy_name="shop/web"}``, the request counted
-  for the first policy by name that allows it. Envoy has no per-policy denial in an ALLOW
-  engine: a denial is every selecting policy's, counted once for the pod.
+  for the first policy by name that allows it. An ALLOW engine has no per-policy denial (a
+  denial is every selecting policy's), so :func:`http_filters` puts one shadow (never
+  enforcing) filter per policy first: ``envoy_http_rbac_shadow_allowed`` /
+  ``envoy_http_rbac_shadow_denied{envoy_rbac_http_prefix="shop/web"}`` count the requests that
+  policy alone allows or does not.
 - TCP, per pod: ``envoy_rbac_allowed`` / ``envoy_rbac_denied{envoy_rbac_prefix="accesspolicy"}``.
   Envoy 1.40's network RBAC filter has no per-rule counters, so :func:`network_filters` puts one
   shadow (never enforcing) filter per policy before the enforcing one:
@@ -120,6 +123,22 @@ def http_filter(policies: Sequence[AccessPolicy], *, trust_domain: str) -> Json 
         "rules_stat_prefix": f"{STAT_PREFIX}.",
         "track_per_rule_stats": True,
     }}
+
+
+def http_filters(policies: Sequence[AccessPolicy], *, trust_domain: str) -> list[Json]:
+    """What an inbound HTTP chain puts first: one shadow (never enforcing) filter per policy,
+    whose counters say what that policy alone allows and denies, then :func:`http_filter`.
+    Counting first, as over TCP: a denial stops the request at the enforcing filter."""
+    enforcing = http_filter(policies, trust_domain=trust_domain)
+    if enforcing is None:
+        return []
+    counting = [{"name": "envoy.filters.http.rbac", "typed_config": {
+        "@type": RBAC_HTTP,
+        "shadow_rules": {"action": "ALLOW", "policies": envoy_policies(
+            policy, trust_domain=trust_domain, tcp=False)},
+        "shadow_rules_stat_prefix": f"{policy.counter_name}.",
+    }} for policy in sorted(policies, key=lambda p: p.counter_name)]
+    return [*counting, enforcing]
 
 
 def network_filter(policies: Sequence[AccessPolicy], *, trust_domain: str) -> Json | None:

@@ -59,16 +59,17 @@ def test_an_unselected_pod_gets_no_rbac_at_all() -> None:
 def test_a_selected_permissive_pod_gets_rbac_on_every_chain_to_the_app() -> None:
     found = chains(InboundSecurity("PERMISSIVE", PROBES, POLICIES))
     for http in ("inbound-mtls-http", "inbound_http"):
-        filters = http_filters(found[http])
-        assert filters[0]["typed_config"]["rules_stat_prefix"] == "accesspolicy."
-        assert "shop/frontend-only" in filters[0]["typed_config"]["rules"]["policies"]
+        filters = http_filters(found[http])  # the policy's counting filter, then the enforcing
+        assert filters[0]["typed_config"]["shadow_rules_stat_prefix"] == "shop/frontend-only."
+        assert filters[1]["typed_config"]["rules_stat_prefix"] == "accesspolicy."
+        assert "shop/frontend-only" in filters[1]["typed_config"]["rules"]["policies"]
         hcm = found[http]["filters"][0]["typed_config"]
         assert all(hcm[k] == v for k, v in rbac.HCM_PATH_OPTIONS.items())
     # the probes pass in plaintext whatever the policies say; over mTLS nobody needs them
-    plain = http_filters(found["inbound_http"])[0]["typed_config"]["rules"]["policies"]
+    plain = http_filters(found["inbound_http"])[1]["typed_config"]["rules"]["policies"]
     assert plain[PROBE_POLICY]["permissions"] == [{"and_rules": {"rules": [
         {"destination_port": 8080}, {"url_path": {"path": {"exact": "/healthz"}}}]}}]
-    mtls = http_filters(found["inbound-mtls-http"])[0]["typed_config"]["rules"]["policies"]
+    mtls = http_filters(found["inbound-mtls-http"])[1]["typed_config"]["rules"]["policies"]
     assert PROBE_POLICY not in mtls
     for tcp in ("inbound-mtls-tcp", "default"):
         filters = found[tcp]["filters"]
@@ -84,7 +85,7 @@ def test_a_selected_strict_pod_keeps_only_its_probes_in_plaintext() -> None:
     probe = http_filters(found["inbound_http"])
     assert len(probe) >= 2 and probe[0]["typed_config"]["rules_stat_prefix"] == "plaintext_"
     assert "accesspolicy" not in repr(probe)  # probes: the probe filter alone decides
-    assert http_filters(found["inbound-mtls-http"])[0]["typed_config"][
+    assert http_filters(found["inbound-mtls-http"])[1]["typed_config"][
         "rules_stat_prefix"] == "accesspolicy."
 
 

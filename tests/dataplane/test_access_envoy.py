@@ -122,10 +122,10 @@ def _tls_chain(filters: list[Any], server: certs.CertPair, root: bytes) -> dict[
 
 def bootstrap(p: Ports, pols: list[AccessPolicy], server: certs.CertPair, root: bytes
               ) -> dict[str, Any]:
-    http = rbac.http_filter(pols, trust_domain=TD)
+    http = rbac.http_filters(pols, trust_domain=TD)
     hcm = [{"name": "envoy.filters.network.http_connection_manager", "typed_config": {
         "@type": HTTP_CONNECTION_MANAGER, "stat_prefix": "inbound_http", **rbac.HCM_PATH_OPTIONS,
-        "http_filters": [http, {"name": "envoy.filters.http.router",
+        "http_filters": [*http, {"name": "envoy.filters.http.router",
                                 "typed_config": {"@type": ROUTER}}],
         "route_config": {"virtual_hosts": [{"name": "app", "domains": ["*"], "routes": [
             {"match": {"prefix": "/"}, "route": {"cluster": "app_http"}}]}]}}}]
@@ -306,6 +306,13 @@ def test_envoy_enforces_exactly_what_decide_says_and_counts_it_per_policy(pod: P
     assert by_policy == Counter({p.counter_name: credited[p.key] for p in pols
                                  if credited[p.key]})
 
+    for policy in pols:  # what each policy alone allows and denies, over HTTP too
+        alone = sum(decide([policy], mode=mode, caller=c, port=port, method=m, path=path).allowed
+                    for _, c, port, m, path, mode in http_rows)
+        assert stats[f"http.inbound_http.rbac.{policy.counter_name}.shadow_allowed"] == alone
+        assert stats[f"http.inbound_http.rbac.{policy.counter_name}.shadow_denied"] == len(
+            http_rows) - alone, policy.key
+
     tcp_rows = [r for r in rows if r[0] == "tcp"]
     assert stats["accesspolicy.rbac.allowed"] == tcp_allowed
     assert stats["accesspolicy.rbac.denied"] == len(tcp_rows) - tcp_allowed
@@ -337,5 +344,7 @@ def test_prometheus_shows_allows_per_policy_and_denials_per_pod(pod: Pod) -> Non
     assert samples[("envoy_rbac_allowed", (("envoy_rbac_prefix", "accesspolicy"),))] >= 1
     assert samples[("envoy_rbac_shadow_allowed", (("envoy_rbac_prefix", "shop/web_api"),))] >= 1
     assert samples[("envoy_rbac_shadow_denied", (("envoy_rbac_prefix", "shop/deny-all"),))] >= 1
+    assert samples[("envoy_http_rbac_shadow_denied", (
+        hcm, ("envoy_rbac_http_prefix", "shop/frontend-only")))] >= 1
     # no policy's name leaks into a metric name (a "." would cut the label short)
     assert not [n for n, _ in samples if "shop" in n or "web_api" in n]

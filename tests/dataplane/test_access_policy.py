@@ -127,6 +127,8 @@ def test_only_the_allowed_account_gets_in_counted_per_policy_and_a_change_applie
     stats = server.stats("")
     assert stats[HTTP + "allowed"] == 1 and stats[HTTP + "denied"] == 1
     assert stats[f"{HTTP}policy.{COUNTER}.allowed"] == 1
+    shadow = f"http.inbound_mtls_http.rbac.{COUNTER}.shadow_"  # this policy's own HTTP counters
+    assert stats[shadow + "allowed"] == 1 and stats[shadow + "denied"] == 1
     assert stats[TCP + "allowed"] == 1 and stats[TCP + "denied"] == 1
     assert stats[f"{COUNTER}.rbac.shadow_allowed"] == 1  # this policy's own TCP counters
     assert stats[f"{COUNTER}.rbac.shadow_denied"] == 1

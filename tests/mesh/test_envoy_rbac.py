@@ -24,7 +24,7 @@ SETS = {
 
 def filters(name: str) -> dict[str, Any]:
     policies = load(*SETS[name])
-    return {"http": rbac.http_filter(policies, trust_domain=TD),
+    return {"http": rbac.http_filters(policies, trust_domain=TD),
             "tcp": rbac.network_filters(policies, trust_domain=TD)}
 
 
@@ -37,6 +37,7 @@ def test_the_rbac_filters_match_their_golden(name: str, golden: Callable[[str, s
 
 def test_no_policy_means_no_filter_at_all() -> None:
     assert rbac.http_filter([], trust_domain=TD) is None
+    assert rbac.http_filters([], trust_domain=TD) == []
     assert rbac.network_filter([], trust_domain=TD) is None
     assert rbac.network_filters([], trust_domain=TD) == []
 
@@ -67,10 +68,10 @@ def test_callers_are_matched_by_their_spiffe_id() -> None:
         "exact": "spiffe://example.org/ns/shop/sa/frontend"}}}]
 
 
-def _bootstrap(http: Any, tcp: list[Any]) -> dict[str, Any]:
+def _bootstrap(http: list[Any], tcp: list[Any]) -> dict[str, Any]:
     hcm = {"@type": HTTP_CONNECTION_MANAGER, "stat_prefix": "inbound_http",
            **rbac.HCM_PATH_OPTIONS,
-           "http_filters": [http, {"name": "envoy.filters.http.router",
+           "http_filters": [*http, {"name": "envoy.filters.http.router",
                                    "typed_config": {"@type": ROUTER}}],
            "route_config": {"virtual_hosts": [{"name": "app", "domains": ["*"], "routes": [
                {"match": {"prefix": "/"}, "route": {"cluster": "app"}}]}]}}
