@@ -4,13 +4,15 @@ do not parse shown and left out, as the control plane leaves them out."""
 
 from __future__ import annotations
 
+import re
+import shlex
 from typing import Any
 
 import pytest
 
 from injector import cli
 from mesh.contract import MTLS_MODE, STATUS
-from tests.support.accesspolicies import FRONTEND_ONLY, WEB_API, policy_obj
+from tests.support.accesspolicies import DOCS, FRONTEND_ONLY, WEB_API, docs_examples, policy_obj
 from tests.support.fakeserver import Running
 
 BAD = policy_obj("broken", {"mtls": "strict"})
@@ -144,3 +146,17 @@ def test_a_missing_pod_exits_2_naming_it(
     code, out = run(capsys, shop, "check", "--from", "a/b", "--to", "nope", "-n", "shop",
                     "--port", "80")
     assert code == 2 and "nope" in out
+
+
+def test_the_docs_example_prints_what_the_docs_show(
+    fake: Running, capsys: pytest.CaptureFixture[str]
+) -> None:
+    [block] = re.findall(r"```text\n\$ (meshinject access check .*?)\n(.*?)```",
+                         DOCS.read_text(), flags=re.S)
+    command, shown = block
+    fake.api.put({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}})
+    fake.api.put(_pod("web-1", labels={"app": "web"}))
+    for obj in docs_examples():
+        fake.api.put(dict(obj))
+    code, out = run(capsys, fake, *shlex.split(command)[2:])
+    assert code == 0 and out == shown

@@ -13,7 +13,7 @@ import yaml
 from mesh.access import parse_policy
 from mesh.contract import ACCESS_POLICY_GROUP
 from mesh.errors import PolicyError
-from tests.support.accesspolicies import EXAMPLES, MALFORMED, Obj
+from tests.support.accesspolicies import EXAMPLES, MALFORMED, Obj, docs_examples
 from tests.support.paths import MANIFESTS
 
 CRD = yaml.safe_load((MANIFESTS / "base" / "accesspolicy.yaml").read_text())
@@ -34,6 +34,12 @@ def test_the_crd_names_the_group_the_control_plane_watches() -> None:
 
 @pytest.mark.parametrize("obj", list(EXAMPLES.values()), ids=list(EXAMPLES))
 def test_every_example_is_valid_for_the_schema_and_the_parser(obj: Obj) -> None:
+    assert not list(VALIDATOR.iter_errors(obj))
+    parse_policy(obj)
+
+
+@pytest.mark.parametrize("obj", docs_examples(), ids=lambda o: o["metadata"]["name"])
+def test_every_policy_the_docs_show_is_valid_for_the_schema_and_the_parser(obj: Obj) -> None:
     assert not list(VALIDATOR.iter_errors(obj))
     parse_policy(obj)
 
