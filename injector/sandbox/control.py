@@ -187,6 +187,9 @@ def wait_ready(
         time.sleep(0.1)
 
 
+ROUTING_TYPES = {"Cluster", "ClusterLoadAssignment", "Listener", "RouteConfiguration"}
+
+
 def mesh_lag(state: StateDir, plan: SandboxPlan, pods: dict[str, Any]) -> str | None:
     """Why the control plane and the proxies have not caught up with the pods yet, or None
     once every Service's ready endpoints are applied and every proxy ACKed its latest config."""
@@ -209,8 +212,11 @@ def mesh_lag(state: StateDir, plan: SandboxPlan, pods: dict[str, Any]) -> str | 
                           by_address[a].key) or {}))
         if applied.get(f"{service.namespace}/{service.name}", []) != want:
             return f"Service {service.namespace}/{service.name}'s endpoints are not applied yet"
+    # every type it subscribed to (its secrets too) ACKed at its latest, and at least the four
+    # a proxy routes by
     current = {(p["namespace"], p["pod"]) for p in connected
-               if all(t["current"] for t in p["types"].values()) and len(p["types"]) == 4}
+               if all(t["current"] for t in p["types"].values())
+               and ROUTING_TYPES <= set(p["types"])}
     for pod in plan.pods:
         if pod.injected and (pod.namespace, pod.name) not in current:
             return f"pod {pod.key}'s proxy has not ACKed its latest config"
