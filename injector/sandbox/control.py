@@ -216,7 +216,7 @@ def mesh_lag(state: StateDir, plan: SandboxPlan, pods: dict[str, Any]) -> str | 
     # a proxy routes by
     current = {(p["namespace"], p["pod"]) for p in connected
                if all(t["current"] for t in p["types"].values())
-               and ROUTING_TYPES <= set(p["types"])}
+               and set(p["types"]) >= ROUTING_TYPES}
     for pod in plan.pods:
         if pod.injected and (pod.namespace, pod.name) not in current:
             return f"pod {pod.key}'s proxy has not ACKed its latest config"

@@ -96,11 +96,14 @@ def test_pod_to_pod_traffic_by_service_name_passes_both_proxies(
     # every app connection went through the client's outbound listener
     assert grew("client", stats.OUTBOUND_LISTENER + "downstream_cx_total") >= 2 * CALLS
     # every request reached a server's proxy (over connections the client's proxy pools)
-    inbound = "http.inbound_http.downstream_rq_total"
-    served = grew("hello-0", inbound) + grew("hello-1", inbound)
-    assert served == 2 * CALLS
+    # (mutual TLS between the proxies: the inbound mTLS HTTP chain; plaintext: inbound_http)
+    def served(pod: str) -> int:
+        return sum(grew(pod, f"http.{chain}.downstream_rq_total")
+                   for chain in ("inbound_mtls_http", "inbound_http"))
+
+    assert served("hello-0") + served("hello-1") == 2 * CALLS
     # balanced per request over the Service's two endpoints: round robin, half each
-    assert grew("hello-0", inbound) == grew("hello-1", inbound) == CALLS
+    assert served("hello-0") == served("hello-1") == CALLS
     # and the apps saw the proxy's inbound passthrough, never the client
     logs = "".join(state.log_path(f"hello-{i}.default", "hello").read_text() for i in (0, 1))
     assert logs.count("127.0.0.6") >= 2 * CALLS and "198.18." not in logs
