@@ -167,10 +167,11 @@ async def serve(args: argparse.Namespace) -> int:
         rotations = CaRotations(issuer, kube)
         tasks = [asyncio.create_task(runtime.run()), asyncio.create_task(issuer.keep_fresh())]
         if args.registry_file:
-            registry = FileRegistry(args.registry_file, interval=args.registry_poll)
+            registry = FileRegistry(args.registry_file, interval=args.registry_poll,
+                                    metrics=metrics)
         else:
             assert kube is not None
-            registry = KubeRegistry(kube, config_namespace=args.namespace)
+            registry = KubeRegistry(kube, config_namespace=args.namespace, metrics=metrics)
             threading.Thread(target=castore.keep_published, name="publish-root", daemon=True,
                              args=(kube, lambda: issuer.bundle, stop_threads)).start()
             threading.Thread(target=castore.watch_secret, name="watch-ca", daemon=True,

@@ -31,5 +31,9 @@ class ControlPlaneMetrics:
                                      "reaching the control plane to a proxy ACKing the config "
                                      "that carries it", buckets=_LATENCY, registry=self.registry)
 
+        self.invalid_policies = Gauge("meshinject_accesspolicies_invalid", "AccessPolicies "
+                                      "that do not parse and are ignored (the log names each "
+                                      "and its problems)", registry=self.registry)
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

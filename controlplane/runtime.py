@@ -9,7 +9,8 @@ only what they touched and wakes the streams, which each send what changed for t
 - a pod: the view of its own proxy, if its overrides changed; and, if it is an endpoint, its
   Services' assignments (whether it is called over mutual TLS) and, when the service accounts
   behind a Service change, the identities every view's cluster for it expects;
-- a namespace: the views of its pods (its label may set their mutual TLS mode).
+- a namespace: the views of its pods (its label may set their mutual TLS mode);
+- an AccessPolicy: the views of the pods it selected or selects (their RBAC, their mode).
 
 A *view* is what proxies with the same :class:`~controlplane.translate.proxy.ViewKey` share:
 one translation serves them all, and their snapshots are the same objects. Views nobody uses
@@ -41,6 +42,7 @@ from controlplane.translate.proxy import (
     translate,
     view_key,
 )
+from mesh.access import selects
 from mesh.contract import TRUST_DOMAIN
 from mesh.errors import MeshError
 
@@ -212,15 +214,29 @@ class Runtime:
         if dirty.config:
             self.views = {}  # every key was made under the old config
         namespaces = {name for _, name in dirty.namespaces}
+        guarded = self._guarded(dirty.policies, before)
         for subscriber in self.subscribers:
             if (dirty.config or subscriber.workload in dirty.workloads
-                    or subscriber.workload[0] in namespaces or subscriber.view is None):
+                    or subscriber.workload[0] in namespaces or subscriber.view is None
+                    or subscriber.workload in guarded):
                 self._assign_view(subscriber)
         for subscriber in list(self.subscribers):
             subscriber.wake()
         used = {id(s.view) for s in self.subscribers}
         for key in [k for k, v in self.views.items() if id(v) not in used]:
             del self.views[key]
+
+    def _guarded(self, policies: frozenset[Key], before: MeshState) -> set[Key]:
+        """The pods a changed AccessPolicy selected before the change or selects after it: the
+        only proxies whose views it can change."""
+        versions = [p for key in policies
+                    for p in (before.policies.get(key), self.state.policies.get(key))
+                    if p is not None]
+        if not versions:
+            return set()
+        return {key for key, w in self.state.workloads.items()
+                if any(selects(p, namespace=w.namespace, labels=dict(w.labels))
+                       for p in versions)}
 
     def _refresh_behind(self, keys: Iterable[Key]) -> bool:
         """Recompute what is behind these Services that the views depend on: the identities
@@ -286,7 +302,9 @@ class Runtime:
             return
         try:
             key = view_key(workload, config=self.state.config,
-                           namespaces=self.state.namespaces)
+                           namespaces=self.state.namespaces,
+                           policies=self.state.policies.values(),
+                           trust_domain=self.trust_domain)
         except MeshError as err:
             subscriber.view, subscriber.problem = None, str(err)
             log.warning("pod %s/%s: %s", *subscriber.workload, err)

@@ -3,7 +3,8 @@
 A registry (the cluster's watches, or the sandbox's plan) reports :class:`Change` values; the
 runtime folds them into a new :class:`MeshState` with :func:`apply` and knows, from the kinds of
 change, which resources to recompute: an EndpointSlice touches only its Service's endpoints, a
-pod only its own proxy, a Service or the mesh config every proxy.
+pod only its own proxy, an AccessPolicy the proxies of the pods it selects (before or after
+the change), a Service or the mesh config every proxy.
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from controlplane.model.values import Endpoint, Key, Namespace, Service, Workload
+from mesh.access import AccessPolicy
 from mesh.settings import MeshConfig
 
-Kind = Literal["service", "endpoints", "workload", "namespace", "config"]
+Kind = Literal["service", "endpoints", "workload", "namespace", "policy", "config"]
 
 
 @dataclass(frozen=True)
@@ -24,7 +26,8 @@ class Change:
 
     kind: Kind
     key: Key = ("", "")
-    value: Service | tuple[Endpoint, ...] | Workload | Namespace | MeshConfig | None = None
+    value: (Service | tuple[Endpoint, ...] | Workload | Namespace | AccessPolicy | MeshConfig
+            | None) = None
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,8 @@ class MeshState:
     endpoints: Mapping[Key, tuple[Endpoint, ...]] = field(default_factory=dict)
     workloads: Mapping[Key, Workload] = field(default_factory=dict)
     namespaces: Mapping[Key, Namespace] = field(default_factory=dict)  # key ("", name)
+    # the AccessPolicies that parsed (mesh.access); one that did not is absent, as if deleted
+    policies: Mapping[Key, AccessPolicy] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -45,24 +50,25 @@ class Dirty:
     endpoints: frozenset[Key] = frozenset()
     workloads: frozenset[Key] = frozenset()
     namespaces: frozenset[Key] = frozenset()
+    policies: frozenset[Key] = frozenset()
 
     def __bool__(self) -> bool:
         return bool(self.config or self.services or self.endpoints or self.workloads
-                    or self.namespaces)
+                    or self.namespaces or self.policies)
 
 
 def apply(state: MeshState, changes: Iterable[Change]) -> tuple[MeshState, Dirty]:
     """The state after ``changes``, and what really changed (equal values are no change)."""
     services, endpoints, workloads = dict(state.services), dict(state.endpoints), dict(
         state.workloads)
-    namespaces = dict(state.namespaces)
+    namespaces, policies = dict(state.namespaces), dict(state.policies)
     config = state.config
     touched: dict[Kind, set[Key]] = {"service": set(), "endpoints": set(), "workload": set(),
-                                     "namespace": set()}
+                                     "namespace": set(), "policy": set()}
     config_changed = False
     tables: dict[Kind, dict[Key, object]] = {
         "service": services, "endpoints": endpoints, "workload": workloads,  # type: ignore[dict-item]
-        "namespace": namespaces}  # type: ignore[dict-item]
+        "namespace": namespaces, "policy": policies}  # type: ignore[dict-item]
     for change in changes:
         if change.kind == "config":
             new = change.value if isinstance(change.value, MeshConfig) else MeshConfig()
@@ -77,13 +83,14 @@ def apply(state: MeshState, changes: Iterable[Change]) -> tuple[MeshState, Dirty
             table[change.key] = change.value
             touched[change.kind].add(change.key)
     new_state = replace(state, config=config, services=services, endpoints=endpoints,
-                        workloads=workloads, namespaces=namespaces)
+                        workloads=workloads, namespaces=namespaces, policies=policies)
     dirty = Dirty(config_changed, frozenset(touched["service"]),
                   frozenset(touched["endpoints"]), frozenset(touched["workload"]),
-                  frozenset(touched["namespace"]))
+                  frozenset(touched["namespace"]), frozenset(touched["policy"]))
     return new_state, dirty
 
 
 def merge(a: Dirty, b: Dirty) -> Dirty:
     return Dirty(a.config or b.config, a.services | b.services, a.endpoints | b.endpoints,
-                 a.workloads | b.workloads, a.namespaces | b.namespaces)
+                 a.workloads | b.workloads, a.namespaces | b.namespaces,
+                 a.policies | b.policies)

@@ -2,11 +2,11 @@
 it changes.
 
 The sandbox's supervisor is the sandbox's API server: it writes the Services, EndpointSlices
-(readiness from its probes), Pods, Namespaces and the mesh ConfigMap it runs, replacing the
-file in one rename. This registry polls the file's identity every ``interval`` and reports
-what changed, object by object (an unchanged object is not converted again, so a big file with
-one edit costs its parse and little more), so the control plane runs the same translation
-against the sandbox as against a cluster.
+(readiness from its probes), Pods, Namespaces, AccessPolicies and the mesh ConfigMap it runs,
+replacing the file in one rename. This registry polls the file's identity every ``interval``
+and reports what changed, object by object (an unchanged object is not converted again, so a
+big file with one edit costs its parse and little more), so the control plane runs the same
+translation against the sandbox as against a cluster.
 """
 
 from __future__ import annotations
@@ -19,9 +19,11 @@ from typing import Any
 
 import orjson
 
+from controlplane.metrics import ControlPlaneMetrics
 from controlplane.model.state import Change
 from controlplane.model.values import Key
 from controlplane.registry import objects
+from controlplane.registry.policies import PolicyBook
 from controlplane.runtime import Runtime
 from mesh.errors import MeshError
 
@@ -30,11 +32,13 @@ ObjectKey = tuple[str, str, str]  # (kind, namespace, name)
 
 
 class FileRegistry:
-    def __init__(self, path: str | Path, *, interval: float = 0.1) -> None:
+    def __init__(self, path: str | Path, *, interval: float = 0.1,
+                 metrics: ControlPlaneMetrics | None = None) -> None:
         self.path = Path(path)
         self.interval = interval
         self._seen: tuple[int, int, int] | None = None
         self._objects: dict[ObjectKey, dict[str, Any]] = {}
+        self.policies = PolicyBook(metrics)
 
     def poll(self, runtime: Runtime) -> bool:
         """Read the file if it changed and submit the differences; True when it was read."""
@@ -86,6 +90,8 @@ class FileRegistry:
             elif kind == "Namespace":
                 changes.append(Change("namespace", ("", name),
                                       objects.namespace(obj) if obj else None))
+            elif kind == "AccessPolicy":
+                changes.append(self.policies.change((namespace, name), obj))
             elif kind == "ConfigMap":
                 changes.append(Change("config", value=objects.mesh_config(obj)))
         if owners:

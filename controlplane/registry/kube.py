@@ -1,5 +1,5 @@
-"""The cluster's registry: list+watch Services, EndpointSlices, Pods, Namespaces and the mesh
-ConfigMap.
+"""The cluster's registry: list+watch Services, EndpointSlices, Pods, Namespaces,
+AccessPolicies and the mesh ConfigMap.
 
 One thread per resource keeps it current (:func:`mesh.kube.watch.list_watch`, which resumes
 after any failure); each event is turned into model values here and handed to the runtime on
@@ -16,11 +16,18 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from controlplane.metrics import ControlPlaneMetrics
 from controlplane.model.state import Change
 from controlplane.model.values import Key
 from controlplane.registry import objects
+from controlplane.registry.policies import PolicyBook
 from controlplane.runtime import Runtime
-from mesh.contract import CONFIGMAP
+from mesh.contract import (
+    ACCESS_POLICY_GROUP,
+    ACCESS_POLICY_PLURAL,
+    ACCESS_POLICY_VERSION,
+    CONFIGMAP,
+)
 from mesh.errors import MeshError
 from mesh.kube.client import Kube
 from mesh.kube.watch import list_watch
@@ -33,17 +40,20 @@ SERVICES = "/api/v1/services"
 SLICES = "/apis/discovery.k8s.io/v1/endpointslices"
 PODS = "/api/v1/pods"
 NAMESPACES = "/api/v1/namespaces"
+ACCESS_POLICIES = f"/apis/{ACCESS_POLICY_GROUP}/{ACCESS_POLICY_VERSION}/{ACCESS_POLICY_PLURAL}"
 
 
 class KubeRegistry:
-    def __init__(self, kube: Kube, *, config_namespace: str) -> None:
+    def __init__(self, kube: Kube, *, config_namespace: str,
+                 metrics: ControlPlaneMetrics | None = None) -> None:
         self.kube = kube
         self.config_namespace = config_namespace
         self.stop = threading.Event()
         self._listed: set[str] = set()
         self._slices: dict[Key, dict[str, Obj]] = {}  # service -> slice name -> slice
         self._known: dict[str, set[Key]] = {"service": set(), "workload": set(),
-                                            "namespace": set()}
+                                            "namespace": set(), "policy": set()}
+        self.policies = PolicyBook(metrics)
         self._threads: list[threading.Thread] = []
 
     async def run(self, runtime: Runtime) -> None:
@@ -64,6 +74,7 @@ class KubeRegistry:
             ("endpointslices", SLICES, {}, self._slice_list, self._slice_event),
             ("pods", PODS, {}, self._pod_list, self._pod_event),
             ("namespaces", NAMESPACES, {}, self._namespace_list, self._namespace_event),
+            ("accesspolicies", ACCESS_POLICIES, {}, self._policy_list, self._policy_event),
             ("config", f"/api/v1/namespaces/{self.config_namespace}/configmaps",
              {"fieldSelector": f"metadata.name={CONFIGMAP}"}, self._config_list,
              self._config_event),
@@ -157,6 +168,22 @@ class KubeRegistry:
             return [Change("namespace", key, None)]
         self._known["namespace"].add(key)
         return [Change("namespace", key, value)]
+
+    # -- AccessPolicies (one that does not parse is logged, counted and ignored) ----------
+    def _policy_list(self, items: list[Obj]) -> list[Change]:
+        found = {objects.key_of(i): i for i in items}
+        changes = [self.policies.change(k, v) for k, v in found.items()]
+        changes += [self.policies.change(k, None) for k in self._known["policy"] - found.keys()]
+        self._known["policy"] = set(found)
+        return changes
+
+    def _policy_event(self, kind: str, obj: Obj) -> list[Change]:
+        key = objects.key_of(obj)
+        if kind == "DELETED":
+            self._known["policy"].discard(key)
+            return [self.policies.change(key, None)]
+        self._known["policy"].add(key)
+        return [self.policies.change(key, obj)]
 
     # -- the mesh config ------------------------------------------------------------------
     def _config(self, obj: Obj | None) -> list[Change]:

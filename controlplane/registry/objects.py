@@ -10,6 +10,8 @@ Pods and the mesh ConfigMap, and the sandbox writes the same shapes to a file. P
 - A Pod becomes a :class:`Workload` only once injected (its status annotation says so) and once
   it has an address; its HTTP and gRPC probes are kept as (port, path).
 - A Namespace keeps its labels (its mutual TLS mode is one).
+- An AccessPolicy is parsed by :func:`mesh.access.parse_policy`; one that does not parse raises
+  :class:`~mesh.errors.PolicyError` naming every problem, and the registries ignore it.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from controlplane.model.values import (
     ServicePort,
     Workload,
 )
+from mesh.access import AccessPolicy, parse_policy
 from mesh.contract import CONFIG_KEY, LOAD_BALANCER, OUR_PREFIXES, STATUS
 from mesh.errors import SettingsError
 from mesh.settings import MeshConfig, config_from_yaml
@@ -39,7 +42,9 @@ GRPC_HEALTH_PATH = "/grpc.health.v1.Health/Check"  # what the kubelet's gRPC pro
 
 
 def key_of(obj: Obj) -> Key:
-    meta = obj.get("metadata") or {}
+    meta = obj.get("metadata")
+    if not isinstance(meta, Mapping):  # a malformed object must not stop a watch
+        meta = {}
     return (str(meta.get("namespace") or ""), str(meta.get("name") or ""))
 
 
@@ -153,6 +158,12 @@ def mesh_config(obj: Obj | None) -> MeshConfig:
     if text is None:
         raise SettingsError(f"configmap has no {CONFIG_KEY} key")
     return config_from_yaml(str(text))
+
+
+def access_policy(obj: Obj) -> AccessPolicy:
+    """The policy, or PolicyError listing every problem (the registry logs it and ignores the
+    policy: as if it did not exist, on every replica and after every restart alike)."""
+    return parse_policy(obj)
 
 
 def grouped_slices(slices: Iterable[Obj]) -> dict[Key, list[Obj]]:

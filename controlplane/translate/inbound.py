@@ -15,19 +15,31 @@ After the loop guard its chains are, in order:
 
 TLS that does not carry the mesh's SNI (an app's own TLS, spoken by a client outside the mesh)
 is plaintext to the proxy: it passes through in PERMISSIVE and is refused in STRICT.
+
+Authorization: a pod that AccessPolicies select gets their RBAC (:mod:`mesh.envoy.rbac`) on
+every chain that reaches the app: the HTTP RBAC filter on both HTTP chains (over mutual TLS the
+caller is the URI SAN of its certificate; in plaintext it has none, so only rules without
+``from`` admit it), the network RBAC filters on the TCP chains (a denied connection is closed).
+The kubelet's probes pass whatever the policies say: under STRICT by the probe filter as
+before, under PERMISSIVE by an extra allowing entry (:data:`PROBE_POLICY`) in the plaintext
+HTTP chain's RBAC. A pod no policy selects gets no RBAC at all.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from mesh.envoy import capture, tls
+from mesh.access import AccessPolicy
+from mesh.contract import TRUST_DOMAIN
+from mesh.envoy import capture, rbac, tls
 from mesh.envoy import http as envoy_http
 from mesh.envoy.base import HTTP_RBAC, TLS_INSPECTOR, Json
 from mesh.overrides.pod import PodOverrides
 from mesh.overrides.values import MtlsMode
 
 HTTP_ALPN = ("h2", "http/1.1")
+PROBE_POLICY = "kubelet-probes"  # no AccessPolicy's counter name (they hold a "/") is this
 
 
 @dataclass(frozen=True)
@@ -36,9 +48,18 @@ class InboundSecurity:
 
     mode: MtlsMode = "PERMISSIVE"
     probes: tuple[tuple[int, str], ...] = ()  # (port, path) the kubelet requests
+    policies: tuple[AccessPolicy, ...] = ()  # the AccessPolicies selecting the pod, by name
+    trust_domain: str = TRUST_DOMAIN  # of the callers' SPIFFE IDs the policies name
 
 
 PERMISSIVE = InboundSecurity()  # a pod nothing asks more of
+
+
+def _probe_policy(probes: tuple[tuple[int, str], ...]) -> Json:
+    return {"permissions": [{"and_rules": {"rules": [
+                {"destination_port": port}, {"url_path": {"path": {"exact": path}}}]}}
+                for port, path in probes],
+            "principals": [{"any": True}]}
 
 
 def probe_filter(probes: tuple[tuple[int, str], ...]) -> Json:
@@ -46,32 +67,60 @@ def probe_filter(probes: tuple[tuple[int, str], ...]) -> Json:
     none: an ALLOW filter without policies denies all)."""
     rules: Json = {"action": "ALLOW"}
     if probes:
-        rules["policies"] = {"kubelet-probes": {
-            "permissions": [{"and_rules": {"rules": [
-                {"destination_port": port}, {"url_path": {"path": {"exact": path}}}]}}
-                for port, path in probes],
-            "principals": [{"any": True}],
-        }}
+        rules["policies"] = {PROBE_POLICY: _probe_policy(probes)}
     return {"name": "envoy.filters.http.rbac",
             "typed_config": {"@type": HTTP_RBAC, "rules_stat_prefix": "plaintext_",
                              "rules": rules}}
 
 
-def _mesh_chains(overrides: PodOverrides) -> list[Json]:
+def _authorized_http(hcm: Json, security: InboundSecurity, *, plaintext: bool) -> Json:
+    """``hcm`` with the policies' HTTP RBAC first (and, in plaintext, the probes allowed),
+    comparing the normalized path (:data:`mesh.envoy.rbac.HCM_PATH_OPTIONS`)."""
+    found = rbac.http_filters(security.policies, trust_domain=security.trust_domain)
+    if not found:
+        return hcm
+    if plaintext and security.probes:
+        found[-1]["typed_config"]["rules"]["policies"][PROBE_POLICY] = _probe_policy(
+            security.probes)
+    config = hcm["typed_config"]
+    return {**hcm, "typed_config": {**config, **rbac.HCM_PATH_OPTIONS,
+                                    "http_filters": [*found, *config["http_filters"]]}}
+
+
+def _authorized_tcp(proxy: Json, security: InboundSecurity) -> list[Json]:
+    """The policies' network RBAC, then ``proxy`` connecting to the app only once the first
+    bytes passed it; just ``proxy`` for a pod no policy selects."""
+    counting = rbac.network_filters(security.policies, trust_domain=security.trust_domain)
+    if not counting:
+        return [proxy]
+    return [*counting, {**proxy, "typed_config": {**proxy["typed_config"],
+                                                   **rbac.TCP_PROXY_OPTIONS}}]
+
+
+def _plaintext_http(chain: Json, security: InboundSecurity) -> Json:
+    if not security.policies or chain.get("name") != "inbound_http":
+        return chain
+    filters: list[Any] = chain["filters"]
+    return {**chain, "filters": [_authorized_http(filters[0], security, plaintext=True),
+                                 *filters[1:]]}
+
+
+def _mesh_chains(overrides: PodOverrides, security: InboundSecurity) -> list[Json]:
     policy = overrides.traffic
     http: Json = {
         "name": "inbound-mtls-http",
         "filter_chain_match": {**tls.mesh_chain_match(), "application_protocols": [*HTTP_ALPN]},
         "transport_socket": tls.downstream_socket(alpn=HTTP_ALPN),
-        "filters": [envoy_http.http_connection_manager(
-            policy, direction="inbound", stat_prefix="inbound_mtls_http", peer_identity=True)],
+        "filters": [_authorized_http(envoy_http.http_connection_manager(
+            policy, direction="inbound", stat_prefix="inbound_mtls_http", peer_identity=True),
+            security, plaintext=False)],
     }
     tcp: Json = {
         "name": "inbound-mtls-tcp",
         "filter_chain_match": tls.mesh_chain_match(),
         "transport_socket": tls.downstream_socket(),
-        "filters": [capture.tcp_proxy(stat_prefix="inbound_mtls_tcp",
-                                      cluster=capture.INBOUND_PASSTHROUGH)],
+        "filters": _authorized_tcp(capture.tcp_proxy(
+            stat_prefix="inbound_mtls_tcp", cluster=capture.INBOUND_PASSTHROUGH), security),
     }
     return [http, tcp]
 
@@ -85,13 +134,17 @@ def inbound_listener(overrides: PodOverrides, security: InboundSecurity) -> Json
     passthrough: Json | None = capture.tcp_proxy(
         stat_prefix="inbound", cluster=capture.INBOUND_PASSTHROUGH,
         access_log=envoy_http.access_log("inbound", tcp=True) if policy.access_log else None)
-    plaintext = extras["chains"]
+    plaintext = [_plaintext_http(c, security) for c in extras["chains"]]
     if security.mode == "STRICT":
         passthrough = None
         plaintext = [envoy_http.http_filter_chain(
             policy, direction="inbound", first_filters=[probe_filter(security.probes)])
         ] if security.probes else []
+    first: list[Json] = []
+    if passthrough is not None:
+        *first, passthrough = _authorized_tcp(passthrough, security)
     return capture.capture_listener(
         name="inbound", port=overrides.capture.inbound_port, passthrough=passthrough,
         overrides=overrides, listener_filters=[tls_inspector, *detection],
-        chains=[*_mesh_chains(overrides), *plaintext], options=extras["options"])
+        chains=[*_mesh_chains(overrides, security), *plaintext], options=extras["options"],
+        passthrough_first=first)

@@ -3,9 +3,9 @@
 The bootstrap the injector renders holds only what must work before the control plane answers
 (admin, readiness, Prometheus, the xDS connection); this module produces the rest. The pod's
 annotations still decide its L7 policy (parsed by the same code the webhook ran at admission),
-so a proxy's config depends on three things only: the Services, their endpoints, and the
-pod's own overrides; :func:`view_key` says which of a pod's facts matter, so proxies with the
-same ones share one computation.
+so a proxy's config depends on: the Services, their endpoints, the pod's own overrides, its
+mutual TLS mode and the AccessPolicies that select it; :func:`view_key` says which of a pod's
+facts matter, so proxies with the same ones share one computation.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from controlplane.model.values import Key, Namespace, Service, Workload
 from controlplane.translate.inbound import PERMISSIVE, InboundSecurity, inbound_listener
 from controlplane.translate.outbound import outbound
-from mesh.contract import MTLS_MODE
+from mesh.access import AccessPolicy, applicable, mtls_choice
+from mesh.contract import TRUST_DOMAIN
 from mesh.envoy import capture
 from mesh.envoy import http as envoy_http
 from mesh.envoy.base import Json
@@ -61,19 +62,31 @@ class ViewKey:
     security: InboundSecurity = PERMISSIVE
 
 
-def mtls_mode(overrides: PodOverrides, namespace: Namespace | None) -> MtlsMode:
-    """The pod's own annotation, else its namespace's label, else PERMISSIVE."""
-    if overrides.mtls is not None:
-        return overrides.mtls
-    label = dict(namespace.labels).get(MTLS_MODE, "") if namespace else ""
-    return "STRICT" if label.strip().upper() == "STRICT" else "PERMISSIVE"
+def selecting(workload: Workload, policies: Iterable[AccessPolicy]) -> tuple[AccessPolicy, ...]:
+    """The AccessPolicies that protect this pod, by name."""
+    return applicable(policies, namespace=workload.namespace, labels=dict(workload.labels))
+
+
+def mtls_mode(overrides: PodOverrides, namespace: Namespace | None,
+              policies: tuple[AccessPolicy, ...] = ()) -> MtlsMode:
+    """The pod's own annotation, else the ``mtls`` of the policies that select it (STRICT if
+    any says so), else its namespace's label, else PERMISSIVE (:func:`mesh.access.mtls_choice`,
+    which ``meshinject access check`` shows too)."""
+    labels = dict(namespace.labels) if namespace else {}
+    return mtls_choice(pod=overrides.mtls, policies=policies, namespace_labels=labels).mode
 
 
 def view_key(workload: Workload, *, config: MeshConfig,
-             namespaces: Mapping[Key, Namespace] | None = None) -> ViewKey:
+             namespaces: Mapping[Key, Namespace] | None = None,
+             policies: Iterable[AccessPolicy] = (),
+             trust_domain: str = TRUST_DOMAIN) -> ViewKey:
+    """What this pod's proxy config depends on. ``policies``: every AccessPolicy known (those
+    that select the pod are picked here)."""
     overrides = overrides_of(workload, config=config)
     namespace = (namespaces or {}).get(("", workload.namespace))
-    return ViewKey(overrides, InboundSecurity(mtls_mode(overrides, namespace), workload.probes))
+    chosen = selecting(workload, policies)
+    mode = mtls_mode(overrides, namespace, chosen)
+    return ViewKey(overrides, InboundSecurity(mode, workload.probes, chosen, trust_domain))
 
 
 def translate(

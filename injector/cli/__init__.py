@@ -30,6 +30,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "check": ("injector.cli.check", "explain why pods are or are not injected"),
     "inspect": ("injector.cli.inspect", "list injected pods in a cluster and their proxies"),
     "proxy-config": ("injector.cli.proxyconfig", "the xDS config one pod's proxy is given"),
+    "access": ("injector.cli.access", "who may reach a pod, and the AccessPolicies"),
     "sandbox": ("injector.cli.sandbox", "run injected pods locally in network namespaces"),
     "demo": ("injector.cli.demo", "run the built-in three-service demo in the sandbox"),
 }

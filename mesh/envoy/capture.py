@@ -77,10 +77,12 @@ def capture_listener(
     listener_filters: Sequence[Json] = (),
     chains: Sequence[Json] = (),
     options: Mapping[str, Any] | None = None,
+    passthrough_first: Sequence[Json] = (),
 ) -> Json:
     """A capture listener: loop guard for its own port first, then ``chains`` (the L7 module's
     HTTP chains, after its ``listener_filters``), then ``passthrough`` as the default chain
-    (None: no default, a connection no chain matches is closed)."""
+    (None: no default, a connection no chain matches is closed), after the filters
+    ``passthrough_first`` (authorization)."""
     listener: Json = {
         "name": name,
         **any_address(port),
@@ -97,7 +99,7 @@ def capture_listener(
     }
     if passthrough is not None:
         listener["default_filter_chain"] = {"name": f"{name}-passthrough",
-                                            "filters": [passthrough]}
+                                            "filters": [*passthrough_first, passthrough]}
     if overrides.capture.interception_mode == "TPROXY":
         listener["transparent"] = True
     return listener

@@ -21,6 +21,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 from urllib3.exceptions import HTTPError
 
+from mesh.contract import ACCESS_POLICY_GROUP, ACCESS_POLICY_PLURAL, ACCESS_POLICY_VERSION
 from mesh.errors import Conflict, KubeError, NotFound
 
 Obj = dict[str, Any]
@@ -193,6 +194,14 @@ class Kube:
 
     def list_pods(self, namespace: str) -> list[Obj]:
         found = self._call(f"list pods in {namespace}", self.core.list_namespaced_pod, namespace)
+        return list(found.get("items") or [])
+
+    def list_access_policies(self, namespace: str | None = None) -> list[Obj]:
+        """The AccessPolicies of one namespace, or of all (None), as the API server has them."""
+        where = f"/namespaces/{namespace}" if namespace else ""
+        path = (f"/apis/{ACCESS_POLICY_GROUP}/{ACCESS_POLICY_VERSION}{where}/"
+                f"{ACCESS_POLICY_PLURAL}")
+        found = self.request("GET", path)
         return list(found.get("items") or [])
 
     def list_all_pods(self, *, label_selector: str) -> list[Obj]:

@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 Obj = dict[str, Any]
-CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding",
+CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition",
                   "MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"}
 
 

@@ -1,10 +1,17 @@
-"""Where the real Envoy is, and running it in validate mode."""
+"""Where the real Envoy is, running it in validate mode, and running it on loopback."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
+import socket
 import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -40,8 +47,8 @@ def as_static(by_type: dict[str, dict[str, Any]],
 
     def inline(node: Any) -> Any:
         if isinstance(node, dict):
-            if "sds_config" in node:  # a secret by name alone is one of the static ones
-                return {k: inline(v) for k, v in node.items() if k != "sds_config"}
+            if set(node) == {"name", "sds_config"}:  # the secret from the static ones below
+                return {"name": node["name"]}
             if "rds" in node and "route_config_name" in node["rds"]:
                 rest = {k: inline(v) for k, v in node.items() if k != "rds"}
                 return {**rest, "route_config": routes[node["rds"]["route_config_name"]]}
@@ -61,14 +68,89 @@ def as_static(by_type: dict[str, dict[str, Any]],
         clusters.append(cluster)
     return {"admin": {"address": {"socket_address": {"address": "127.0.0.1",
                                                      "port_value": 0}}},
+
             "static_resources": {"listeners": inline(list(kinds.get("Listener", {}).values())),
                                  "clusters": inline(clusters), "secrets": _static_secrets()}}
 
 
 def _static_secrets() -> list[dict[str, Any]]:
-    """The SVID and the roots the control plane would send over SDS, made up for the check."""
+    """What the control plane sends over SDS (a throwaway root and SVID), as static secrets:
+    validate mode cannot follow an SDS reference to an ADS stream."""
     root = certs.generate_ca("validate root")
-    svid = certs.issue_svid(root, spiffe_id="spiffe://cluster.local/ns/validate/sa/default",
+    svid = certs.issue_svid(root, spiffe_id="spiffe://cluster.local/ns/shop/sa/web",
                             lifetime=dt.timedelta(hours=1))
     return [tls.svid_secret(cert_chain=svid.cert_pem, private_key=svid.key_pem),
             tls.bundle_secret(root.cert_pem)]
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports free on 127.0.0.1 right now (all held open together, so they are distinct)."""
+    socks = [socket.create_server(("127.0.0.1", 0)) for _ in range(count)]
+    try:
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+@dataclass
+class RunningEnvoy:
+    proc: subprocess.Popen[bytes]
+    admin_port: int
+    log: Path
+
+    def admin(self, path: str) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}{path}",
+                                    timeout=10) as reply:
+            text: str = reply.read().decode()
+            return text
+
+    def stats(self) -> dict[str, int]:
+        """Every counter and gauge by its Envoy name (``/stats``, numbers only)."""
+        out = {}
+        for line in self.admin("/stats").splitlines():
+            name, _, value = line.rpartition(": ")
+            if value.isdigit():
+                out[name] = int(value)
+        return out
+
+
+@contextlib.contextmanager
+def run_static(bootstrap: dict[str, Any], workdir: Path, *, timeout: float = 20
+               ) -> Iterator[RunningEnvoy]:
+    """A real Envoy on loopback with ``bootstrap`` (its admin on a free port), ready when this
+    yields, and stopped (by its own pid) when the block ends, pass or fail."""
+    address_file = workdir / "envoy-admin-address"
+    log = workdir / "envoy.log"
+    config = {**bootstrap, "admin": {"address": {"socket_address": {"address": "127.0.0.1",
+                                                                     "port_value": 0}}}}
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [need_envoy(), "--disable-hot-restart", "--concurrency", "1", "-l", "warning",
+             "--admin-address-path", str(address_file), "--config-yaml", json.dumps(config)],
+            stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + timeout
+        running: RunningEnvoy | None = None
+        while running is None or "LIVE" not in _state(running):
+            assert proc.poll() is None, f"envoy exited {proc.returncode}: {log.read_text()}"
+            assert time.monotonic() < deadline, f"envoy not ready: {log.read_text()[-2000:]}"
+            if running is None and address_file.exists() and address_file.read_text().strip():
+                port = int(address_file.read_text().strip().rsplit(":", 1)[1])
+                running = RunningEnvoy(proc, port, log)
+            time.sleep(0.05)
+        yield running
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _state(envoy: RunningEnvoy) -> str:
+    try:
+        return envoy.admin("/ready")
+    except OSError:
+        return ""

@@ -30,11 +30,16 @@ _NAMESPACES = re.compile(r"^/api/v1/namespaces(?:/(?P<name>[^/]+))?$")
 _WEBHOOKS = re.compile(
     r"^/apis/admissionregistration\.k8s\.io/v1/mutatingwebhookconfigurations(?:/(?P<name>[^/]+))?$"
 )
+_POLICIES = re.compile(
+    r"^/apis/security\.meshinject\.io/v1alpha1(?:/namespaces/(?P<ns>[^/]+))?/accesspolicies"
+    r"(?:/(?P<name>[^/]+))?$"
+)
 _KINDS = {
     "secrets": ("v1", "Secret"),
     "configmaps": ("v1", "ConfigMap"),
     "pods": ("v1", "Pod"),
     "namespaces": ("v1", "Namespace"),
+    "accesspolicies": ("security.meshinject.io/v1alpha1", "AccessPolicy"),
     "mutatingwebhookconfigurations": (
         "admissionregistration.k8s.io/v1",
         "MutatingWebhookConfiguration",
@@ -113,6 +118,8 @@ class FakeApi:
             res, ns, name = "namespaces", "", m["name"]
         elif m := _WEBHOOKS.match(path):
             res, ns, name = "mutatingwebhookconfigurations", "", m["name"]
+        elif m := _POLICIES.match(path):
+            res, ns, name = "accesspolicies", m["ns"] or "", m["name"]
         else:
             return status(404, "NotFound", f"no route for {path}")
         if res not in _KINDS:

@@ -53,7 +53,8 @@ class Pod:
 
     def start(self, spec: Spec, *, control: LabControl, with_control_plane: bool = True,
               ports: tuple[int, ...] = (), service_account: str = "default",
-              probes: tuple[tuple[int, str], ...] = ()) -> None:
+              probes: tuple[tuple[int, str], ...] = (),
+              labels: dict[str, str] | None = None) -> None:
         """mesh-init with the spec's args (as root), its control plane (unless told not to),
         then Envoy with its args (``$(VAR)`` expanded as the kubelet does) as its uid/gid, with
         its token and the mesh root mounted where the pod has them; returns once Envoy is
@@ -61,7 +62,8 @@ class Pod:
         self.ns.run([INIT, *spec.init_args])
         uid = control.register_pod(name=self.name, namespace=NAMESPACE, ip=self.ip,
                                    annotations=spec.annotations, ports=ports,
-                                   service_account=service_account, probes=probes)
+                                   service_account=service_account, probes=probes,
+                                   labels=labels)
         mounts = control.pod_files(name=self.name, namespace=NAMESPACE, uid=uid,
                                    service_account=service_account)
         if with_control_plane:

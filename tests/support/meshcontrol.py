@@ -89,7 +89,8 @@ class LabControl:
 
     def register_pod(self, *, name: str, namespace: str, ip: str, annotations: dict[str, str],
                      service_account: str = "default", ports: Sequence[int] = (),
-                     probes: Sequence[tuple[int, str]] = ()) -> str:
+                     probes: Sequence[tuple[int, str]] = (),
+                     labels: dict[str, str] | None = None) -> str:
         """An injected pod, as the registry shows it (``probes``: its app's HTTP readiness
         probes as (port, path)); returns its uid."""
         uid = str(uuid.uuid4())
@@ -101,6 +102,7 @@ class LabControl:
             app["livenessProbe"] = {"httpGet": {"port": port, "path": path}}
         self.put({"apiVersion": "v1", "kind": "Pod",
                   "metadata": {"name": name, "namespace": namespace, "uid": uid,
+                               "labels": labels or {},
                                "annotations": {STATUS: "{}", **annotations}},
                   "spec": {"serviceAccountName": service_account, "containers": [app]},
                   "status": {"podIP": ip}})
