@@ -13,6 +13,7 @@ rename); the server's reloading SSL context picks them up without a restart.
 from __future__ import annotations
 
 import base64
+import ipaddress
 import logging
 import os
 import tempfile
@@ -49,6 +50,9 @@ class CertStoreOptions:
     cert_days: int = 365
     renew_fraction: float = 1 / 3
     check_seconds: float = 60.0
+    # names beyond the Service's: where a webhook is registered by ``clientConfig.url`` (a
+    # local cluster calls https://127.0.0.1:PORT/mutate), the certificate must name that host
+    extra_sans: tuple[str, ...] = ()
     kube: Kube | None = field(default=None, compare=False, repr=False)
 
 
@@ -71,9 +75,25 @@ class Bundle:
 
 
 def dns_names(opts: CertStoreOptions) -> list[str]:
-    """Every name the API server may use for the Service (it uses ``svc.ns.svc``)."""
+    """Every name the API server may use for the Service (it uses ``svc.ns.svc``), then the
+    extra DNS names."""
     svc, ns = opts.service_name, opts.namespace
-    return [svc, f"{svc}.{ns}", f"{svc}.{ns}.svc", f"{svc}.{ns}.svc.cluster.local"]
+    names = [svc, f"{svc}.{ns}", f"{svc}.{ns}.svc", f"{svc}.{ns}.svc.cluster.local"]
+    return names + [n for n in opts.extra_sans if not _is_ip(n) and n not in names]
+
+
+def ip_addresses(opts: CertStoreOptions) -> list[str]:
+    """The extra names that are IP addresses (they go in as IP SANs: a client connecting to
+    https://127.0.0.1 checks an IP entry, never a DNS one)."""
+    return [str(ipaddress.ip_address(n)) for n in opts.extra_sans if _is_ip(n)]
+
+
+def _is_ip(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
 
 
 # -- the Secret <-> Bundle ------------------------------------------------------------------
@@ -132,7 +152,9 @@ def _to_secret(opts: CertStoreOptions, bundle: Bundle) -> Obj:
 # -- issuing and judging certificates -------------------------------------------------------
 def _issue(opts: CertStoreOptions, *, ca: certs.CertPair | None, previous: bytes) -> Bundle:
     ca = ca or certs.generate_ca(f"meshinject-ca.{opts.namespace}", days=opts.ca_days)
-    serving = certs.generate_serving_cert(ca, dns_names=dns_names(opts), days=opts.cert_days)
+    serving = certs.generate_serving_cert(
+        ca, dns_names=dns_names(opts), ip_addresses=ip_addresses(opts), days=opts.cert_days
+    )
     return Bundle(ca.cert_pem, ca.key_pem, serving.cert_pem, serving.key_pem, previous)
 
 
@@ -143,8 +165,9 @@ def _nearly_expired(pem: bytes, *, fraction: float, now: datetime | None) -> boo
 
 
 def _serving_fits(opts: CertStoreOptions, bundle: Bundle) -> bool:
-    """The serving cert was signed by this CA and names this Service (a renamed Service or a
-    hand-edited Secret gets a fresh certificate rather than a webhook nobody can call)."""
+    """The serving cert was signed by this CA and names this Service and the extra names (a
+    renamed Service, a new ``--extra-san`` or a hand-edited Secret gets a fresh certificate
+    rather than a webhook nobody can call)."""
     cert = x509.load_pem_x509_certificate(bundle.tls_crt)
     ca = x509.load_pem_x509_certificate(bundle.ca_crt)
     try:
@@ -152,7 +175,9 @@ def _serving_fits(opts: CertStoreOptions, bundle: Bundle) -> bool:
         sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except (ValueError, TypeError, x509.ExtensionNotFound, InvalidSignature):
         return False
-    return set(dns_names(opts)) <= set(sans.get_values_for_type(x509.DNSName))
+    ips = {str(a) for a in sans.get_values_for_type(x509.IPAddress)}
+    has_dns = set(dns_names(opts)) <= set(sans.get_values_for_type(x509.DNSName))
+    return has_dns and set(ip_addresses(opts)) <= ips
 
 
 def renewal(

@@ -218,3 +218,42 @@ def test_a_missing_webhook_configuration_does_not_stop_the_server(
     seed_webhook(fake)  # applied later: the next pass patches it
     certstore.sync_once(store_options(fake, tmp_path / "certs"))
     assert ca_bundles(fake) == [bundle.ca_crt] * 2
+
+
+def _names(pem: bytes) -> tuple[list[str], list[str]]:
+    sans = (
+        x509.load_pem_x509_certificate(pem)
+        .extensions.get_extension_for_class(x509.SubjectAlternativeName)
+        .value
+    )
+    return sans.get_values_for_type(x509.DNSName), [
+        str(a) for a in sans.get_values_for_type(x509.IPAddress)
+    ]
+
+
+def _bundle(opts: CertStoreOptions) -> certstore.Bundle:
+    ca = certs.generate_ca("ca")
+    serving = certs.generate_serving_cert(
+        ca, dns_names=certstore.dns_names(opts), ip_addresses=certstore.ip_addresses(opts)
+    )
+    return certstore.Bundle(ca.cert_pem, ca.key_pem, serving.cert_pem, serving.key_pem)
+
+
+def test_an_extra_san_that_is_an_address_becomes_an_ip_entry_and_a_name_a_dns_one(
+    tmp_path: Path,
+) -> None:
+    opts = CertStoreOptions(
+        namespace=NS, secret_name=SECRET, webhook_name=HOOK, service_name=SVC,
+        cert_dir=tmp_path, extra_sans=("127.0.0.1", "injector.local", "::1"),
+    )
+    assert certstore.ip_addresses(opts) == ["127.0.0.1", "::1"]
+    assert certstore.dns_names(opts)[-1] == "injector.local"
+    without = CertStoreOptions(
+        namespace=NS, secret_name=SECRET, webhook_name=HOOK, service_name=SVC, cert_dir=tmp_path
+    )
+    fresh = certstore.renewal(opts, _bundle(without))  # the Secret predates --extra-san
+    assert fresh is not None
+    dns, ips = _names(fresh.tls_crt)
+    assert ips == ["127.0.0.1", "::1"] and "injector.local" in dns
+    assert f"{SVC}.{NS}.svc" in dns
+    assert certstore.renewal(opts, fresh) is None  # and then it fits: no reissue every minute
