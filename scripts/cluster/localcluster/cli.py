@@ -69,6 +69,9 @@ def _ports_free(ports: Ports) -> None:
     busy = []
     for name, port in vars(ports).items():
         with socket.socket() as s:
+            # SO_REUSEADDR, as the servers set it: a port whose old connections linger in
+            # TIME_WAIT is free to listen on; only a listener makes the bind fail
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
