@@ -66,6 +66,8 @@ class Bundle:
     tls_key: bytes
     ca_previous: bytes = b""
     resource_version: str = ""
+    # a Secret's type is immutable: one made by hand as Opaque is renewed as Opaque
+    secret_type: str = "kubernetes.io/tls"
 
     def ca_bundle(self, *, now: datetime | None = None) -> bytes:
         """What the API server must trust: the CA, plus the previous one until it expires."""
@@ -98,21 +100,25 @@ def _is_ip(name: str) -> bool:
 
 # -- the Secret <-> Bundle ------------------------------------------------------------------
 class BadSecret(KubeError):
-    """The Secret exists but cannot be used (keys missing, not PEM); it is reissued in place."""
+    """The Secret exists but cannot be used (keys missing, not PEM); it is reissued in place,
+    keeping its type (the API server refuses to change it)."""
 
-    def __init__(self, message: str, *, resource_version: str) -> None:
+    def __init__(self, message: str, *, resource_version: str, secret_type: str) -> None:
         super().__init__(message)
         self.resource_version = resource_version
+        self.secret_type = secret_type
 
 
 def _from_secret(secret: Obj) -> Bundle:
     data = secret.get("data") or {}
     meta = secret.get("metadata", {})
     version = str(meta.get("resourceVersion", ""))
+    kind = str(secret.get("type") or "Opaque")
     missing = [k for k in SECRET_KEYS if not data.get(k)]
     if missing:
         raise BadSecret(
-            f"secret {meta.get('name')} lacks {', '.join(missing)}", resource_version=version
+            f"secret {meta.get('name')} lacks {', '.join(missing)}",
+            resource_version=version, secret_type=kind,
         )
 
     def raw(key: str) -> bytes:
@@ -124,10 +130,10 @@ def _from_secret(secret: Obj) -> Bundle:
     except ValueError as err:
         raise BadSecret(
             f"secret {meta.get('name')}: {key} is not a PEM certificate ({err})",
-            resource_version=version,
+            resource_version=version, secret_type=kind,
         ) from err
     ca_crt, ca_key, tls_crt, tls_key = (raw(k) for k in SECRET_KEYS)
-    return Bundle(ca_crt, ca_key, tls_crt, tls_key, raw("ca-previous.crt"), version)
+    return Bundle(ca_crt, ca_key, tls_crt, tls_key, raw("ca-previous.crt"), version, kind)
 
 
 def _to_secret(opts: CertStoreOptions, bundle: Bundle) -> Obj:
@@ -143,7 +149,7 @@ def _to_secret(opts: CertStoreOptions, bundle: Bundle) -> Obj:
     return {
         "apiVersion": "v1",
         "kind": "Secret",
-        "type": "kubernetes.io/tls",
+        "type": bundle.secret_type,
         "metadata": metadata,
         "data": encoded,
     }
@@ -195,7 +201,7 @@ def renewal(
         )
     else:
         return None
-    return replace(fresh, resource_version=bundle.resource_version)
+    return replace(fresh, resource_version=bundle.resource_version, secret_type=bundle.secret_type)
 
 
 # -- the API-facing steps -------------------------------------------------------------------
@@ -208,7 +214,10 @@ def find_or_create(kube: Kube, opts: CertStoreOptions) -> Bundle:
         pass
     except BadSecret as err:
         log.warning("%s: replacing it with a fresh CA and certificate", err)
-        fresh = replace(_issue(opts, ca=None, previous=b""), resource_version=err.resource_version)
+        fresh = replace(
+            _issue(opts, ca=None, previous=b""),
+            resource_version=err.resource_version, secret_type=err.secret_type,
+        )
         return renew_to(kube, opts, fresh)
     fresh = _issue(opts, ca=None, previous=b"")
     try:

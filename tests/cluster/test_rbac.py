@@ -56,8 +56,18 @@ def test_the_injector_runs_with_its_service_account_token_and_nothing_else(
     assert status["user"]["username"] == f"system:serviceaccount:{NS}:{ACCOUNT}"
 
 
-def test_its_own_secret_and_webhook_configuration_are_allowed(injector: httpx.Client) -> None:
-    assert injector.get(f"/api/v1/namespaces/{NS}/secrets/{SECRET}").status_code == 200
+def test_every_call_the_cert_store_makes_is_allowed(injector: httpx.Client) -> None:
+    """get, create and update of its Secret, get and patch of its webhook: dry runs, which the
+    authorizer judges like the real thing (the injector made these calls for real when it
+    started, and when the rotation tests made it renew)."""
+    secret_path = f"/api/v1/namespaces/{NS}/secrets/{SECRET}"
+    secret = injector.get(secret_path)
+    assert secret.status_code == 200, secret.text
+    updated = injector.put(f"{secret_path}?dryRun=All", json=secret.json())
+    assert updated.status_code == 200, updated.text
+    fresh = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "fresh"}}
+    created = injector.post(f"/api/v1/namespaces/{NS}/secrets?dryRun=All", json=fresh)
+    assert created.status_code == 201, created.text  # create cannot be limited by name
     assert injector.get(f"{HOOKS}/{HOOK}").status_code == 200
     touched = injector.patch(f"{HOOKS}/{HOOK}?dryRun=All", json=LABEL_PATCH, headers=MERGE)
     assert touched.status_code == 200, touched.text

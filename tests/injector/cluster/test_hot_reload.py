@@ -3,7 +3,6 @@ handshake fails on the way (clients verify against the caBundle, as the API serv
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import socket
 import ssl
@@ -12,13 +11,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from injector.webhook import certstore
 from injector.webhook.tls import ReloadingSSLContext
-from tests.support.certstore import HOOK, NS, SVC, seed_webhook, store_options
-from tests.support.fakeserver import Running
+from tests.support.certstore import SVC, World, world
+from tests.support.realcluster import LocalCluster
 
 
 class _Ok(BaseHTTPRequestHandler):
@@ -32,11 +32,17 @@ class _Ok(BaseHTTPRequestHandler):
         pass
 
 
+@pytest.mark.cluster
 def test_renewal_under_load_swaps_the_served_cert_without_a_failed_handshake(
-    fake: Running, tmp_path: Path
+    cluster: LocalCluster, tmp_path: Path
 ) -> None:
-    seed_webhook(fake)
-    opts = store_options(fake, tmp_path / "certs")
+    with world(cluster) as here:
+        _renew_under_load(here, tmp_path)
+
+
+def _renew_under_load(here: World, tmp_path: Path) -> None:
+    here.seed_webhook()
+    opts = here.options(tmp_path / "certs")
     first = certstore.bootstrap(opts)
     reloading = ReloadingSSLContext(
         tmp_path / "certs" / "tls.crt", tmp_path / "certs" / "tls.key", interval=0.02
@@ -46,11 +52,7 @@ def test_renewal_under_load_swaps_the_served_cert_without_a_failed_handshake(
     server.socket = reloading.context.wrap_socket(server.socket, server_side=True)
     serving = threading.Thread(target=server.serve_forever, daemon=True)
     serving.start()
-    config = fake.api.get("mutatingwebhookconfigurations", "", HOOK)
-    assert config is not None
-    trust = ssl.create_default_context(
-        cadata=base64.b64decode(config["webhooks"][0]["clientConfig"]["caBundle"]).decode()
-    )
+    trust = ssl.create_default_context(cadata=here.ca_bundles()[0].decode())
     seen: set[bytes] = set()
     failures: list[str] = []
     handshakes: list[bytes] = []
@@ -62,7 +64,7 @@ def test_renewal_under_load_swaps_the_served_cert_without_a_failed_handshake(
             try:
                 with (
                     socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
-                    trust.wrap_socket(raw, server_hostname=f"{SVC}.{NS}.svc") as tls,
+                    trust.wrap_socket(raw, server_hostname=f"{SVC}.{here.namespace}.svc") as tls,
                 ):
                     peer = tls.getpeercert(binary_form=True)
                     assert peer is not None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import importlib
 import shlex
 from pathlib import Path
@@ -14,11 +13,7 @@ import pytest
 
 from injector import cli
 from injector.core.policy import decide
-from injector.webhook import certstore
-from injector.webhook.certstore import CertStoreOptions
 from mesh.contract import SYSTEM_NAMESPACES
-from tests.support.certstore import seed_webhook
-from tests.support.fakeserver import Running
 from tests.support.kustomize import (
     Obj,
     injector_container,
@@ -285,31 +280,3 @@ def test_the_cert_manager_overlay_serves_its_secret_and_drops_the_api_permission
     for doc in docs:
         if doc["kind"] not in ("Certificate", "Issuer"):
             kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
-
-
-def test_every_call_the_cert_store_makes_is_allowed_by_the_injectors_rbac(
-    fake: Running, tmp_path: Path
-) -> None:
-    args = _serve_args()
-    ns, secret = args.cert_secret.split("/")
-    seed_webhook(fake)
-    opts = CertStoreOptions(
-        namespace=ns,
-        secret_name=secret,
-        webhook_name=args.webhook_config,
-        service_name=args.service_name,
-        cert_dir=tmp_path,
-        kubeconfig=fake.kubeconfig,
-    )
-    certstore.bootstrap(opts)
-    certstore.sync_once(opts, now=dt.datetime.now(dt.UTC) + dt.timedelta(days=3000))
-    verbs = {"GET": "get", "POST": "create", "PUT": "update", "PATCH": "patch"}
-    assert {m for m, _ in fake.api.requests} == set(verbs)
-    for method, path in fake.api.requests:
-        parts = path.strip("/").split("/")
-        if parts[0] == "apis":
-            group, resource, name, where = parts[1], parts[3], parts[4], ""
-        else:
-            group, resource, where = "", parts[4], parts[3]
-            name = parts[5] if len(parts) > 5 else secret
-        assert allowed(verbs[method], group, resource, name, where), (method, path)
