@@ -131,11 +131,12 @@ def _install(journal: Journal, state: State, *, fresh: bool) -> None:
     from localcluster import api, install
 
     t0 = time.monotonic()
-    install_dir, docs = install.prepare(journal, state) if fresh or not state.install_dir else (
-        Path(state.install_dir), install.render(state, Path(state.install_dir)))
     if fresh or not state.install_dir:
+        install_dir, docs = install.prepare(journal, state)
         state.install_dir = str(install_dir)
         (state.dir / "state.json").write_text(state.to_json())
+    else:
+        install_dir, docs = Path(state.install_dir), install.rendered(state)
     present = True
     try:
         api.call(state, "GET", f"/api/v1/namespaces/{install.NAMESPACE}/serviceaccounts/"

@@ -12,6 +12,7 @@ Secret, patch the caBundle, renew) goes through the RBAC of ``manifests/`` for r
 from __future__ import annotations
 
 import base64
+import json
 import os
 import ssl
 import subprocess
@@ -61,9 +62,22 @@ def _urls(docs: list[Obj]) -> set[str]:
 
 
 def prepare(journal: Journal, state: State) -> tuple[Path, list[Obj]]:
-    """What to ``apply -k``: the local overlay as it is when the injector's port is the one it
-    names; else (a second cluster on other ports, as the tests run) a kustomization in the state
-    dir that keeps the overlay and changes only the URL's port."""
+    """What to ``apply -k``, and what it renders (kept in ``STATE/rendered.json``, so that a
+    restart of the injector need not render it again): the local overlay as it is when the
+    injector's port is the one it names; else (a second cluster on other ports, as the tests
+    run) a kustomization in the state dir that keeps the overlay and changes only the port."""
+    where, docs = _prepare(journal, state)
+    journal.write_file(state.dir / "rendered.json", json.dumps(docs))
+    return where, docs
+
+
+def rendered(state: State) -> list[Obj]:
+    """What :func:`prepare` rendered."""
+    docs: list[Obj] = json.loads((state.dir / "rendered.json").read_text())
+    return docs
+
+
+def _prepare(journal: Journal, state: State) -> tuple[Path, list[Obj]]:
     docs = render(state, OVERLAY)
     want = f"https://127.0.0.1:{state.ports.injector}/mutate"
     if _urls(docs) == {want}:
