@@ -116,6 +116,8 @@ def session(say: Any) -> Iterator[LocalCluster]:
     """The fixture's body: up (after the build), yield, and down whatever happened."""
     wait_for_binaries(say)
     t0 = time.monotonic()
+    # whatever a killed earlier run left in .cluster-test/ (processes, namespaces) goes first
+    _cluster_py("down", check=False)
     try:
         out = _cluster_py("up", "--port-base", str(PORT_BASE),
                           "--cert-check-seconds", str(CERT_CHECK_SECONDS))
