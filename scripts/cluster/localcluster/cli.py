@@ -247,7 +247,8 @@ def _top_up(journal: Journal, state: State, args: argparse.Namespace) -> int:
 
 
 def _usage(state: State) -> None:
-    print(f"\n  export KUBECONFIG={state.kubeconfig}\n  kubectl: {state.binary('kubectl')}\n"
+    print(f"\n  export KUBECONFIG={state.kubeconfig}\n"
+          f"  export PATH={state.bin_dir}:$PATH   # kubectl at the cluster's release\n"
           f"  API server {state.api_url}; injector https://127.0.0.1:{state.ports.injector}"
           f" (log {state.logs / 'injector.log'})")
 

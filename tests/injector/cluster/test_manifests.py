@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import importlib
+import importlib.util
 import shlex
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +26,7 @@ from tests.support.kustomize import (
     render,
     render_here,
 )
-from tests.support.paths import MANIFESTS
+from tests.support.paths import MANIFESTS, REPO
 
 K8S_VERSION = "1.33"
 DOCS = render()
@@ -280,3 +283,36 @@ def test_the_cert_manager_overlay_serves_its_secret_and_drops_the_api_permission
     for doc in docs:
         if doc["kind"] not in ("Certificate", "Issuer"):
             kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+
+
+def test_the_local_overlay_keeps_the_base_but_registers_the_webhook_by_url() -> None:
+    """overlays/local (make cluster-up) changes the webhook's clientConfig to the URL the
+    injector process listens on, and the Deployment to zero replicas; nothing else."""
+    docs = kubectl_kustomize(MANIFESTS / "overlays" / "local")
+    if docs is None:
+        pytest.skip("kubectl is not installed: cannot render the overlay's patches")
+    key = lambda d: (d["kind"], d["metadata"]["name"])  # noqa: E731
+    base, local = {key(d): d for d in DOCS}, {key(d): d for d in docs}
+    assert set(local) == set(base)
+    hook = copy.deepcopy(local[("MutatingWebhookConfiguration", "meshinject")])
+    urls = {h["clientConfig"].pop("url") for h in hook["webhooks"]}
+    base_hook = copy.deepcopy(base[("MutatingWebhookConfiguration", "meshinject")])
+    for entry in base_hook["webhooks"]:
+        assert set(entry["clientConfig"].pop("service")) == {"name", "namespace", "path", "port"}
+    assert hook == base_hook
+    spec = importlib.util.spec_from_file_location(
+        "localcluster_state", REPO / "scripts" / "cluster" / "localcluster" / "state.py")
+    assert spec is not None and spec.loader is not None
+    state = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = state  # dataclasses look their module up there
+    spec.loader.exec_module(state)
+    port = state.DEFAULT_PORT_BASE + state.INJECTOR_OFFSET
+    assert urls == {f"https://127.0.0.1:{port}/mutate"}  # what `make cluster-up` listens on
+    deployment = copy.deepcopy(local[("Deployment", "meshinject")])
+    assert deployment["spec"].pop("replicas") == 0
+    base_deployment = copy.deepcopy(DEPLOYMENT)
+    base_deployment["spec"].pop("replicas")
+    assert deployment == base_deployment
+    changed = {("MutatingWebhookConfiguration", "meshinject"), ("Deployment", "meshinject")}
+    for k in set(base) - changed:
+        assert local[k] == base[k], k
