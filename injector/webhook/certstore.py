@@ -6,8 +6,9 @@ is the election: the first ``POST`` wins, the others get 409 and read the winner
 The CA lives ten years, the serving certificate one, reissued by the same CA when a third of its
 life is left (so the caBundle stays); an old CA is replaced and the bundle carries both until the
 old one expires, so replicas still serving the old chain stay trusted meanwhile. Each replica
-copies tls.crt/tls.key into ``--cert-dir`` when the Secret's differ (key first, each by atomic
-rename); the server's reloading SSL context picks them up without a restart.
+makes sure the caBundle holds the Secret's CA, then copies tls.crt/tls.key into ``--cert-dir``
+when the Secret's differ (key first, each by atomic rename); the server's reloading SSL context
+picks them up without a restart.
 """
 
 from __future__ import annotations
@@ -308,12 +309,17 @@ def write_files(cert_dir: str | Path, bundle: Bundle) -> bool:
 def sync_once(
     opts: CertStoreOptions, *, kube: Kube | None = None, now: datetime | None = None
 ) -> Bundle:
-    """One full pass: find or create, renew if due, files, caBundle. Idempotent."""
+    """One full pass: find or create, renew if due, caBundle, files. Idempotent.
+
+    The caBundle before the files: the files are what the server serves, so a certificate of a
+    new CA must not be served before the API server trusts that CA (a connection it opened in
+    between would fail its handshake, and with failurePolicy Fail refuse a pod). A replica that
+    follows a Secret another renewed keeps the same order."""
     api = kube or opts.kube or Kube.connect(kubeconfig=opts.kubeconfig)
     bundle = renew_if_due(api, opts, find_or_create(api, opts), now=now)
+    ensure_ca_bundle(api, opts.webhook_name, bundle.ca_bundle(now=now))
     if write_files(opts.cert_dir, bundle):
         log.info("serving certificate written to %s", opts.cert_dir)
-    ensure_ca_bundle(api, opts.webhook_name, bundle.ca_bundle(now=now))
     return bundle
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 
 from injector.webhook import certstore
 from injector.webhook.certstore import CertStoreOptions
@@ -147,6 +148,39 @@ def test_an_old_ca_is_replaced_and_trusted_alongside_the_new_one_meanwhile(
         x509.load_pem_x509_certificate(fresh.ca_crt)
     )
     assert here.ca_bundles() == [fresh.ca_crt + old.ca_crt] * 2
+
+
+@on_cluster
+def test_a_new_ca_is_in_the_cabundle_before_a_certificate_it_signed_is_served(
+    here: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The files are what the server serves (its context reloads them): when they change to a
+    certificate of a new CA, the API server must already trust that CA, or a connection it
+    opens meanwhile fails its handshake and, with failurePolicy Fail, a pod is refused. The
+    other replicas, following the Secret, must keep the same order."""
+    here.seed_webhook()
+    opts = here.options(tmp_path / "certs")
+    certstore.bootstrap(opts)
+    real_write = certstore.write_files
+    trusted_at_write: list[bool] = []
+
+    def write_checking_trust(cert_dir: Path, bundle: certstore.Bundle) -> bool:
+        served = x509.load_pem_x509_certificate(bundle.tls_crt)
+        trusted = False
+        for ca in x509.load_pem_x509_certificates(here.ca_bundles()[0]):
+            try:
+                served.verify_directly_issued_by(ca)
+                trusted = True
+            except (ValueError, TypeError, InvalidSignature):
+                continue
+        trusted_at_write.append(trusted)
+        return real_write(cert_dir, bundle)
+
+    monkeypatch.setattr(certstore, "write_files", write_checking_trust)
+    fresh = certstore.sync_once(opts, now=_future(2500))  # a new CA, written by this replica
+    follower = certstore.sync_once(here.options(tmp_path / "follower"))  # and one following it
+    assert follower.tls_crt == fresh.tls_crt
+    assert trusted_at_write == [True, True]
 
 
 @on_cluster
