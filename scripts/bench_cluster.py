@@ -8,14 +8,20 @@ cluster (without containers). Pods are created by POSTs to the API server, alter
 labelled namespace (each pod goes through the webhook) and an unlabelled one (it never does), so
 both see the same load at the same moments.
 
-Prints, per namespace, the client-side latency of the POSTs (p50/p99: the difference is what the
-webhook adds to a pod's creation, as the client sees it), pods per second created and until all
-were Running; then the API server's own view, ``apiserver_admission_webhook_admission_duration_
-seconds`` for the webhook's entries (p50/p99 interpolated from its buckets, whose first bound is
-5 ms, and the share of calls within 5 ms), and the injector's own review time. Each pod is reviewed
-twice (the ServiceAccount plugin, rerun after the webhook, mounts the token into the containers
-it added, so ``reinvocationPolicy: IfNeeded`` calls it again): the per-call figures are counted
-per call, the client-side ones per pod.
+A third namespace, the floor, has a webhook of its own: ``scripts/cluster/go/nullwebhook``, a
+Go server that allows everything and patches nothing (built here with ``go build``; left out
+with ``--no-floor`` or without Go). What it costs is what any webhook costs a pod's creation in
+this API server on this machine; meshinject's figures read against it.
+
+Prints, per namespace, the client-side latency of the POSTs (p50/p99: the difference with the
+unlabelled namespace is what a webhook adds to a pod's creation, as the client sees it), pods per
+second created and until all were Running; then the API server's own view,
+``apiserver_admission_webhook_admission_duration_seconds`` per webhook (p50/p99 interpolated
+from its buckets, whose first bound is 5 ms, and the share of calls within 5 ms), and the
+injector's own review time. meshinject's webhook is called twice per pod (the ServiceAccount
+plugin, rerun after the webhooks, mounts the API token into the containers it added, so
+``reinvocationPolicy: IfNeeded`` calls it again): the API server's figures count calls, the
+client's count pods.
 
     .venv/bin/python scripts/bench_cluster.py [--pods 500] [--concurrency 4] [--nodes 4]
 
@@ -25,11 +31,12 @@ Bounded: at most 5,000 pods, and ``--timeout`` seconds (default 300) for the who
 from __future__ import annotations
 
 import argparse
+import base64
 import json
+import os
 import re
 import shutil
 import ssl
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -42,8 +49,12 @@ from typing import Any
 import httpx
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
 CLUSTER_PY = REPO / "scripts" / "cluster" / "cluster.py"
+NULL_WEBHOOK = REPO / "scripts" / "cluster" / "go" / "nullwebhook"
 PORT_BASE = 26600
+NULL_PORT = 26690
+NAMESPACES = ("mesh", "floor", "plain")
 WEBHOOK_METRIC = "apiserver_admission_webhook_admission_duration_seconds"
 REVIEW_METRIC = "meshinject_review_duration_seconds"
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)")
@@ -134,12 +145,69 @@ class Cluster:
         with self.api() as api:
             hook = api.get("/apis/admissionregistration.k8s.io/v1/"
                            "mutatingwebhookconfigurations/meshinject").json()
-        import base64
-
         bundle = base64.b64decode(hook["webhooks"][0]["clientConfig"]["caBundle"]).decode()
         port = self.state["ports"]["injector"]
         with httpx.Client(verify=ssl.create_default_context(cadata=bundle)) as client:
             return client.get(f"https://127.0.0.1:{port}/metrics").text
+
+
+class Floor:
+    """The null webhook: built, started on 127.0.0.1, registered for ``bench-floor``; stopped
+    (our own child, by its PID) at the end."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, api: httpx.Client) -> None:
+        from mesh.pki import certs
+
+        binary = self.workdir / "nullwebhook"
+        env = {**os.environ, "GOTOOLCHAIN": "local", "GOWORK": "off", "CGO_ENABLED": "0",
+               "GOFLAGS": "-buildvcs=false"}
+        subprocess.run(["go", "build", "-trimpath", "-o", str(binary), "."], cwd=NULL_WEBHOOK,
+                       env=env, check=True, timeout=300)
+        ca = certs.generate_ca("bench floor CA", days=1)
+        pair = certs.generate_serving_cert(ca, dns_names=["localhost"],
+                                           ip_addresses=["127.0.0.1"], days=1)
+        (self.workdir / "tls.crt").write_bytes(pair.cert_pem)
+        (self.workdir / "tls.key").write_bytes(pair.key_pem)
+        self.proc = subprocess.Popen(
+            [str(binary), "-listen", f"127.0.0.1:{NULL_PORT}", "-cert",
+             str(self.workdir / "tls.crt"), "-key", str(self.workdir / "tls.key")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        entry = {
+            "name": "floor.bench.local", "admissionReviewVersions": ["v1"],
+            "sideEffects": "None", "failurePolicy": "Fail", "timeoutSeconds": 5,
+            "reinvocationPolicy": "IfNeeded", "matchPolicy": "Equivalent",
+            "clientConfig": {"url": f"https://127.0.0.1:{NULL_PORT}/mutate",
+                             "caBundle": base64.b64encode(ca.cert_pem).decode()},
+            "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"],
+                       "resources": ["pods"], "scope": "Namespaced"}],
+            "namespaceSelector": {"matchLabels": {"bench": "floor"}},
+        }
+        api.post("/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations", json={
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "MutatingWebhookConfiguration", "metadata": {"name": "bench-floor"},
+            "webhooks": [entry]}).raise_for_status()
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def _reinvocation(api: httpx.Client, policy: str) -> None:
+    path = "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/meshinject"
+    hook = api.get(path).raise_for_status().json()
+    for entry in hook["webhooks"]:
+        entry["reinvocationPolicy"] = policy
+    api.put(path, json=hook).raise_for_status()
+    time.sleep(1)  # the API server's view of webhooks follows a watch
 
 
 def _namespace(api: httpx.Client, name: str, labels: dict[str, str]) -> None:
@@ -167,10 +235,10 @@ def _pod(i: int) -> dict[str, Any]:
     }
 
 
-def create_all(cluster: Cluster, pods: int, concurrency: int, deadline: float
-               ) -> tuple[dict[str, list[float]], list[str], float]:
-    """Alternate the two namespaces, ``concurrency`` POSTs in flight; latencies per namespace."""
-    latencies: dict[str, list[float]] = {"mesh": [], "plain": []}
+def create_all(cluster: Cluster, pods: int, concurrency: int, deadline: float,
+               spaces: tuple[str, ...]) -> tuple[dict[str, list[float]], list[str], float]:
+    """Round robin over the namespaces, ``concurrency`` POSTs in flight; latencies per one."""
+    latencies: dict[str, list[float]] = {ns: [] for ns in spaces}
     errors: list[str] = []
     lock = threading.Lock()
     counter = iter(range(pods))
@@ -182,7 +250,7 @@ def create_all(cluster: Cluster, pods: int, concurrency: int, deadline: float
                     i = next(counter, None)
                 if i is None:
                     return
-                ns = ("mesh", "plain")[i % 2]
+                ns = spaces[i % len(spaces)]
                 t0 = time.perf_counter()
                 answer = api.post(f"/api/v1/namespaces/bench-{ns}/pods", json=_pod(i))
                 took = time.perf_counter() - t0
@@ -206,10 +274,10 @@ def wait_running(cluster: Cluster, pods: int, deadline: float) -> float:
     with cluster.api() as api:
         while time.monotonic() < deadline:
             running = 0
-            for ns in ("mesh", "plain"):
+            for ns in NAMESPACES:
                 found = api.get(f"/api/v1/namespaces/bench-{ns}/pods",
                                 params={"fieldSelector": "status.phase=Running"}).json()
-                running += len(found["items"])
+                running += len(found.get("items") or [])
             if running >= pods:
                 return time.monotonic() - start
             time.sleep(0.5)
@@ -222,26 +290,43 @@ def main() -> int:
     ap.add_argument("--concurrency", type=int, default=4, help="POSTs in flight")
     ap.add_argument("--nodes", type=int, default=4, help="kwok nodes (at most ~250 pods each)")
     ap.add_argument("--timeout", type=float, default=300, help="bound on the whole run (s)")
+    ap.add_argument("--no-floor", action="store_true", help="no null webhook to compare with")
+    ap.add_argument("--reinvocation", choices=["IfNeeded", "Never"], default="IfNeeded",
+                    help="meshinject's reinvocationPolicy for the run (installed: IfNeeded); "
+                    "Never shows what the second call costs")
     args = ap.parse_args()
+    floor = not args.no_floor and shutil.which("go") is not None
+    spaces = NAMESPACES if floor else ("mesh", "plain")
     if not 2 <= args.pods <= 5000 or not 1 <= args.concurrency <= 64:
         ap.error("--pods 2..5000, --concurrency 1..64")
-    if args.pods / 2 / args.nodes > 250:
+    if args.pods / args.nodes > 250:
         ap.error(f"{args.nodes} nodes cannot hold {args.pods} pods (a /24 of pod IPs each)")
     deadline = time.monotonic() + args.timeout
     print(f"bench_cluster: {args.pods} pods, {args.concurrency} in flight, "
-          f"{args.nodes} kwok nodes; starting a cluster")
+          f"{args.nodes} kwok nodes, meshinject's reinvocationPolicy {args.reinvocation}; "
+          "starting a cluster")
     with Cluster(args.nodes, args.timeout) as cluster:
-        with cluster.api() as api:
-            _namespace(api, "bench-mesh", {"meshinject.io/inject": "enabled"})
-            _namespace(api, "bench-plain", {})
-            before = api.get("/metrics").text
-        reviews_before = cluster.injector_metrics()
-        latencies, errors, took = create_all(cluster, args.pods, args.concurrency, deadline)
-        created = sum(len(v) for v in latencies.values())
-        with cluster.api() as api:
-            after = api.get("/metrics").text
-        reviews_after = cluster.injector_metrics()
-        running = wait_running(cluster, created, deadline)
+        null = Floor(cluster.dir)
+        try:
+            with cluster.api() as api:
+                _namespace(api, "bench-mesh", {"meshinject.io/inject": "enabled"})
+                _namespace(api, "bench-plain", {})
+                if args.reinvocation != "IfNeeded":
+                    _reinvocation(api, args.reinvocation)
+                if floor:
+                    null.start(api)
+                    _namespace(api, "bench-floor", {"bench": "floor"})
+                before = api.get("/metrics").text
+            reviews_before = cluster.injector_metrics()
+            latencies, errors, took = create_all(cluster, args.pods, args.concurrency, deadline,
+                                                 spaces)
+            created = sum(len(v) for v in latencies.values())
+            with cluster.api() as api:
+                after = api.get("/metrics").text
+            reviews_after = cluster.injector_metrics()
+            running = wait_running(cluster, created, deadline)
+        finally:
+            null.stop()
         report(args, latencies, errors, took, running, before, after, reviews_before,
                reviews_after)
     return 1 if errors else 0
@@ -257,16 +342,17 @@ def report(args: argparse.Namespace, latencies: dict[str, list[float]], errors: 
     if errors:
         print(f"{len(errors)} refused; first: {errors[0]}")
     print("\nPOST /pods as the client sees it (per pod):")
-    for ns, label in (("mesh", "labelled (webhook)"), ("plain", "unlabelled")):
-        v = latencies[ns]
-        print(f"  {label:<20} {len(v):4d} pods  p50 {pct(v, 0.5) * 1e3:6.1f} ms  p90 "
-              f"{pct(v, 0.9) * 1e3:6.1f} ms  p99 {pct(v, 0.99) * 1e3:6.1f} ms  mean "
-              f"{statistics.mean(v) * 1e3:6.1f} ms")
-    m, p = latencies["mesh"], latencies["plain"]
-    print(f"  added by the webhook: p50 {(pct(m, 0.5) - pct(p, 0.5)) * 1e3:+.1f} ms, p99 "
-          f"{(pct(m, 0.99) - pct(p, 0.99)) * 1e3:+.1f} ms")
+    names = {"mesh": "meshinject webhook", "floor": "null webhook (floor)", "plain": "no webhook"}
+    plain = latencies["plain"]
+    for ns, v in latencies.items():
+        added = "" if ns == "plain" else (
+            f"  adds p50 {(pct(v, 0.5) - pct(plain, 0.5)) * 1e3:+.1f} ms, "
+            f"p99 {(pct(v, 0.99) - pct(plain, 0.99)) * 1e3:+.1f} ms")
+        print(f"  {names[ns]:<21} {len(v):4d} pods  p50 {pct(v, 0.5) * 1e3:6.1f} ms  p90 "
+              f"{pct(v, 0.9) * 1e3:6.1f} ms  p99 {pct(v, 0.99) * 1e3:6.1f} ms{added}")
     print(f"\n{WEBHOOK_METRIC} (the API server's, per call):")
-    for name in ("namespace.meshinject.io", "object.meshinject.io"):
+    for name, ns in (("namespace.meshinject.io", "mesh"), ("object.meshinject.io", "mesh"),
+                     ("floor.bench.local", "floor")):
         h = delta(histogram(after, WEBHOOK_METRIC, name=name, type="admit"),
                   histogram(before, WEBHOOK_METRIC, name=name, type="admit"))
         calls = h.get(float("inf"), 0)
@@ -274,9 +360,11 @@ def report(args: argparse.Namespace, latencies: dict[str, list[float]], errors: 
             print(f"  {name:<24} no calls")
             continue
         within = h.get(0.005, 0) / calls
-        print(f"  {name:<24} {calls:.0f} calls ({calls / max(len(m), 1):.1f} per labelled pod)"
-              f"  p50 {quantile(h, 0.5) * 1e3:.2f} ms  p99 {quantile(h, 0.99) * 1e3:.2f} ms"
-              f"  (interpolated in buckets 5/25/100 ms...); {within:.1%} within 5 ms")
+        per_pod = calls / max(len(latencies.get(ns, [])), 1)
+        print(f"  {name:<24} {calls:4.0f} calls ({per_pod:.1f} per pod)  p50 "
+              f"{quantile(h, 0.5) * 1e3:5.2f} ms  p99 {quantile(h, 0.99) * 1e3:6.2f} ms  "
+              f"{within:6.1%} within 5 ms")
+    print("  (p50/p99 interpolated within the buckets, bounds 5, 25, 100 ms, ...)")
     r = delta(histogram(reviews_after, REVIEW_METRIC), histogram(reviews_before, REVIEW_METRIC))
     if r:
         print(f"\n{REVIEW_METRIC} (the injector's, body in to answer built): "
