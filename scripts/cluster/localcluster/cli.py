@@ -173,7 +173,8 @@ def _short(path: Path) -> str:
 
 
 def _assess(journal: Journal, state: State | None) -> tuple[str, list[str]]:
-    """("fresh" | "running" | "broken", details) for an existing journal."""
+    """("running" | "broken", why) for an existing journal: running when every control-plane
+    process is the journal's and the API server is ready."""
     from localcluster import control
 
     if state is None:
