@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -34,6 +35,38 @@ def tagged(prefix: str) -> list[int]:
     return found
 
 
+def _free_base() -> int:
+    """A port base whose six ports nothing listens on (another run may hold 26700's)."""
+    for base in range(26700, 27700, 100):
+        ports = [*range(base + 1, base + 6), base + 43]
+        free = True
+        for port in ports:
+            with socket.socket() as s:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    free = False
+                    break
+        if free:
+            return base
+    raise AssertionError("no free port base between 26700 and 27600")
+
+
+def _started(journal: Path, name: str) -> bool:
+    """The journal has the process's PID: it was started (and has exec'd: Popen returns then)."""
+    if not journal.exists():
+        return False
+    entries = []
+    for line in journal.read_text().splitlines():
+        try:
+            entries.append(json.loads(line))
+        except ValueError:
+            continue  # a line being written as we read
+    tags = {e["tag"] for e in entries if e["op"] == "spawn" and e["name"] == name}
+    return any(e["op"] == "pid" and e["tag"] in tags for e in entries)
+
+
 def test_a_second_up_with_everything_running_reports_it_and_changes_nothing(
     cluster: LocalCluster,
 ) -> None:
@@ -50,22 +83,23 @@ def test_a_second_up_with_everything_running_reports_it_and_changes_nothing(
 def test_down_after_a_crashed_up_stops_its_processes_and_removes_its_files(
     cluster: LocalCluster, tmp_path: Path
 ) -> None:
-    state = tmp_path / "crashed"
-    up = subprocess.Popen([sys.executable, str(CLUSTER_PY), "--state-dir", str(state), "up",
-                           "--port-base", "26700"], stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL)
+    state, out = tmp_path / "crashed", tmp_path / "up.log"
+    with out.open("w") as log:
+        up = subprocess.Popen([sys.executable, str(CLUSTER_PY), "--state-dir", str(state), "up",
+                               "--port-base", str(_free_base())], stdout=log,
+                              stderr=subprocess.STDOUT)
     journal = state / "journal.jsonl"
     deadline = time.monotonic() + 60
     try:
-        while '"name": "kube-apiserver"' not in (journal.read_text() if journal.exists() else ""):
-            assert up.poll() is None and time.monotonic() < deadline, "up never got that far"
+        while not _started(journal, "kube-apiserver"):
+            if up.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"up never got that far: {out.read_text()}")
             time.sleep(0.05)
     finally:
         up.send_signal(signal.SIGKILL)
         up.wait()
     lines = [json.loads(line) for line in journal.read_text().splitlines()]
     cluster_id = lines[0]["id"]
-    time.sleep(0.5)  # the API server execs and carries its tag
     running = tagged(cluster_id + "/")
     assert len(running) >= 2, "etcd and the API server should be running"
     # the window a kill can hit: a process started, its PID not yet journaled
