@@ -4,6 +4,10 @@ Exit codes: 0 done, 2 a flag or variable has a bad value (the message names both
 netlink refused (the message carries their error). Start-up is kept light on purpose (the init
 container delays every pod start): only the config, rules and iptables modules load on the
 default path; pyroute2 only when TPROXY routing must be set or removed.
+
+In a pod with IPv6 it also assigns ``::6/128`` to ``lo``: the proxy's inbound passthrough binds
+it as its IPv6 source, and unlike 127.0.0.6 nothing makes it local by default. ``--cleanup``
+takes it off again.
 """
 
 from __future__ import annotations
@@ -15,7 +19,14 @@ import time
 from collections.abc import Mapping, Sequence
 
 from initcontainer import netlink
-from initcontainer.config import VALUE_FLAGS, CaptureConfig, ConfigError, env_name, parse
+from initcontainer.config import (
+    INBOUND_SOURCE6,
+    VALUE_FLAGS,
+    CaptureConfig,
+    ConfigError,
+    env_name,
+    parse,
+)
 from initcontainer.iptables import (
     Applied,
     ApplyError,
@@ -45,6 +56,7 @@ def _describe(config: CaptureConfig, net: NetInfo, sets: RuleSets) -> str:
         f"(pod addresses: {', '.join(map(str, (*net.ipv4, *net.ipv6))) or 'none'}); "
         f"outbound -> :{config.outbound_port}, inbound -> :{config.inbound_port}, "
         f"uid {config.proxy_uid} / gid {config.proxy_gid} not captured"
+        + (f"; {INBOUND_SOURCE6}/128 on lo (inbound passthrough)" if sets.ipv6 is not None else "")
     )
 
 
@@ -62,29 +74,37 @@ def _cleanup(candidates: list[Tools]) -> str:
         here = remove(tools, tolerate=len(candidates) > 1)
         routed |= _tproxy_versions(here)
         removed += [
-            f"{len(inst.chains)} IPv{v} chains from {tools.backend}"
+            f"{len(inst.chains)} IPv{v} chain{'' if len(inst.chains) == 1 else 's'} from "
+            f"{tools.backend}"
             for v, inst in here.items()
             if not inst.empty
         ]
     if routed:
         netlink.remove_tproxy_routing(routed)
+    if netlink.remove_inbound_source6():
+        removed.append(f"{INBOUND_SOURCE6}/128 from lo")
     return "removed " + (", ".join(removed) or "nothing (no meshinject rules here)")
 
 
 def _install(tools: Tools, config: CaptureConfig, net: NetInfo) -> Applied:
-    """The rules, and in TPROXY mode the policy routing, set up in a forked child meanwhile."""
+    """The rules, and in TPROXY mode the policy routing, set up in a forked child meanwhile;
+    first, where the pod has IPv6, the inbound passthrough's source address."""
     routing = None
     v4, v6 = families(net)
     versions = {v for v, wanted in ((4, v4), (6, v6)) if wanted}
+    added_source = v6 and netlink.add_inbound_source6()
     if config.interception_mode == "TPROXY":
         routing = netlink.fork(netlink.ensure_tproxy_routing, versions)
     try:
         applied = apply(tools, config, net)
     except ApplyError:
-        # nothing half-applied: take back the routing pieces this run added, then report
+        # nothing half-applied: take back the routing pieces and the address this run added
         if routing is not None:
             with contextlib.suppress(OSError):
                 netlink.remove_tproxy_routing(versions, only=routing.wait())
+        if added_source:
+            with contextlib.suppress(OSError):
+                netlink.remove_inbound_source6()
         raise
     if routing is not None:
         routing.wait()
@@ -119,6 +139,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         tools = detect(options.backend)
         applied = _install(tools, config, net)
     except ApplyError as err:
+        log(f"failed: {err}")
+        return 1
+    except netlink.AddressError as err:
         log(f"failed: {err}")
         return 1
     except OSError as err:  # netlink refused (pyroute2 raises OSError subclasses)

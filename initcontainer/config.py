@@ -34,6 +34,11 @@ PROMETHEUS_PORT = 15090  # the proxy's Prometheus listener, scraped from outside
 # the proxy's own listeners, never captured inbound: the kubelet's probes and Prometheus'
 # scrapes must reach Envoy itself, not the inbound passthrough to the app
 PROXY_OWN_PORTS = (READINESS_PORT, PROMETHEUS_PORT)
+# the source of the proxy's inbound passthrough to the app, per family: mesh-init lets traffic
+# from it back out uncaptured. All of 127/8 is local; ::6 is not, so mesh-init assigns it to lo
+# in a pod that has IPv6 (and --cleanup removes it)
+INBOUND_SOURCE4 = "127.0.0.6"
+INBOUND_SOURCE6 = "::6"
 
 
 class ConfigError(ValueError):

@@ -1,21 +1,28 @@
-"""What the pod's network namespace has, and the policy routing TPROXY needs.
+"""What the pod's network namespace has, the inbound passthrough's IPv6 source, and the policy
+routing TPROXY needs.
 
 The only module that imports pyroute2, and only inside the functions that need it: ``import
 pyroute2`` costs 130-190 ms here, most of mesh-init's 150 ms budget. Address discovery does not
 need it: the kernel already lists the namespace's local IPv4 addresses in ``/proc/net/fib_trie``
 and its IPv6 addresses in ``/proc/net/if_inet6`` (both per network namespace), which read in well
-under a millisecond. TPROXY's fwmark rule and ``local`` route are netlink objects, so that path
-pays for pyroute2; REDIRECT mode (the default) never does.
+under a millisecond. Nor does the one address mesh-init assigns (``::6/128`` on ``lo``, the
+proxy's inbound passthrough source in a pod with IPv6): that is a single rtnetlink request of
+40 bytes, sent on a plain socket in well under a millisecond (the init image has no ``ip``).
+TPROXY's fwmark rule and ``local`` route are netlink objects, so that path pays for pyroute2;
+REDIRECT mode (the default) never does.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import ipaddress
 import os
+import struct
 from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Any
 
+from initcontainer.config import INBOUND_SOURCE6
 from initcontainer.rules import ROUTE_TABLE, TPROXY_MARK, NetInfo
 
 if TYPE_CHECKING:  # never at run time (see _pyroute2); it tells the import contracts who loads it
@@ -41,11 +48,13 @@ def _ipv4_addresses(fib_trie: str) -> tuple[ipaddress.IPv4Address, ...]:
 
 
 def _ipv6_addresses(if_inet6: str) -> tuple[ipaddress.IPv6Address, ...]:
-    """Global (and site/ULA) addresses; link-local and ``::1`` do not make a pod dual-stack."""
+    """Global (and site/ULA) addresses; link-local ones and anything on ``lo`` (``::1``, and
+    the ``::6`` a previous run assigned) do not make a pod dual-stack."""
     found: set[ipaddress.IPv6Address] = set()
     for line in if_inet6.splitlines():
         fields = line.split()
-        if len(fields) >= 4 and int(fields[3], 16) not in _LINK_OR_HOST_SCOPE:
+        on_lo = len(fields) >= 6 and fields[5] == "lo"
+        if len(fields) >= 4 and int(fields[3], 16) not in _LINK_OR_HOST_SCOPE and not on_lo:
             found.add(ipaddress.IPv6Address(int(fields[0], 16)))
     return tuple(sorted(found))
 
@@ -61,6 +70,67 @@ def _read(name: str) -> str:
 def discover() -> NetInfo:
     """The pod's own addresses per family, from /proc (no netlink, no pyroute2)."""
     return NetInfo(ipv4=_ipv4_addresses(_read("fib_trie")), ipv6=_ipv6_addresses(_read("if_inet6")))
+
+
+# rtnetlink, as far as one address on lo needs it (linux/netlink.h, linux/if_addr.h)
+_RTM_NEWADDR, _RTM_DELADDR, _NLMSG_ERROR = 20, 21, 2
+_NLM_F_REQUEST, _NLM_F_ACK, _NLM_F_EXCL, _NLM_F_CREATE = 0x1, 0x4, 0x200, 0x400
+_IFA_ADDRESS = 1
+_IFA_F_NODAD, _IFA_F_PERMANENT = 0x02, 0x80
+_AF_INET6 = 10
+
+
+def address_request(kind: int, flags: int, address: str, *, prefixlen: int, ifindex: int) -> bytes:
+    """One RTM_NEWADDR/RTM_DELADDR message: nlmsghdr, ifaddrmsg, an IFA_ADDRESS attribute."""
+    packed = ipaddress.IPv6Address(address).packed
+    attribute = struct.pack("=HH", 4 + len(packed), _IFA_ADDRESS) + packed
+    body = struct.pack("=BBBBI", _AF_INET6, prefixlen, _IFA_F_NODAD | _IFA_F_PERMANENT, 0,
+                       ifindex) + attribute
+    return struct.pack("=IHHII", 16 + len(body), kind, flags | _NLM_F_REQUEST | _NLM_F_ACK,
+                       1, 0) + body
+
+
+class AddressError(OSError):
+    """The kernel refused to add or remove the inbound passthrough's address; says which."""
+
+
+def _on_lo(kind: int, flags: int) -> int:
+    """Send one request about ``::6/128`` on lo; the errno of the kernel's answer (0: done)."""
+    import socket  # only where the address is wanted or removed
+
+    request = address_request(kind, flags, INBOUND_SOURCE6, prefixlen=128,
+                              ifindex=socket.if_nametoindex("lo"))
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE) as sock:
+        sock.settimeout(5)
+        sock.bind((0, 0))
+        sock.send(request)
+        reply = sock.recv(65536)
+    _, answer = struct.unpack_from("=IH", reply)
+    if answer != _NLMSG_ERROR or len(reply) < 20:
+        raise AddressError(f"rtnetlink answered message type {answer}, not an acknowledgement")
+    error: int = struct.unpack_from("=i", reply, 16)[0]
+    return -error
+
+
+def add_inbound_source6() -> bool:
+    """Assign ``::6/128`` to ``lo``, so the proxy's inbound passthrough can bind it; True when
+    this run added it, False when it was there already. OSError when the kernel refuses."""
+    code = _on_lo(_RTM_NEWADDR, _NLM_F_CREATE | _NLM_F_EXCL)
+    if code == errno.EEXIST:
+        return False
+    if code:
+        raise AddressError(f"cannot add {INBOUND_SOURCE6}/128 to lo: {os.strerror(code)}")
+    return True
+
+
+def remove_inbound_source6() -> bool:
+    """Take ``::6/128`` off ``lo``; True when it was there. Absent (or no IPv6) is fine."""
+    code = _on_lo(_RTM_DELADDR, 0)
+    if code in (errno.EADDRNOTAVAIL, errno.ENOENT, errno.ENODEV, errno.EAFNOSUPPORT):
+        return False
+    if code:
+        raise AddressError(f"cannot remove {INBOUND_SOURCE6}/128 from lo: {os.strerror(code)}")
+    return True
 
 
 def _families(versions: Collection[int]) -> list[tuple[int, int, str, str]]:

@@ -31,7 +31,13 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from initcontainer.config import PROXY_OWN_PORTS, CaptureConfig, Ports
+from initcontainer.config import (
+    INBOUND_SOURCE4,
+    INBOUND_SOURCE6,
+    PROXY_OWN_PORTS,
+    CaptureConfig,
+    Ports,
+)
 
 INBOUND, IN_REDIRECT = "MESH_INBOUND", "MESH_IN_REDIRECT"
 OUTPUT, REDIRECT = "MESH_OUTPUT", "MESH_REDIRECT"
@@ -109,8 +115,8 @@ class _Family:
     passthrough: str
 
 
-_V4 = _Family(4, "127.0.0.0/8", "127.0.0.6/32")  # all of 127/8 is loopback, never the pod
-_V6 = _Family(6, "::1/128", "::6/128")
+_V4 = _Family(4, "127.0.0.0/8", f"{INBOUND_SOURCE4}/32")  # all of 127/8: loopback, never the pod
+_V6 = _Family(6, "::1/128", f"{INBOUND_SOURCE6}/128")  # assigned to lo (netlink.py)
 
 
 def _rule(chain: str, matches: str, why: str, target: str) -> str:

@@ -31,6 +31,7 @@ EXCLUDE_OUTBOUND_IP_RANGES = TRAFFIC + "exclude-outbound-ip-ranges"
 INCLUDE_OUTBOUND_IP_RANGES = TRAFFIC + "include-outbound-ip-ranges"
 INTERCEPTION_MODE = TRAFFIC + "interception-mode"
 OPAQUE_PORTS = TRAFFIC + "opaque-ports"
+LOAD_BALANCER = TRAFFIC + "load-balancer"  # on a Service: round-robin (default), least-request
 
 # proxy.meshinject.io/*: the container
 PROXY_IMAGE = PROXY + "image"
@@ -60,6 +61,13 @@ ACCESS_LOG = PROXY + "access-log"
 DRAIN_TIME = PROXY + "drain-time"
 PROTOCOL_DETECTION_TIMEOUT = PROXY + "protocol-detection-timeout"
 
+# every key under our prefixes that meshinject reads: anything else there is a typo to warn about
+KNOWN_ANNOTATIONS = tuple(sorted(
+    value for name, value in tuple(globals().items())
+    if name.isupper() and isinstance(value, str) and value.startswith(OUR_PREFIXES)
+    and value not in OUR_PREFIXES
+))
+
 # -- the containers injection adds ----------------------------------------------------------
 INIT_NAME = "mesh-init"
 PROXY_NAME = "mesh-proxy"
@@ -73,12 +81,42 @@ PROXY_UID = _seam.PROXY_UID
 PROXY_GID = _seam.PROXY_GID
 READINESS_PORT = _seam.READINESS_PORT
 PROMETHEUS_PORT = _seam.PROMETHEUS_PORT
+INBOUND_SOURCE4 = _seam.INBOUND_SOURCE4  # the inbound passthrough's source, as the app sees it
+INBOUND_SOURCE6 = _seam.INBOUND_SOURCE6
 ADMIN_PORT = 15000  # Envoy's admin API, on 127.0.0.1 only
 READINESS_PATH = "/healthz/ready"
+# every port the proxy listens on in the pod, and what for: an app must not declare one
+PROXY_PORTS = {
+    ADMIN_PORT: "the proxy's admin API",
+    OUTBOUND_PORT: "the proxy's outbound capture listener",
+    INBOUND_PORT: "the proxy's inbound capture listener",
+    READINESS_PORT: "the proxy's readiness endpoint",
+    PROMETHEUS_PORT: "the proxy's Prometheus endpoint",
+}
 PROMETHEUS_PATH = "/stats/prometheus"
+# the response header with which a pod's proxy answers a request it could not deliver to its app
+# (its value: Envoy's response flags, e.g. UF); the caller's proxy retries on it (docs/proxy.md)
+NOT_DELIVERED_HEADER = "meshinject-not-delivered"
+
+# -- what the proxy needs to reach the control plane ------------------------------------------
+XDS_PORT = 15012  # the control plane's xDS (gRPC over TLS)
+CONTROLPLANE_DEBUG_PORT = 15014  # its /metrics, /debug/proxies, /debug/config
+TOKEN_AUDIENCE = "meshinject"  # the projected ServiceAccount token the proxy presents
+TOKEN_VOLUME = "meshinject-token"
+TOKEN_DIR = "/var/run/secrets/meshinject.io/token"
+TOKEN_FILE = "token"
+CA_VOLUME = "meshinject-ca"
+CA_DIR = "/var/run/secrets/meshinject.io/ca"
+CA_FILE = "root-cert.pem"
+CA_CONFIGMAP = "meshinject-ca-root"  # the mesh's root, published in every meshed namespace
+# the downward-API variables the bootstrap's node identity is expanded from
+POD_NAME_ENV, POD_NAMESPACE_ENV, POD_IP_ENV, SERVICE_ACCOUNT_ENV = (
+    "POD_NAME", "POD_NAMESPACE", "POD_IP", "SERVICE_ACCOUNT")
 
 # -- the installation (manifests/) ----------------------------------------------------------
 INJECTOR_NAMESPACE = "meshinject-system"
+CONTROLPLANE_SERVICE = "meshinject-controlplane"
+CONTROLPLANE_APP_LABEL = ("app.kubernetes.io/name", "meshinject-controlplane")  # its pods
 WEBHOOK_NAME = "meshinject"  # the MutatingWebhookConfiguration
 INJECTOR_APP_LABEL = ("app.kubernetes.io/name", "meshinject")  # the injector's pods
 CONFIGMAP = "meshinject-config"  # the mesh config, key CONFIG_KEY

@@ -9,7 +9,9 @@ traceback still shows the cause while callers need to know only this module.
 ::
 
     MeshError
-    +-- AnnotationError      a pod annotation's value (the webhook denies the pod)
+    +-- AnnotationError      a pod annotation's (or label's) value (the webhook denies the pod)
+    +-- SpecError            a pod's spec clashes with what injection adds (a name, port or uid)
+    +-- PodErrors            every problem of one pod at once (each one of the above)
     +-- ManifestError        an offline manifest: which document, of what kind
     +-- ReviewError          an AdmissionReview we cannot parse (HTTP 400)
     +-- SettingsError        the mesh config: which field
@@ -24,6 +26,7 @@ traceback still shows the cause while callers need to know only this module.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 
 
 class MeshError(Exception):
@@ -31,14 +34,50 @@ class MeshError(Exception):
 
 
 class AnnotationError(MeshError):
-    """A pod annotation has a value we cannot use; the message names the annotation and value."""
+    """A pod annotation has a value we cannot use; the message names the annotation and value.
 
-    def __init__(self, annotation: str, value: str, why: str) -> None:
+    ``where`` is ``"label"`` for the one key we read from labels too (``meshinject.io/inject``),
+    so the message names what the user must edit."""
+
+    def __init__(self, annotation: str, value: str, why: str, *, where: str = "annotation"
+                 ) -> None:
         quoted = json.dumps(value, ensure_ascii=False)
-        super().__init__(f"annotation {annotation}={quoted} is invalid: {why}")
+        super().__init__(f"{where} {annotation}={quoted} is invalid: {why}")
         self.annotation = annotation
         self.value = value
         self.why = why
+        self.where = where
+
+
+class SpecError(MeshError):
+    """The pod's own spec clashes with what injection adds: a container named like ours, a port
+    the proxy listens on, the uid the capture rules exempt. ``field`` says where (e.g.
+    ``spec.containers[0] (app)``), so the user can find it."""
+
+    def __init__(self, field: str, why: str) -> None:
+        super().__init__(f"{field}: {why}")
+        self.field = field
+        self.why = why
+
+
+class PodErrors(MeshError):
+    """Several problems of one pod, reported at once so one round of fixes is enough: the
+    message joins them, ``errors`` keeps each. :func:`one_or_all` builds it, and keeps a single
+    error as itself (its message unchanged)."""
+
+    def __init__(self, errors: Sequence[MeshError]) -> None:
+        joined = "; ".join(str(e) for e in errors)
+        super().__init__(f"{len(errors)} problems: {joined}")
+        self.errors = tuple(errors)
+
+
+def one_or_all(errors: Sequence[MeshError]) -> MeshError:
+    """The error to raise for these problems (at least one): itself when alone; several are
+    flattened (a PodErrors inside is opened) into one PodErrors."""
+    flat = [e for err in errors for e in (err.errors if isinstance(err, PodErrors) else (err,))]
+    if not flat:
+        raise ValueError("one_or_all needs at least one error")
+    return flat[0] if len(flat) == 1 else PodErrors(flat)
 
 
 class ManifestError(MeshError):

@@ -12,16 +12,25 @@ from __future__ import annotations
 import hashlib
 import sys
 from collections.abc import Mapping
+from fractions import Fraction
 from functools import cached_property
 from typing import Any, Literal, Self
 
 import orjson
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
-from mesh.contract import INJECTOR_NAMESPACE
+from mesh.contract import CONTROLPLANE_SERVICE, INJECTOR_NAMESPACE, XDS_PORT
 from mesh.errors import SettingsError
+from mesh.quantity import parse_quantity
 
 
 class _Model(BaseModel):
@@ -31,12 +40,45 @@ class _Model(BaseModel):
 
 
 class Resources(_Model):
-    """Requests and limits of one container, as Kubernetes quantities ("" leaves one unset)."""
+    """Requests and limits of one container, as Kubernetes quantities ("" leaves one unset).
+
+    Checked as the API server would check the container: each a quantity, none negative, no
+    request above its limit (a pod annotation may still move one; see mesh.overrides.pod)."""
 
     cpu: str = "100m"
     memory: str = "64Mi"
     cpu_limit: str = ""
     memory_limit: str = ""
+
+    @field_validator("cpu", "memory", "cpu_limit", "memory_limit", mode="before")
+    @classmethod
+    def _number(cls, value: Any) -> Any:
+        """``cpu: 2`` in YAML is a number; Kubernetes takes it, so do we."""
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return str(value)
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        values: dict[str, Fraction] = {}
+        for field in ("cpu", "memory", "cpu_limit", "memory_limit"):
+            text = getattr(self, field)
+            if not text:
+                continue
+            try:
+                values[field] = parse_quantity(text)
+            except ValueError:
+                raise ValueError(f"{to_camel(field)}: {text!r} is not a Kubernetes quantity "
+                                 '(like "100m", "0.5", "64Mi")') from None
+            if values[field] < 0:
+                raise ValueError(f"{to_camel(field)}: {text!r} is negative")
+        for request in ("cpu", "memory"):
+            limit = f"{request}_limit"
+            if request in values and limit in values and values[request] > values[limit]:
+                raise ValueError(f"{request} {getattr(self, request)} is above {to_camel(limit)} "
+                                 f"{getattr(self, limit)}: Kubernetes refuses a request over "
+                                 "its limit")
+        return self
 
 
 class ProxySettings(_Model):
@@ -69,7 +111,7 @@ class CaptureDefaults(_Model):
     exclude_outbound_ip_ranges: str = ""
 
 
-_DURATION = r"^\s*(\d+(\.\d+)?|\.\d+)(ms|s|m|h)\s*$"
+_DURATION = r"^\s*([0-9]+(\.[0-9]+)?|\.[0-9]+)(ms|s|m|h)\s*$"  # ASCII digits only
 _UINT32 = 2**32 - 1
 
 
@@ -99,6 +141,16 @@ class TrafficDefaults(_Model):
     protocol_detection_timeout: str = Field(default="1s", pattern=_DURATION)
 
 
+class ControlPlaneSettings(_Model):
+    """Where proxies find the control plane, and the token they present to it."""
+
+    address: str = Field(default=f"{CONTROLPLANE_SERVICE}.{INJECTOR_NAMESPACE}.svc:{XDS_PORT}",
+                         pattern=r"^[A-Za-z0-9.\-]+:[0-9]{1,5}$")
+    # the projected token's lifetime; the kubelet renews it at 80%, the proxy rereads it on
+    # every (re)connect
+    token_seconds: int = Field(default=3600, ge=600, le=86400)
+
+
 class MeshConfig(_Model):
     """Everything the injector needs to render a pod, mesh-wide."""
 
@@ -106,6 +158,7 @@ class MeshConfig(_Model):
     init: InitSettings = InitSettings()
     capture: CaptureDefaults = CaptureDefaults()
     traffic: TrafficDefaults = TrafficDefaults()
+    control_plane: ControlPlaneSettings = ControlPlaneSettings()
     native_sidecars: bool = True
     injector_namespace: str = INJECTOR_NAMESPACE
 
@@ -114,11 +167,16 @@ class MeshConfig(_Model):
         injected under another config can be found and re-rendered."""
         return self._fingerprint
 
+    def injection_fingerprint(self) -> str:
+        """A short hash of what an injected pod spec is rendered from: everything but the
+        traffic defaults, which reach running proxies over xDS and need no new pod."""
+        return self._injection_fingerprint
+
     def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
         """pydantic's copy, without the fingerprint and hash cached on this one: with
         ``update`` the copy is another config."""
         copied = super().model_copy(update=update, deep=deep)
-        for cached in ("_fingerprint", "_hash"):
+        for cached in ("_fingerprint", "_hash", "_injection_fingerprint"):
             copied.__dict__.pop(cached, None)
         return copied
 
@@ -134,6 +192,12 @@ class MeshConfig(_Model):
     def _fingerprint(self) -> str:
         # computed once per config: the webhook asks for it on every pod
         canonical = orjson.dumps(self.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
+        return hashlib.sha256(canonical).hexdigest()[:16]
+
+    @cached_property
+    def _injection_fingerprint(self) -> str:
+        rendered = self.model_dump(mode="json", exclude={"traffic"})
+        canonical = orjson.dumps(rendered, option=orjson.OPT_SORT_KEYS)
         return hashlib.sha256(canonical).hexdigest()[:16]
 
 

@@ -5,7 +5,9 @@ every run pays what a real pod start pays: interpreter start, imports, backend d
 restore, the read-back. ``ip netns exec`` itself is timed on its own and subtracted, since the
 kubelet does not pay it. Prints figures; asserts nothing.
 
-    sudo .venv/bin/python scripts/bench_init.py [--runs 15] [--backend nft legacy] [--tproxy]
+As root:
+
+    .venv/bin/python scripts/bench_init.py [--runs 15] [--backend nft legacy] [--tproxy]
 """
 
 from __future__ import annotations

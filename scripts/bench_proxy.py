@@ -34,10 +34,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.support
+
 from injector.core.patch import inject_pod
 from injector.sandbox import netns
 from mesh.envoy import binary
-from mesh.settings import MeshConfig
+from tests.support.meshcontrol import LAB_CONFIG, LabControl, start_proxy
 
 CLIENT_IP, SERVER_IP = "198.18.9.1", "198.18.9.2"
 MESHED, DIRECT = 8080, 8081
@@ -63,9 +65,21 @@ def pod_manifest(name: str, annotations: dict[str, str]) -> dict[str, Any]:
 
 def injected_containers(name: str, annotations: dict[str, str]) -> dict[str, dict[str, Any]]:
     """The injected pod's containers (init containers included), by name."""
-    pod = inject_pod(pod_manifest(name, annotations), config=MeshConfig(), namespace="bench").pod
+    pod = inject_pod(pod_manifest(name, annotations), config=LAB_CONFIG, namespace="bench").pod
     spec = pod["spec"]
     return {c["name"]: c for c in [*spec.get("initContainers", []), *spec["containers"]]}
+
+
+def wait_live(ns: netns.Netns, *, timeout: float = 30) -> None:
+    """Until the proxy in ``ns`` has its config from the control plane (admin says LIVE)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done = ns.run(["curl", "-s", "--max-time", "1", "http://127.0.0.1:15000/ready"],
+                      check=False)
+        if done.stdout.strip() == "LIVE":
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"the proxy in {ns.name} never became LIVE")
 
 
 def injected(name: str, annotations: dict[str, str]) -> tuple[list[str], list[str]]:
@@ -232,6 +246,13 @@ def main() -> int:
         netns.veth(client, server, a_addr=f"{CLIENT_IP}/24", b_addr=f"{SERVER_IP}/24")
         proxies: dict[str, int] = {}
         extra = dict(item.split("=", 1) for item in args.annotation)
+        control = LabControl(workdir / "mesh")  # each pod's proxy gets its config from it
+
+        def spawn(ns: netns.Netns, cmd: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
+            proc = ns.spawn(cmd, **kwargs)
+            started.append(proc)
+            return proc
+
         bypass = f"{DIRECT},{BARE_SERVER}"  # the no-mesh and the bare-Envoy paths
         for role, ns, annotations in (
             ("client", client, {"traffic.meshinject.io/exclude-outbound-ports": bypass}),
@@ -239,10 +260,11 @@ def main() -> int:
         ):
             init_args, proxy_args = injected(role, {**annotations, **extra})
             ns.run([INIT, *init_args])
-            proc = ns.spawn([envoy_binary(), *proxy_args], uid=1337, gid=1337,
-                            log_path=str(workdir / f"{role}-envoy.log"))
-            started.append(proc)
-            ns.wait_for_port(15000)
+            proc = start_proxy(control, ns, spawn, name=role, namespace="bench",
+                               ip=CLIENT_IP if role == "client" else SERVER_IP,
+                               annotations={**annotations, **extra}, args=proxy_args,
+                               log=workdir / f"{role}-envoy.log")
+            wait_live(ns)
             proxies[role] = envoy_pid(proc)
             prioritize(proxies[role], args.nice, fifo=args.fifo)
         app = server.spawn([envoy_binary(), "--config-yaml", app_bootstrap(),

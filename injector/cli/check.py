@@ -11,7 +11,7 @@ import argparse
 import sys
 from typing import Any
 
-from injector.cli.files import read_input
+from injector.cli.files import read_input, source_name
 from injector.cli.inject import fail
 from injector.core.manifests import check_documents, load_documents
 from mesh.errors import KubeError, MeshError, UsageError
@@ -41,13 +41,13 @@ def run_offline(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config)
         rows, ok = check_documents(
-            load_documents(read_input(args.filename)), config=config,
+            load_documents(read_input(args.filename), source=source_name(args.filename)),
+            config=config,
             namespace_labels=parse_labels(args.namespace_label), default_namespace=args.namespace,
+            name=args.pod, source="stdin" if args.filename == "-" else args.filename,
         )
     except MeshError as err:
         return fail(err)
-    if args.pod:
-        rows = [row for row in rows if row[0].rsplit("/", 1)[-1] == args.pod]
     width = max((len(row[0]) for row in rows), default=8)
     print(f"{'WORKLOAD':<{width}}  INJECT  REASON")
     for title, verdict, why in rows:

@@ -18,11 +18,19 @@ def run(args: argparse.Namespace) -> int:
     return demo.run(requests=args.requests, seconds=args.seconds, state_dir=args.state_dir)
 
 
+DESCRIPTION = (
+    "Inject three small HTTP services that know nothing of a mesh, run them on this machine "
+    "in network namespaces (mesh-init's rules, Envoy as uid 1337, the app as uid 1000), send "
+    "traffic through them and show what each proxy carried; then remove everything. Needs root."
+)
+
+
 def register(subparsers: Any, name: str) -> None:
-    p = subparsers.add_parser(name, help="run the built-in three-service demo")
+    p = subparsers.add_parser(name, help="run the built-in three-service demo",
+                              description=DESCRIPTION)
     p.add_argument("--requests", type=int, default=300, help="requests to send (default 300)")
     p.add_argument("--seconds", type=float, default=10, help="spread over this long (10)")
     p.add_argument("--state-dir", default=None, help="state directory (default: a fresh one)")
     p.add_argument("--print-manifest", action="store_true",
-                   help="print the demo's manifest (for `sandbox up -f -`) and exit")
+                   help="print the demo's manifest (to pipe into sandbox up -f -) and exit")
     p.set_defaults(run=guard(run))

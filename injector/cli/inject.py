@@ -11,7 +11,7 @@ import argparse
 import sys
 from typing import Any
 
-from injector.cli.files import read_input
+from injector.cli.files import read_input, source_name
 from injector.core.manifests import dump_documents, inject_documents, load_documents
 from mesh.errors import MeshError, SettingsError
 from mesh.settings import load_config
@@ -32,7 +32,8 @@ def fail(err: MeshError) -> int:
 def run(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config)
-        docs, notes = inject_documents(load_documents(read_input(args.filename)), config=config)
+        docs = load_documents(read_input(args.filename), source=source_name(args.filename))
+        docs, notes = inject_documents(docs, config=config)
     except MeshError as err:
         return fail(err)
     for note in notes:

@@ -11,7 +11,7 @@ import threading
 from typing import Any
 
 from injector.webhook.certsource import CertSource, cert_files
-from injector.webhook.server import HEADER_SECONDS, ServeOptions, serve
+from injector.webhook.server import HEADER_SECONDS, ServeOptions, exit_cleanly_on_stop, serve
 from injector.webhook.tls import ReloadingSSLContext
 from mesh.errors import MeshError, SettingsError, UsageError
 from mesh.settings import load_config
@@ -23,6 +23,7 @@ DESCRIPTION = (
 
 
 def run(args: argparse.Namespace) -> int:
+    exit_cleanly_on_stop()  # before the self-signed key exists, so a stop always removes it
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     stop = threading.Event()
     source = CertSource(

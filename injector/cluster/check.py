@@ -70,7 +70,8 @@ def webhook_report(kube: Kube, *, config: MeshConfig) -> tuple[bool, list[str], 
             ],
             hook,
         )
-    lines = [f"webhook {WEBHOOK_NAME}: {len(entries)} entries, caBundle set on all"]
+    counted = f"{len(entries)} {'entry' if len(entries) == 1 else 'entries'}"
+    lines = [f"webhook {WEBHOOK_NAME}: {counted}, caBundle set on all"]
     ok = len(bundles) == 1
     if not ok:
         lines.append("  entries carry different caBundles: one of them is stale")
@@ -102,12 +103,17 @@ def _webhook_host(client_config: Obj) -> str:
     return f"{service.get('name')}.{service.get('namespace')}.svc"
 
 
+def _days_left(days: float) -> str:
+    whole = round(days)
+    return f"{whole} day{'' if whole == 1 else 's'} left"
+
+
 def _certificates(
     kube: Kube, config: MeshConfig, ca_pem: bytes, host: str, lines: list[str]
 ) -> bool:
     """The CA's and the serving certificate's lines; False when the API server would refuse."""
     ca = x509.load_pem_x509_certificate(ca_pem)
-    lines.append(f"  CA {ca.subject.rfc4514_string()}: {certs.days_left(ca_pem):.0f} days left")
+    lines.append(f"  CA {ca.subject.rfc4514_string()}: {_days_left(certs.days_left(ca_pem))}")
     serving, where = _serving_cert(kube, config.injector_namespace)
     if serving is None:
         lines.append(f"  serving certificate: {where}")
@@ -117,7 +123,7 @@ def _certificates(
     names = _dns_names(serving)
     named = f"names {host}" if host in names else f"does NOT name {host} (has {', '.join(names)})"
     days = certs.days_left(serving)
-    lines.append(f"  serving certificate ({where}) {verdict}, {named}, {days:.0f} days left")
+    lines.append(f"  serving certificate ({where}) {verdict}, {named}, {_days_left(days)}")
     return good and host in names and days > 0
 
 

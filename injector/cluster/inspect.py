@@ -14,6 +14,7 @@ import re
 from collections import defaultdict
 from typing import TextIO
 
+from injector.cluster import xds
 from injector.core.podview import Obj, PodFacts, injection_status, pod_facts
 from mesh.contract import (
     INIT_NAME,
@@ -79,9 +80,9 @@ def _gather(kube: Kube, namespace: str | None, config: MeshConfig) -> list[PodFa
     ]
 
 
-def _row(f: PodFacts) -> list[str]:
+def _row(f: PodFacts, sync: xds.ProxySync | None) -> list[str]:
     if not f.injected:
-        return [f.namespace, f.name, f.injected_column, "-", "-", "-", "-", "-"]
+        return [f.namespace, f.name, f.injected_column, "-", "-", "-", "-", "-", "-", "-"]
     ready = {True: "ready", False: "NOT READY", None: "?"}[f.proxy_ready]
     fresh = {True: "current", False: "STALE", None: "?"}[f.up_to_date]
     return [
@@ -93,6 +94,8 @@ def _row(f: PodFacts) -> list[str]:
         f.capture,
         str(f.restarts),
         fresh,
+        sync.state if sync else "NOT CONNECTED",
+        sync.version if sync else "-",
     ]
 
 
@@ -102,15 +105,18 @@ def show_table(kube: Kube, namespace: str | None, *, config: MeshConfig, out: Te
         where = f"namespace {namespace}" if namespace else "mesh-enabled namespaces"
         print(f"no pods in {where}", file=out)
         return 0
-    header = ["NAMESPACE", "POD", "INJECTED", "PROXY", "SIDECAR", "CAPTURE", "RESTARTS", "CONFIG"]
-    rows = [header, *(_row(f) for f in facts)]
+    synced, unanswered = xds.proxies(kube)
+    header = ["NAMESPACE", "POD", "INJECTED", "PROXY", "SIDECAR", "CAPTURE", "RESTARTS", "CONFIG",
+              "XDS", "VERSION"]
+    rows = [header, *(_row(f, synced.get((f.namespace, f.name))) for f in facts)]
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip(), file=out)
     missing = [f for f in facts if f.missing]
     stale = [f for f in facts if f.up_to_date is False]
     print(
-        f"\n{len(facts)} pods, {sum(f.injected for f in facts)} injected, {len(missing)} "
+        f"\n{len(facts)} pod{'' if len(facts) == 1 else 's'}, "
+        f"{sum(f.injected for f in facts)} injected, {len(missing)} "
         f"missing a proxy, {len(stale)} out of date",
         file=out,
     )
@@ -122,6 +128,13 @@ def show_table(kube: Kube, namespace: str | None, *, config: MeshConfig, out: Te
         )
     if stale:
         print("STALE: injected under an older mesh config: restart to re-inject", file=out)
+    nacked = [(f, synced[(f.namespace, f.name)]) for f in facts
+              if (f.namespace, f.name) in synced and synced[(f.namespace, f.name)].nacks]
+    for f, sync in nacked:
+        print(f"NACK: {f.namespace}/{f.name} refused its config and runs its last good one: "
+              f"{sync.nacks[0]}", file=out)
+    for line in unanswered:
+        print(line, file=out)
     return 1 if missing else 0
 
 
@@ -189,6 +202,18 @@ def show_pod(kube: Kube, namespace: str, name: str, *, config: MeshConfig, out: 
     annotations = (pod.get("metadata") or {}).get("annotations") or {}
     for key in sorted(k for k in annotations if k.startswith(OUR_PREFIXES)):
         print(f"  annotation  {key}={annotations[key]}", file=out)
+    synced, unanswered = xds.proxies(kube)
+    sync = synced.get((namespace, name))
+    if sync is None:
+        print("  xds         NOT CONNECTED to any control plane replica"
+              + "".join(f"; {line}" for line in unanswered), file=out)
+    else:
+        print(f"  xds         {sync.state}, config {sync.version}, on {sync.replica}", file=out)
+        for kind, t in sorted(sync.types.items()):
+            mark = "current" if t.get("current") else f"latest {t.get('latest', '?')}"
+            print(f"    {kind:<22}  acked {t.get('acked') or '-'}, {mark}", file=out)
+        for line in sync.nacks:
+            print(f"    NACK {line}", file=out)
     path = PROMETHEUS_PATH.lstrip("/")
     print(f"live proxy stats (pods/{name}:{PROMETHEUS_PORT}/proxy/{path}):", file=out)
     try:

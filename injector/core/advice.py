@@ -8,19 +8,60 @@ and ``check`` print them too. Pure: the pod and its overrides in, sentences out.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping
 from typing import Any
 
-from mesh.contract import DRAIN_TIME
+from mesh.contract import DRAIN_TIME, KNOWN_ANNOTATIONS, PROXY_NATIVE_SIDECAR
 from mesh.overrides.pod import PodOverrides
 
 DEFAULT_GRACE_SECONDS = 30  # the API server's default terminationGracePeriodSeconds
+_KNOWN = frozenset(KNOWN_ANNOTATIONS)
+_BY_SUFFIX = {key.split("/", 1)[1]: key for key in KNOWN_ANNOTATIONS}
 
 
 def warnings(pod: Mapping[str, Any], overrides: PodOverrides) -> tuple[str, ...]:
     """Every warning for this pod, in a stable order; empty when all is well."""
-    found = [_drain_outlasts_grace(pod, overrides)]
+    found = [*_unknown_keys(overrides), _drain_outlasts_grace(pod, overrides),
+             _classic_never_completes(pod, overrides)]
     return tuple(w for w in found if w)
+
+
+def _unknown_keys(overrides: PodOverrides) -> list[str]:
+    """A key under our prefixes that meshinject does not read is almost always a typo, which
+    would otherwise be ignored without a word (``proxy.meshinject.io/retrys``). Not refused: a
+    newer meshinject may know the key, and a manifest written for it must still start."""
+    found = []
+    for key, _ in overrides.proxy_annotations:
+        if key in _KNOWN:
+            continue
+        suffix = key.split("/", 1)[1]
+        close = difflib.get_close_matches(suffix, _BY_SUFFIX, n=1, cutoff=0.6)
+        hint = f"did you mean {_BY_SUFFIX[close[0]]}?" if close else "see docs/proxy.md"
+        found.append(f"annotation {key} is not one meshinject reads, so it changes nothing; "
+                     f"{hint}")
+    return found
+
+
+def _classic_never_completes(pod: Mapping[str, Any], overrides: PodOverrides) -> str | None:
+    """In classic mode the proxy is a regular container that never exits, so a pod that is
+    meant to run to completion (a Job's, a CronJob's, any with restartPolicy Never or
+    OnFailure) never does: the app's container ends, the proxy keeps the pod Running, and the
+    Job never completes. A native sidecar is stopped by the kubelet once the app is done."""
+    if overrides.native:
+        return None
+    spec = pod.get("spec") or {}
+    policy = spec.get("restartPolicy")
+    if policy not in ("Never", "OnFailure"):
+        return None
+    owners = (pod.get("metadata") or {}).get("ownerReferences")
+    job = isinstance(owners, list) and any(
+        isinstance(o, Mapping) and o.get("kind") == "Job" for o in owners)
+    annotated = any(key == PROXY_NATIVE_SIDECAR for key, _ in overrides.proxy_annotations)
+    source = f"{PROXY_NATIVE_SIDECAR}=false" if annotated else "the mesh config's nativeSidecars"
+    what = "the Job's pod" if job else f"a pod with restartPolicy {policy} (a Job's, a CronJob's)"
+    return (f"the proxy is a classic sidecar ({source}) and never exits, so {what} never "
+            "completes; use native sidecars (Kubernetes 1.29+)")
 
 
 def _drain_outlasts_grace(pod: Mapping[str, Any], overrides: PodOverrides) -> str | None:

@@ -1,8 +1,16 @@
-"""One pod's Envoy bootstrap: the capture listeners and clusters of :mod:`mesh.envoy`, the admin
-API on 127.0.0.1, and the readiness and Prometheus listeners, rendered from its overrides.
+"""One pod's Envoy bootstrap: only what must work before the control plane answers.
 
-The whole configuration is static and travels in the mesh-proxy's args, so the pod spec alone
-says what its proxy does.
+Everything else (the capture listeners, the Services' clusters and routes, endpoints, the L7
+policy) comes over xDS. The bootstrap holds:
+
+- the node's identity, written with ``$(VAR)`` references the kubelet expands from the proxy's
+  downward-API environment (a pod's name is not known at admission, only when it is created);
+- the admin API on 127.0.0.1, and the readiness and Prometheus listeners routed to it, so probes
+  and scrapes work from the first second; readiness is Envoy's own ``/ready``, which stays 503
+  until the first config arrived (the ADS fetch waits forever: ``initial_fetch_timeout: 0s``),
+  so an app never starts behind a proxy that has no routes;
+- the ADS connection: gRPC over TLS verified against the mesh's root, with the pod's projected
+  ServiceAccount token as its bearer credential, read again on every reconnect.
 """
 
 from __future__ import annotations
@@ -13,18 +21,69 @@ import orjson
 
 from mesh.contract import (
     ADMIN_PORT,
+    CA_DIR,
+    CA_FILE,
+    POD_IP_ENV,
+    POD_NAME_ENV,
+    POD_NAMESPACE_ENV,
     PROMETHEUS_PATH,
     PROMETHEUS_PORT,
     READINESS_PATH,
     READINESS_PORT,
+    SERVICE_ACCOUNT_ENV,
+    TOKEN_DIR,
+    TOKEN_FILE,
 )
-from mesh.envoy import http as envoy_http
 from mesh.envoy.base import DOWNSTREAM_CONNECTIONS, Json, socket_address
-from mesh.envoy.capture import admin_route_listener, clusters, direction_listener, l7_extras
+from mesh.envoy.capture import admin_cluster, admin_paths_listener
 from mesh.overrides.pod import PodOverrides
 from mesh.settings import MeshConfig
 
 MAX_DOWNSTREAM_CONNECTIONS = 50_000
+_FILE_METADATA = "envoy.grpc_credentials.file_based_metadata"
+_ADS: Json = {"ads": {}, "resource_api_version": "V3", "initial_fetch_timeout": "0s"}
+
+
+def _var(name: str) -> str:
+    return f"$({name})"
+
+
+def node() -> Json:
+    """Who the proxy says it is; the control plane believes it only where the token agrees."""
+    pod, namespace = _var(POD_NAME_ENV), _var(POD_NAMESPACE_ENV)
+    return {
+        "id": f"{pod}.{namespace}",
+        "cluster": f"{_var(SERVICE_ACCOUNT_ENV)}.{namespace}",
+        "metadata": {"namespace": namespace, "pod": pod, "ip": _var(POD_IP_ENV),
+                     "serviceAccount": _var(SERVICE_ACCOUNT_ENV)},
+    }
+
+
+def ads(config: MeshConfig) -> Json:
+    """The one gRPC stream every dynamic resource comes over."""
+    credentials = {"from_plugin": {"name": _FILE_METADATA, "typed_config": {
+        "@type": "type.googleapis.com/envoy.config.grpc_credential.v3.FileBasedMetadataConfig",
+        "secret_data": {"filename": f"{TOKEN_DIR}/{TOKEN_FILE}"},
+        "header_key": "authorization",
+        "header_prefix": "Bearer ",
+    }}}
+    return {
+        "ads_config": {
+            "api_type": "GRPC",
+            "transport_api_version": "V3",
+            "set_node_on_first_message_only": True,
+            "grpc_services": [{"google_grpc": {
+                "target_uri": config.control_plane.address,
+                "stat_prefix": "xds",
+                "channel_credentials": {"ssl_credentials": {
+                    "root_certs": {"filename": f"{CA_DIR}/{CA_FILE}"}}},
+                "credentials_factory_name": _FILE_METADATA,
+                "call_credentials": [credentials],
+            }}],
+        },
+        "cds_config": _ADS,
+        "lds_config": _ADS,
+    }
 
 
 def overload_manager() -> Json:
@@ -40,23 +99,19 @@ def overload_manager() -> Json:
 
 
 def bootstrap(*, config: MeshConfig, overrides: PodOverrides) -> dict[str, Any]:
-    """The whole static bootstrap for one pod's proxy."""
-    del config  # mesh-wide defaults reach it through overrides.traffic
+    """The bootstrap of one pod's proxy."""
+    del overrides  # the pod's own settings reach its proxy over xDS
     return {
+        "node": node(),
         "admin": {"address": socket_address("127.0.0.1", ADMIN_PORT)},
         "overload_manager": overload_manager(),
+        "dynamic_resources": ads(config),
         "static_resources": {
-            "listeners": [
-                direction_listener("outbound", overrides=overrides,
-                                   **l7_extras(overrides, "outbound")),
-                direction_listener("inbound", overrides=overrides,
-                                   **l7_extras(overrides, "inbound")),
-                admin_route_listener(name="readiness", port=READINESS_PORT,
-                                     path=READINESS_PATH, admin_path="/ready"),
-                admin_route_listener(name="prometheus", port=PROMETHEUS_PORT,
-                                     path=PROMETHEUS_PATH, admin_path=PROMETHEUS_PATH),
-            ],
-            "clusters": [*clusters(), *envoy_http.clusters(overrides.traffic)],
+            # readiness (the kubelet) and Prometheus (scrapers), on both ports: one listener
+            "listeners": [admin_paths_listener(
+                name="proxy", ports=(READINESS_PORT, PROMETHEUS_PORT),
+                paths={READINESS_PATH: "/ready", PROMETHEUS_PATH: PROMETHEUS_PATH})],
+            "clusters": [admin_cluster()],
         },
     }
 

@@ -1,10 +1,11 @@
-"""Manifests as documents: read and write multi-document YAML, inject or judge every pod
-template in them.
+"""Manifests as documents: read and write multi-document YAML, inject, uninject or judge every
+pod template in them.
 
 ``inject_documents`` runs every pod template through the same pure core the webhook uses: every
 one gets injected, everything else passes through, order kept. Output is deterministic YAML, so
-injecting the output again gives the same bytes. ``check_documents`` says, per workload, whether
-and why it would be injected; given namespace labels it judges as the webhook would.
+injecting the output again gives the same bytes. ``uninject_documents`` is its exact inverse.
+``check_documents`` says, per workload, whether and why it would be injected; given namespace
+labels it judges as the webhook would.
 """
 
 from __future__ import annotations
@@ -13,11 +14,9 @@ from typing import Any
 
 import yaml
 
-from injector.core import advice, workloads
-from injector.core.patch import inject_pod
-from injector.core.policy import decide
+from injector.core import advice, policy, workloads
+from injector.core.patch import inject_pod, judge, strip_injection
 from mesh.errors import ManifestError, MeshError
-from mesh.overrides.pod import parse_overrides
 from mesh.settings import MeshConfig
 
 
@@ -36,12 +35,21 @@ def _str(dumper: yaml.SafeDumper, text: str) -> yaml.ScalarNode:
 _Dumper.add_representer(str, _str)
 
 
-def load_documents(text: str) -> list[Any]:
-    """Parse multi-document YAML; empty documents are dropped."""
+def load_documents(text: str, *, source: str | None = None) -> list[Any]:
+    """Parse multi-document YAML; empty documents are dropped. ``source`` names the text in a
+    syntax error (the ``-f`` path, or ``stdin``) where PyYAML would say "<unicode string>"."""
+    loader = yaml.SafeLoader(text)  # what safe_load_all does, with the name set
+    if source is not None:
+        loader.name = source  # every error mark prints it ("in ..., line 3, column 5")
+    docs: list[Any] = []
     try:
-        return [doc for doc in yaml.safe_load_all(text) if doc is not None]
+        while loader.check_data():  # type: ignore[no-untyped-call]
+            docs.append(loader.get_data())
     except yaml.YAMLError as err:
-        raise ManifestError(f"the input is not valid YAML: {err}") from err
+        raise ManifestError(f"{source or 'the input'} is not valid YAML: {err}") from err
+    finally:
+        loader.dispose()
+    return [doc for doc in docs if doc is not None]
 
 
 def dump_documents(docs: list[Any]) -> str:
@@ -58,11 +66,7 @@ def inject_documents(docs: list[Any], *, config: MeshConfig) -> tuple[list[Any],
     out: list[Any] = []
     notes: list[str] = []
     for index, doc in enumerate(docs, start=1):
-        try:
-            found_all = list(workloads.find(doc))
-        except ManifestError as err:
-            raise ManifestError(err.why, document=index, kind=err.kind) from err
-        for found in found_all:
+        for found in _found(doc, index):
             try:
                 result = inject_pod(found.pod, config=config, namespace=found.namespace)
             except MeshError as err:
@@ -76,30 +80,70 @@ def inject_documents(docs: list[Any], *, config: MeshConfig) -> tuple[list[Any],
     return out, notes
 
 
+def uninject_documents(docs: list[Any]) -> tuple[list[Any], list[str]]:
+    """Remove what injection added from every pod template (``meshinject uninject``), the
+    exact inverse of :func:`inject_documents`: what :mod:`injector.core.rendered` recognises as
+    ours and the status annotation go, nothing else, and the pod comes back as it was (empty
+    maps and lists included). Returns the documents and a note per workload left unchanged."""
+    out: list[Any] = []
+    notes: list[str] = []
+    for index, doc in enumerate(docs, start=1):
+        for found in _found(doc, index):
+            stripped = strip_injection(found.pod)
+            if stripped == found.pod:
+                notes.append(f"unchanged {found.title}: not injected")
+            else:
+                doc = workloads.replace(doc, found.path, stripped)
+        out.append(doc)
+    return out, notes
+
+
+def _found(doc: Any, index: int, **options: Any) -> list[workloads.Workload]:
+    """The document's workloads, a bad shape named with the document's number."""
+    try:
+        return list(workloads.find(doc, **options))
+    except ManifestError as err:
+        raise ManifestError(err.why, document=index, kind=err.kind) from err
+
+
 def check_documents(
     docs: list[Any], *, config: MeshConfig, namespace_labels: dict[str, str] | None,
-    default_namespace: str | None = None,
+    default_namespace: str | None = None, name: str | None = None, source: str = "the input",
 ) -> tuple[list[tuple[str, str, str]], bool]:
-    """(workload, yes/no, why) per pod template, and whether every one was valid."""
+    """(workload, yes/no/error, why) per pod template, and whether every one was valid.
+
+    Judged by the webhook's own ``judge``; without ``namespace_labels`` the namespace is
+    assumed to opt in, as ``inject -f`` does, and the reason says so. With ``name``, only that
+    workload is judged (another broken document is not its problem), and none of that name is
+    a ManifestError saying "not found" in ``source``."""
     rows: list[tuple[str, str, str]] = []
     ok = True
-    for doc in docs:
-        for found in workloads.find(
-            doc, default_namespace=default_namespace or workloads.DEFAULT_NAMESPACE
-        ):
-            title = found.title
-            decision = decide(found.pod, namespace=found.namespace,
-                              namespace_labels=namespace_labels, config=config)
+    requested = policy.OFFLINE if namespace_labels is None else policy.REQUESTED
+    namespace = default_namespace or workloads.DEFAULT_NAMESPACE
+    for index, doc in enumerate(docs, start=1):
+        for found in _found(doc, index, default_namespace=namespace, name=name):
+            try:
+                decision, overrides = judge(found.pod, config=config, namespace=found.namespace,
+                                            namespace_labels=namespace_labels,
+                                            requested=requested)
+            except MeshError as err:
+                rows.append((found.title, "error", str(err)))
+                ok = False
+                continue
             why = decision.reason
-            if decision.inject:
-                try:
-                    overrides = parse_overrides(
-                        (found.pod.get("metadata") or {}).get("annotations") or {}, config=config
-                    )
-                except MeshError as err:
-                    rows.append((title, "error", str(err)))
-                    ok = False
-                    continue
+            if overrides is not None:
                 why = "; warning: ".join((why, *advice.warnings(found.pod, overrides)))
-            rows.append((title, "yes" if decision.inject else "no", why))
+            rows.append((found.title, "yes" if decision.inject else "no", why))
+    if name is not None and not rows:
+        raise ManifestError(f"workload {name!r} not found in {source}{_listing(docs, namespace)}")
     return rows, ok
+
+
+def _listing(docs: list[Any], namespace: str) -> str:
+    titles: list[str] = []
+    for doc in docs:
+        try:
+            titles.extend(w.title for w in workloads.find(doc, default_namespace=namespace))
+        except ManifestError:
+            continue
+    return f" (it has: {', '.join(titles)})" if titles else " (it has no workloads)"

@@ -1,12 +1,14 @@
-"""Pod -> injected pod -> JSON Patch; and the reverse, from the status annotation.
+"""Pod -> injected pod -> JSON Patch; and the reverse (``strip_injection``, for ``uninject``).
 
-Injection first strips whatever an earlier injection added (the status annotation lists it),
-then renders afresh. So injecting twice equals injecting once, and a pod injected under an
-older config, or with since-changed annotations, is upgraded rather than doubled.
+Injection first strips whatever an earlier injection added, then renders afresh. So injecting
+twice equals injecting once, and a pod injected under an older config, or with since-changed
+annotations, is upgraded rather than doubled. What counts as added is decided by
+:mod:`injector.core.rendered` (our name and our rendered shape), never by the status
+annotation, which users copy and edit: a user's container is never stripped.
 
 The patch is a diff, never hand-written indexes: we change a copy and let ``jsonpatch`` compare.
 But only the subtrees injection touches are copied and compared (annotations, init containers,
-containers, volumes): diffing a whole pod with 2,000 env vars costs ~9 ms, comparing just these
+containers): diffing a whole pod with 2,000 env vars costs ~9 ms, comparing just these
 costs far less, and everything else is shared, untouched, between input and output. The
 returned pod therefore shares unchanged subtrees with the input: treat both as read-only.
 The sidecars are rendered once per (config, overrides) and copied for each pod, except by
@@ -25,17 +27,15 @@ from typing import Any, NamedTuple
 import jsonpatch
 import orjson
 
-from injector.core import advice, sidecar
-from injector.core.policy import Decision, decide
-from mesh.contract import INIT_NAME, PROXY_NAME, STATUS
+from injector.core import advice, conflicts, rendered, sidecar
+from injector.core.policy import REQUESTED, Decision, decide, flag_errors
+from mesh.contract import STATUS
+from mesh.errors import AnnotationError, MeshError, PodErrors, one_or_all
 from mesh.overrides.pod import PodOverrides, parse_overrides
 from mesh.settings import MeshConfig
 
-# (status key, spec key): what the status annotation records, and where it lives in the spec
-_LISTS = (
-    ("initContainers", "initContainers"), ("containers", "containers"), ("volumes", "volumes"),
-)
-_RESERVED = frozenset((INIT_NAME, PROXY_NAME))
+# the spec lists injection adds to
+_LISTS = ("initContainers", "containers", "volumes")
 # what injection may edit, as (parent, key): plain names, nothing to escape in a JSON Pointer
 _DIFFED = (("metadata", "annotations"), ("spec", "initContainers"), ("spec", "containers"),
            ("spec", "volumes"))
@@ -59,65 +59,105 @@ class PatchAnswer(NamedTuple):
 
 
 def _editable(pod: Mapping[str, Any]) -> dict[str, Any]:
-    """A copy in which exactly the subtrees injection edits are fresh objects."""
+    """A copy in which exactly the subtrees injection edits are fresh objects. Nothing is
+    added or normalised (a null stays null), so that strip can give back the very pod."""
     new = dict(pod)
-    metadata = dict(new.get("metadata") or {})
-    if "annotations" in metadata:
-        metadata["annotations"] = dict(metadata["annotations"] or {})
-    new["metadata"] = metadata
-    spec = dict(new.get("spec") or {})
-    for _, key in _LISTS:
-        if key in spec:
-            spec[key] = list(spec[key] or [])
-    new["spec"] = spec
+    metadata = new.get("metadata")
+    if isinstance(metadata, Mapping):
+        metadata = new["metadata"] = dict(metadata)
+        if isinstance(metadata.get("annotations"), Mapping):
+            metadata["annotations"] = dict(metadata["annotations"])
+    spec = new.get("spec")
+    if isinstance(spec, Mapping):
+        spec = new["spec"] = dict(spec)
+        for key in _LISTS:
+            if isinstance(spec.get(key), list):
+                spec[key] = list(spec[key])
     return new
 
 
-def _status_names(annotations: Mapping[str, Any]) -> dict[str, set[str]]:
-    """What an earlier injection added, by spec list. Our two container names are reserved, so
-    they go even when the status is missing or unreadable (a copied pod, a hand edit)."""
-    names: dict[str, set[str]] = {key: set() for _, key in _LISTS}
-    names["initContainers"] |= _RESERVED
-    names["containers"] |= _RESERVED
+# What injection may find empty (or null) and fill: (status record name, parent, key). The
+# status annotation records, under "empty", those the pod had present but empty, with their
+# value, so that strip gives back exactly the pod it was given; absent ones simply go again.
+_EMPTY = (("annotations", "metadata", "annotations"), ("metadata", None, "metadata"),
+          ("initContainers", "spec", "initContainers"), ("containers", "spec", "containers"),
+          ("volumes", "spec", "volumes"))
+
+
+def _empties(pod: Mapping[str, Any]) -> dict[str, Any]:
+    """Which of ``_EMPTY`` the (stripped) pod has present but empty or null, and as what."""
+    found: dict[str, Any] = {}
+    for name, parent, key in _EMPTY:
+        holder = pod if parent is None else pod.get(parent)
+        if isinstance(holder, Mapping) and key in holder and holder[key] in (None, {}, []):
+            found[name] = holder[key]
+    return found
+
+
+def _recorded_empties(annotations: Mapping[str, Any]) -> dict[str, Any]:
+    """The status annotation's "empty" record, keeping only what it may hold (null, {} or []):
+    the annotation is the user's to garble, and the worst a garbled one may do is keep an empty
+    map or list that would otherwise go."""
     try:
         status = json.loads(annotations.get(STATUS) or "{}")
-    except (TypeError, ValueError, RecursionError):  # the annotation is the user's to garble
-        return names
-    if isinstance(status, dict):
-        for status_key, spec_key in _LISTS:
-            listed = status.get(status_key)
-            if isinstance(listed, list):
-                names[spec_key] |= {n for n in listed if isinstance(n, str)}
-    return names
+    except (TypeError, ValueError, RecursionError):
+        return {}
+    record = status.get("empty") if isinstance(status, dict) else None
+    if not isinstance(record, dict):
+        return {}
+    return {name: value for name, value in record.items() if value in (None, {}, [])}
 
 
 def _strip(new: dict[str, Any]) -> None:
-    """Remove in place, from an ``_editable`` copy, what the status says injection added."""
-    metadata, spec = new["metadata"], new["spec"]
-    annotations = metadata.get("annotations") or {}
-    names = _status_names(annotations)
-    annotations.pop(STATUS, None)
-    if "annotations" in metadata and not annotations:
-        del metadata["annotations"]
-    for _, key in _LISTS:
-        if key not in spec:
-            continue
-        spec[key] = [
-            c for c in spec[key] if not (isinstance(c, dict) and c.get("name") in names[key])
-        ]
-        if not spec[key]:
-            del spec[key]
+    """Remove in place, from an ``_editable`` copy, what injection added: the status annotation
+    and the containers :mod:`injector.core.rendered` recognises as ours (never a container or
+    volume because the status names it). What that empties goes back to how the pod had it:
+    absent, or as the status records."""
+    metadata, spec = new.get("metadata"), new.get("spec")
+    annotations = metadata.get("annotations") if isinstance(metadata, dict) else None
+    record = _recorded_empties(annotations) if isinstance(annotations, dict) else {}
+    if isinstance(metadata, dict) and isinstance(annotations, dict) and STATUS in annotations:
+        del annotations[STATUS]
+        if not annotations:
+            _restore(metadata, "annotations", record)
+            if not metadata:
+                _restore(new, "metadata", record)
+    if isinstance(spec, dict):
+        for key in _LISTS:
+            items = spec.get(key)
+            if not isinstance(items, list):
+                continue
+            kept = [c for c in items if not _is_ours(key, c)]
+            if len(kept) != len(items):
+                spec[key] = kept
+                if not kept:
+                    _restore(spec, key, record)
+
+
+def _is_ours(key: str, item: Any) -> bool:
+    if key == "volumes":
+        return rendered.is_our_volume(item)
+    return rendered.is_ours(item, init=key == "initContainers")
+
+
+def _restore(holder: dict[str, Any], key: str, record: Mapping[str, Any]) -> None:
+    """Put back an emptied ``holder[key]`` as the pod had it before injection."""
+    if key in record:
+        holder[key] = record[key]
+    else:
+        del holder[key]
 
 
 def strip_injection(pod: Mapping[str, Any]) -> dict[str, Any]:
-    """The pod as it was before injection (if it was injected at all)."""
+    """The pod as it was before injection; a pod that was not injected comes back equal."""
     new = _editable(pod)
     _strip(new)
     return new
 
 
 def config_hash(*, config: MeshConfig, overrides: PodOverrides) -> str:
-    text = json.dumps([config.fingerprint(), overrides.proxy_annotations], separators=(",", ":"))
+    text = json.dumps([config.injection_fingerprint(), overrides.proxy_annotations],
+                      separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -128,6 +168,7 @@ class _Additions:
 
     init_containers: tuple[dict[str, Any], ...]
     containers: tuple[dict[str, Any], ...]
+    volumes: tuple[dict[str, Any], ...]
     status: str  # the status annotation's value
 
     def fresh(self) -> _Additions:
@@ -135,6 +176,7 @@ class _Additions:
         return _Additions(
             tuple(map(_json_copy, self.init_containers)),
             tuple(map(_json_copy, self.containers)),
+            tuple(map(_json_copy, self.volumes)),
             self.status,
         )
 
@@ -155,13 +197,14 @@ def _additions(config: MeshConfig, overrides: PodOverrides) -> _Additions:
     proxy = sidecar.proxy_container(config=config, overrides=overrides)
     init = sidecar.init_container(config=config, overrides=overrides)
     inits, containers = ((init, proxy), ()) if overrides.native else ((init,), (proxy,))
+    volumes = tuple(sidecar.volumes(config=config))
     status = {
         "initContainers": [c["name"] for c in inits],
         "containers": [c["name"] for c in containers],
-        "volumes": [],
+        "volumes": [v["name"] for v in volumes],
         "configHash": config_hash(config=config, overrides=overrides),
     }
-    return _Additions(inits, containers, json.dumps(status, separators=(",", ":")))
+    return _Additions(inits, containers, volumes, json.dumps(status, separators=(",", ":")))
 
 
 def render(
@@ -174,11 +217,23 @@ def render(
 def _render(pod: Mapping[str, Any], additions: _Additions) -> dict[str, Any]:
     new = _editable(pod)
     _strip(new)
-    spec = new["spec"]
-    spec["initContainers"] = [*additions.init_containers, *spec.get("initContainers", [])]
+    status = additions.status
+    if empty := _empties(new):  # rare: an empty (or null) map or list that injection fills
+        status = f'{status[:-1]},"empty":{json.dumps(empty, separators=(",", ":"))}}}'
+    spec = new.get("spec")
+    if not isinstance(spec, dict):
+        spec = new["spec"] = {}
+    spec["initContainers"] = [*additions.init_containers, *(spec.get("initContainers") or [])]
     if additions.containers:
-        spec["containers"] = [*additions.containers, *spec.get("containers", [])]
-    new["metadata"].setdefault("annotations", {})[STATUS] = additions.status
+        spec["containers"] = [*additions.containers, *(spec.get("containers") or [])]
+    spec["volumes"] = [*(spec.get("volumes") or []), *additions.volumes]
+    metadata = new.get("metadata")
+    if not isinstance(metadata, dict):
+        metadata = new["metadata"] = {}
+    annotations = metadata.get("annotations")
+    if not isinstance(annotations, dict):
+        annotations = metadata["annotations"] = {}
+    annotations[STATUS] = status
     return new
 
 
@@ -205,7 +260,7 @@ def diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[dict[str, Any]]
 
 
 def _subtree_patch(before: Any, after: Any, *, prefix: str) -> list[dict[str, Any]]:
-    """jsonpatch over one subtree. In lists (containers, volumes), every item stands in as a
+    """jsonpatch over one subtree. In lists (of containers), every item stands in as a
     token, the same token on both sides for the same or an equal item, so jsonpatch never walks
     into a container: one with 2,000 env vars costs nothing to compare, and a changed sidecar is
     replaced whole rather than diffed field by field."""
@@ -275,8 +330,9 @@ def inject_pod(
     namespace: str,
     namespace_labels: Mapping[str, str] | None = None,
 ) -> InjectionResult:
-    """Decide, and if the pod joins the mesh render it and diff; raises AnnotationError."""
-    decision, overrides = _decide(pod, config, namespace, namespace_labels)
+    """Decide, and if the pod joins the mesh render it and diff; raises what ``judge`` raises."""
+    decision, overrides = judge(pod, config=config, namespace=namespace,
+                                namespace_labels=namespace_labels)
     if overrides is None:
         return InjectionResult(decision=decision, pod=dict(pod), patch=[])
     new = render(pod, config=config, overrides=overrides)
@@ -287,22 +343,37 @@ def inject_pod(
 def patch_json(pod: Mapping[str, Any], *, config: MeshConfig, namespace: str) -> PatchAnswer:
     """The webhook's answer, equal to ``inject_pod``'s, with the patch serialized here: so the
     cached sidecars can go in without a copy, as they never leave this function but as bytes."""
-    decision, overrides = _decide(pod, config, namespace, None)
+    decision, overrides = judge(pod, config=config, namespace=namespace, namespace_labels=None)
     if overrides is None:
         return PatchAnswer(decision, b"[]")
     new = _render(pod, _additions(config, overrides))
     return PatchAnswer(decision, orjson.dumps(diff(pod, new)), advice.warnings(pod, overrides))
 
 
-def _decide(
+def judge(
     pod: Mapping[str, Any],
+    *,
     config: MeshConfig,
     namespace: str,
     namespace_labels: Mapping[str, str] | None,
+    requested: str = REQUESTED,
 ) -> tuple[Decision, PodOverrides | None]:
-    """The decision, and the pod's overrides when it is injected (None when it is not)."""
-    decision = decide(pod, namespace=namespace, namespace_labels=namespace_labels, config=config)
-    if not decision.inject:
-        return decision, None
-    annotations = (pod.get("metadata") or {}).get("annotations") or {}
-    return decision, parse_overrides(annotations, config=config)
+    """Whether the pod is injected, and with what overrides (None when it is not); raises
+    every problem at once (one MeshError, or PodErrors): an unreadable meshinject.io/inject
+    value always, and for a pod to inject its bad annotations and the clashes of its spec with
+    what injection adds (:mod:`injector.core.conflicts`). The webhook, ``inject`` and ``check``
+    all judge here, so they can never disagree."""
+    errors: list[MeshError] = list(flag_errors(pod))
+    decision = decide(pod, namespace=namespace, namespace_labels=namespace_labels, config=config,
+                      requested=requested)
+    overrides = None
+    if decision.inject:
+        annotations = (pod.get("metadata") or {}).get("annotations") or {}
+        try:
+            overrides = parse_overrides(annotations, config=config)
+        except (AnnotationError, PodErrors) as err:  # a bad mesh default is not the pod's
+            errors.append(err)
+        errors.extend(conflicts.problems(pod))
+    if errors:
+        raise one_or_all(errors)
+    return decision, overrides

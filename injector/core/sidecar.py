@@ -15,13 +15,25 @@ from typing import Any
 from initcontainer.config import to_args
 from injector.core import bootstrap
 from mesh.contract import (
+    CA_CONFIGMAP,
+    CA_DIR,
+    CA_FILE,
+    CA_VOLUME,
     INIT_COMMAND,
     INIT_NAME,
+    POD_IP_ENV,
+    POD_NAME_ENV,
+    POD_NAMESPACE_ENV,
     PROMETHEUS_PORT,
     PROXY_COMMAND,
     PROXY_NAME,
     READINESS_PATH,
     READINESS_PORT,
+    SERVICE_ACCOUNT_ENV,
+    TOKEN_AUDIENCE,
+    TOKEN_DIR,
+    TOKEN_FILE,
+    TOKEN_VOLUME,
 )
 from mesh.envoy import process
 from mesh.overrides.pod import PodOverrides
@@ -102,9 +114,14 @@ def proxy_container(*, config: MeshConfig, overrides: PodOverrides) -> dict[str,
             "--concurrency", str(overrides.concurrency),
             *process.proxy_args(overrides.traffic),
         ],
+        "env": _downward_env(),
         "ports": [
             {"name": "http-envoy-prom", "containerPort": PROMETHEUS_PORT, "protocol": "TCP"},
             {"name": "mesh-health", "containerPort": READINESS_PORT, "protocol": "TCP"},
+        ],
+        "volumeMounts": [
+            {"name": TOKEN_VOLUME, "mountPath": TOKEN_DIR, "readOnly": True},
+            {"name": CA_VOLUME, "mountPath": CA_DIR, "readOnly": True},
         ],
         "resources": resources(overrides.resources),
         "securityContext": _proxy_security(overrides),
@@ -120,3 +137,23 @@ def proxy_container(*, config: MeshConfig, overrides: PodOverrides) -> dict[str,
     if overrides.native:
         container["restartPolicy"] = "Always"
     return container
+
+
+def _downward_env() -> list[dict[str, Any]]:
+    """The pod facts the bootstrap's node identity is expanded from (``$(VAR)`` in args)."""
+    fields = ((POD_NAME_ENV, "metadata.name"), (POD_NAMESPACE_ENV, "metadata.namespace"),
+              (POD_IP_ENV, "status.podIP"), (SERVICE_ACCOUNT_ENV, "spec.serviceAccountName"))
+    return [{"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}}
+            for name, path in fields]
+
+
+def volumes(*, config: MeshConfig) -> list[dict[str, Any]]:
+    """The proxy's credentials: a ServiceAccount token for our audience alone (useless to the
+    API server, renewed by the kubelet) and the mesh's root, to verify the control plane."""
+    token = {"serviceAccountToken": {"audience": TOKEN_AUDIENCE, "path": TOKEN_FILE,
+                                     "expirationSeconds": config.control_plane.token_seconds}}
+    return [
+        {"name": TOKEN_VOLUME, "projected": {"sources": [token]}},
+        {"name": CA_VOLUME, "configMap": {"name": CA_CONFIGMAP,
+                                          "items": [{"key": CA_FILE, "path": CA_FILE}]}},
+    ]

@@ -54,17 +54,19 @@ def _at(doc: Any, path: tuple[str, ...]) -> Any:
 
 
 def find(
-    doc: Any, *, prefix: Path = (), default_namespace: str = DEFAULT_NAMESPACE
+    doc: Any, *, prefix: Path = (), default_namespace: str = DEFAULT_NAMESPACE,
+    name: str | None = None,
 ) -> Iterator[Workload]:
     """Every pod template in ``doc`` (a parsed YAML document), in document order; workloads
-    that name no namespace are in ``default_namespace``."""
+    that name no namespace are in ``default_namespace``. With ``name``, only the workloads of
+    that name, and only those are checked for shape: a broken neighbour is not their fault."""
     if not isinstance(doc, Mapping):
         return
     kind = doc.get("kind")
     if kind == "List" or (isinstance(kind, str) and kind.endswith("List") and "items" in doc):
         for index, item in enumerate(doc.get("items") or []):
             yield from find(item, prefix=(*prefix, "items", index),
-                            default_namespace=default_namespace)
+                            default_namespace=default_namespace, name=name)
         return
     if not isinstance(kind, str) or kind not in TEMPLATE_PATHS:
         return
@@ -74,13 +76,15 @@ def find(
     metadata = doc.get("metadata")
     if not isinstance(metadata, Mapping):
         metadata = {}
-    name = metadata.get("name") or metadata.get("generateName") or "<unnamed>"
+    title = metadata.get("name") or metadata.get("generateName") or "<unnamed>"
+    if name is not None and str(title) != name:
+        return
     namespace = metadata.get("namespace") or default_namespace
     where = ".".join(TEMPLATE_PATHS[kind]) or "pod"
     problem = shape_problem(template)
     if problem:
-        raise ManifestError(f"{where}{problem}", kind=f"{kind} {namespace}/{name}")
-    yield Workload(kind=kind, name=str(name), namespace=str(namespace),
+        raise ManifestError(f"{where}{problem}", kind=f"{kind} {namespace}/{title}")
+    yield Workload(kind=kind, name=str(title), namespace=str(namespace),
                    path=(*prefix, *TEMPLATE_PATHS[kind]), pod=template)
 
 

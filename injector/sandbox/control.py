@@ -2,15 +2,18 @@
 
 ``up`` writes the plan, forks the supervisor (its own session: it outlives the CLI) and waits
 until every pod is ready, failing fast, with the container's last log lines, when a container
-cannot start. ``down`` works from the state directory alone: it stops the supervisor (checking
-the recorded start time, so a recycled pid is never signalled), kills any container it recorded,
-deletes every journaled namespace and hosts directory, and removes the directory only when
-nothing is left; so it cleans up after a crashed or killed ``up`` as well as a running sandbox.
+cannot start; on a timeout it names, per pod not ready, the container holding it back and why
+(its probe, where, and what the probe saw), with the end of that container's log. ``down``
+works from the state directory alone: it stops the supervisor (checking the recorded start
+time, so a recycled pid is never signalled), kills any container it recorded, deletes every
+journaled namespace and hosts directory, and removes the directory only when nothing is left;
+so it cleans up after a crashed or killed ``up`` as well as a running sandbox.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -20,12 +23,14 @@ from collections.abc import Callable
 from typing import Any
 
 from injector.sandbox import network, nssocket
-from injector.sandbox.model import ContainerPlan, PodPlan, SandboxPlan
+from injector.sandbox.model import NODE_ADDRESS, ContainerPlan, PodPlan, Probe, SandboxPlan
+from injector.sandbox.progress import plural
 from injector.sandbox.state import StateDir, same_process
-from mesh.contract import READINESS_PATH, READINESS_PORT
+from mesh.contract import CONTROLPLANE_DEBUG_PORT, READINESS_PATH, READINESS_PORT
 from mesh.errors import SandboxError
 
 READINESS = (READINESS_PORT, READINESS_PATH)
+MAX_SHOWN = 5  # pods explained in a timeout's message; the rest are counted
 # supervisors this process forked: kept so ``down`` can reap them (the supervisor outlives a
 # CLI that exits, and an unreaped child is a zombie and a ResourceWarning)
 _children: dict[int, subprocess.Popen[bytes]] = {}
@@ -35,7 +40,9 @@ def tail(state: StateDir, pod: str, container: str, lines: int = 8) -> str:
     try:
         text = state.log_path(pod, container).read_text(errors="replace")
     except OSError:
-        return ""
+        return "    (no log yet)"
+    if not text.strip():
+        return "    (its log is empty)"
     shown = (ln if len(ln) <= 240 else ln[:240] + " ..." for ln in text.splitlines()[-lines:])
     return "\n".join("    | " + line for line in shown)
 
@@ -73,6 +80,55 @@ def _app_ready(c: ContainerPlan, info: dict[str, Any]) -> bool:
     if probe is not None:
         return nssocket.probe(ns, kind=probe.kind, port=probe.port, path=probe.path)
     return all(nssocket.probe(ns, kind="tcp", port=port) for port in c.ports)
+
+
+def _probe_text(probe: Probe) -> str:
+    """A probe as a manifest author wrote it: ``httpGet :8080/healthz``, ``tcpSocket :5432``."""
+    return f"httpGet :{probe.port}{probe.path}" if probe.kind == "http" else (
+        f"tcpSocket :{probe.port}")
+
+
+def _holdup(c: ContainerPlan, got: dict[str, Any], ns: str) -> str | None:
+    """Why this container keeps its pod from being ready now, or None when it does not."""
+    state, code = got.get("state", "waiting"), got.get("exit_code")
+    ended = f"exited with code {code} (restarts: {got.get('restarts', 0)})"
+    if c.role == "init":
+        return None if state == "completed" else {
+            "running": "init container still running", "waiting": "init container not started",
+        }.get(state, f"init container {ended}")
+    if c.role == "sidecar" and state == "running" and not got.get("started"):
+        probe = c.startup_probe
+        if probe is None:  # "started" is set at once without one
+            return "not started"
+        _, seen = nssocket.probe_result(ns, kind=probe.kind, port=probe.port, path=probe.path)
+        return f"startup probe {_probe_text(probe)} failing, last result: {seen}"
+    if state == "waiting":
+        return "not started yet (an earlier container of the pod is not done)"
+    if state != "running":
+        return None if c.role == "app" and state == "completed" else ended
+    if c.role == "sidecar":
+        return None
+    if c.readiness_probe is not None:
+        probe = c.readiness_probe
+        ok, seen = nssocket.probe_result(ns, kind=probe.kind, port=probe.port, path=probe.path)
+        return None if ok else f"readiness probe {_probe_text(probe)} failing, last result: {seen}"
+    for port in c.ports:
+        ok, seen = nssocket.probe_result(ns, kind="tcp", port=port)
+        if not ok:
+            return (f"containerPort {port} does not accept connections ({seen}); without a "
+                    "readiness probe the sandbox waits for the declared ports")
+    return None
+
+
+def not_ready(state: StateDir, pod: PodPlan, info: dict[str, Any]) -> str:
+    """Which container keeps a pod from being ready, why, and the end of its log."""
+    containers = info.get("containers") or {}
+    for c in pod.containers:
+        why = _holdup(c, containers.get(c.name) or {}, info.get("netns", ""))
+        if why is not None:
+            return (f"pod {pod.key}: container {c.name} ({c.role}): {why}; its log ends:\n"
+                    + tail(state, pod.key, c.name))
+    return f"pod {pod.key}: phase {info.get('phase') or 'Pending'}"
 
 
 def start(state: StateDir, plan: SandboxPlan) -> int:
@@ -113,15 +169,52 @@ def wait_ready(
             ready += pod_ready(pod, info)
         if progress is not None:
             progress(ready, len(plan.pods))
-        if ready == len(plan.pods):
+        if ready == len(plan.pods) and (why := mesh_lag(state, plan, pods)) is None:
             return
+        if ready == len(plan.pods) and time.monotonic() > deadline:
+            raise SandboxError(f"pods ready, but the mesh did not converge in {timeout:.0f}s: "
+                               f"{why}; see {state.root / 'controlplane.log'}")
         if not same_process(supervisor, None):
             raise SandboxError(f"the supervisor exited; see {state.root / 'supervisor.log'}")
         if time.monotonic() > deadline:
+            late = [p for p in plan.pods if not pod_ready(p, pods.get(p.key) or {})]
+            shown = [not_ready(state, p, pods.get(p.key) or {}) for p in late[:MAX_SHOWN]]
+            more = len(late) - len(shown)
             raise SandboxError(
-                f"pods not ready after {timeout:.0f}s: see `meshinject sandbox status`"
+                f"{plural(len(late), 'pod')} of {len(plan.pods)} not ready after {timeout:g}s:\n"
+                + "\n".join(shown) + (f"\n... and {plural(more, 'more pod')}" if more else "")
             )
         time.sleep(0.1)
+
+
+def mesh_lag(state: StateDir, plan: SandboxPlan, pods: dict[str, Any]) -> str | None:
+    """Why the control plane and the proxies have not caught up with the pods yet, or None
+    once every Service's ready endpoints are applied and every proxy ACKed its latest config."""
+    if not any(p.injected for p in plan.pods):
+        return None
+    owner = state.owner()
+    node = network.node_name(owner[0]) if owner else ""
+    try:
+        _, endpoints = nssocket.http_get(node, CONTROLPLANE_DEBUG_PORT, "/debug/endpoints",
+                                         host=NODE_ADDRESS, timeout=1)
+        _, proxies = nssocket.http_get(node, CONTROLPLANE_DEBUG_PORT, "/debug/proxies",
+                                       host=NODE_ADDRESS, timeout=1)
+        applied, connected = json.loads(endpoints), json.loads(proxies)
+    except (OSError, ValueError) as err:
+        return f"the control plane does not answer ({err})"
+    by_address = {p.address: p for p in plan.pods}
+    for service in plan.services:
+        want = sorted(a for a in service.endpoints
+                      if a in by_address and pod_ready(by_address[a], pods.get(
+                          by_address[a].key) or {}))
+        if applied.get(f"{service.namespace}/{service.name}", []) != want:
+            return f"Service {service.namespace}/{service.name}'s endpoints are not applied yet"
+    current = {(p["namespace"], p["pod"]) for p in connected
+               if all(t["current"] for t in p["types"].values()) and len(p["types"]) == 4}
+    for pod in plan.pods:
+        if pod.injected and (pod.namespace, pod.name) not in current:
+            return f"pod {pod.key}'s proxy has not ACKed its latest config"
+    return None
 
 
 def _killpg(pid: int, started: int | None) -> None:

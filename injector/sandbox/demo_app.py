@@ -3,7 +3,8 @@
 Only the standard library: ``http.server`` to serve, ``http.client`` to call other services by
 their Service name. No proxy settings, no mesh library, no ports but their own: whatever the
 mesh does, it does from outside. Each request is logged as ``PEER METHOD PATH -> STATUS``, so
-the logs show who the app thinks called it.
+the logs show who the app thinks called it, and each call it makes as ``call TARGET -> STATUS``,
+so the demo can tell whether its proxy counted every one.
 
     python -m injector.sandbox.demo_app backend --name catalog --port 8080
     python -m injector.sandbox.demo_app backend --name reviews --port 8080 --fail-every 5
@@ -21,6 +22,14 @@ import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+_LOG = threading.Lock()
+
+
+def log(line: str) -> None:
+    """One line on stdout, whole, even with many request threads."""
+    with _LOG:
+        print(line, flush=True)
+
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
@@ -35,7 +44,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        print(f"{self.client_address[0]} {self.command} {self.path} -> {code}", flush=True)
+        log(f"{self.client_address[0]} {self.command} {self.path} -> {code}")
 
     def log_message(self, format: str, *args: object) -> None:
         return
@@ -79,7 +88,10 @@ def frontend(port: int, calls: dict[str, str]) -> None:
 
     class Handler(_Handler):
         def do_GET(self) -> None:
-            results = {name: call(target) for name, target in calls.items()}
+            results = {}
+            for name, target in calls.items():
+                results[name] = call(target)
+                log(f"call {target} -> {results[name]}")
             ok = all(code == 200 for code in results.values())
             self.answer(200 if ok else 502, {"service": "frontend", "backends": results})
 

@@ -44,12 +44,27 @@ class ContainerPlan(_Model):
     readiness_probe: Probe | None = None
     ports: list[int] = []  # declared TCP containerPorts: without a readiness probe, "ready"
     # in the sandbox means they accept connections (so `up` returns when the apps answer)
+    mounts: list[tuple[str, str]] = []  # (volume name, mount path): the volumes it sees
+
+
+class Volume(_Model):
+    """A volume the sandbox can make: the kubelet's job for the few kinds meshed pods use."""
+
+    name: str
+    kind: Literal["token", "ca-root", "empty"]
+    audience: str = ""  # token: who it is for
+    seconds: int = 3600  # token: how long it lives
+    path: str = ""  # token and ca-root: the file's name in the volume
 
 
 class PodPlan(_Model):
     name: str
     namespace: str
     labels: dict[str, str]
+    annotations: dict[str, str] = {}
+    service_account: str = "default"
+    uid: str = ""
+    volumes: list[Volume] = []
     address: str
     injected: bool
     reason: str
@@ -89,6 +104,9 @@ class SandboxPlan(_Model):
     pods: list[PodPlan]
     services: list[ServicePlan]
     notes: list[str] = []
+    control_plane_host: str = ""  # the name proxies dial for xDS; the node answers it
+    mesh_config: dict[str, object] = {}  # the config the pods were injected with, for the
+    # control plane (as the cluster's ConfigMap would hold it)
 
     def pod(self, name: str) -> PodPlan | None:
         """A pod by ``name.namespace``, or when unambiguous by bare name or by its workload's

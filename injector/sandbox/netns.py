@@ -7,7 +7,8 @@ of this machine apply to both:
 
 - nothing is ever created in the root namespace: veths are created inside a namespace with the
   peer placed straight into the other one, so the root namespace never sees them;
-- addresses come from 198.18.0.0/15 only (the benchmarking range), checked here;
+- addresses come from 198.18.0.0/15 only (the benchmarking range), and IPv6 ones from
+  2001:2::/48 (its IPv6 counterpart), checked here;
 - every name starts with :data:`PREFIX` and the creating process's pid, so concurrent runs never
   collide and :func:`cleanup_stale` can delete what a crashed run left behind.
 """
@@ -28,6 +29,7 @@ from mesh.errors import NetnsError
 
 PREFIX = "mi-"
 ALLOWED = ipaddress.ip_network("198.18.0.0/15")
+ALLOWED6 = ipaddress.ip_network("2001:2::/48")
 _counter = itertools.count()
 
 
@@ -38,13 +40,21 @@ def _run(cmd: Sequence[str], *, timeout: float = 30) -> str:
     return proc.stdout
 
 
-def _check_address(address: str) -> ipaddress.IPv4Interface:
-    iface = ipaddress.IPv4Interface(address)
-    if iface.ip not in ALLOWED:
+def _check_address(address: str) -> ipaddress.IPv4Interface | ipaddress.IPv6Interface:
+    iface = ipaddress.ip_interface(address)
+    allowed = ALLOWED if iface.version == 4 else ALLOWED6
+    if iface.ip not in allowed:
         raise ValueError(
-            f"address {address!r} is outside {ALLOWED}: test hosts use that range only"
+            f"address {address!r} is outside {allowed}: test hosts use that range only"
         )
     return iface
+
+
+def _addr_add(ns: Netns, iface: ipaddress.IPv4Interface | ipaddress.IPv6Interface,
+              ifname: str) -> None:
+    """Assign an address; an IPv6 one without duplicate detection (usable at once)."""
+    nodad = ["nodad"] if iface.version == 6 else []
+    _run(["ip", "-n", ns.name, "addr", "add", str(iface), "dev", ifname, *nodad])
 
 
 @dataclass(frozen=True)
@@ -54,14 +64,26 @@ class Netns:
     name: str
 
     def argv(
-        self, cmd: Sequence[str], *, uid: int | None = None, gid: int | None = None
+        self, cmd: Sequence[str], *, uid: int | None = None, gid: int | None = None,
+        mounts: Sequence[tuple[str, str]] = (),
     ) -> list[str]:
-        """The command line that runs ``cmd`` inside the namespace, optionally as uid/gid.
+        """The command line that runs ``cmd`` inside the namespace, optionally as uid/gid, with
+        ``mounts`` (host directory, path in the container) bound read-only.
 
         ``setpriv --reuid`` alone keeps gid 0 and root's groups, so a gid-owner rule would not
-        match: the gid is always set and the supplementary groups cleared.
+        match: the gid is always set and the supplementary groups cleared. The mounts are made
+        in the mount namespace ``ip netns exec`` creates for the command (it is a slave of the
+        host's, so nothing leaks back), by a shell that then execs in place: the pid is still
+        the program's.
         """
         prefix = ["ip", "netns", "exec", self.name]
+        if mounts:
+            script = "set -e; " + "".join(
+                f'mkdir -p "${{{2 * i + 2}}}"; mount --bind "${{{2 * i + 1}}}" "${{{2 * i + 2}}}"; '
+                f'mount -o remount,bind,ro "${{{2 * i + 2}}}"; '
+                for i in range(len(mounts))
+            ) + f"shift {2 * len(mounts)}; exec \"$@\""
+            prefix += ["sh", "-c", script, "sh", *(p for m in mounts for p in m)]
         if uid is not None or gid is not None:
             u = 0 if uid is None else uid
             g = u if gid is None else gid
@@ -100,12 +122,13 @@ class Netns:
         uid: int | None = None,
         gid: int | None = None,
         log_path: str | None = None,
+        mounts: Sequence[tuple[str, str]] = (),
     ) -> subprocess.Popen[bytes]:
         """Start a long-running process in its own process group; stop it with :func:`stop`."""
         out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
         try:
             return subprocess.Popen(
-                self.argv(cmd, uid=uid, gid=gid),
+                self.argv(cmd, uid=uid, gid=gid, mounts=mounts),
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -173,13 +196,17 @@ def _add_veth(a: Netns, a_if: str, b: Netns, b_if: str) -> None:
 
 
 def veth(
-    a: Netns, b: Netns, *, a_addr: str, b_addr: str, a_if: str = "eth0", b_if: str = "eth0"
+    a: Netns, b: Netns, *, a_addr: str, b_addr: str, a_if: str = "eth0", b_if: str = "eth0",
+    a_addr6: str | None = None, b_addr6: str | None = None,
 ) -> None:
-    """A veth pair between two namespaces, created inside ``a`` with the peer placed in ``b``."""
-    a_iface, b_iface = _check_address(a_addr), _check_address(b_addr)
+    """A veth pair between two namespaces, created inside ``a`` with the peer placed in ``b``.
+    Addresses of either family; ``a_addr6``/``b_addr6`` add IPv6 ones (a dual-stack link)."""
+    a_ifaces = [_check_address(x) for x in (a_addr, a_addr6) if x]
+    b_ifaces = [_check_address(x) for x in (b_addr, b_addr6) if x]
     _add_veth(a, a_if, b, b_if)
-    for ns, ifname, iface in ((a, a_if, a_iface), (b, b_if, b_iface)):
-        _run(["ip", "-n", ns.name, "addr", "add", str(iface), "dev", ifname])
+    for ns, ifname, ifaces in ((a, a_if, a_ifaces), (b, b_if, b_ifaces)):
+        for iface in ifaces:
+            _addr_add(ns, iface, ifname)
         _run(["ip", "-n", ns.name, "link", "set", ifname, "up"])
 
 

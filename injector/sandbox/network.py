@@ -10,6 +10,7 @@ namespace or in pods. Every namespace and hosts directory is journaled before it
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
 import time
@@ -78,7 +79,39 @@ def teardown(state: StateDir, *, wait: float = 5) -> list[str]:
         path = Path(directory)
         if path.parent == HOSTS_ROOT:  # never remove anything the journal did not create
             shutil.rmtree(path, ignore_errors=True)
+    busy = _mounted_anywhere()
+    for directory in reversed(resources["mount_dirs"]):  # deepest last made, first removed
+        path = Path(directory)
+        if any(str(path.resolve()) == m or m.startswith(f"{path.resolve()}/") for m in busy):
+            continue  # another sandbox's container still has a volume bound there
+        with contextlib.suppress(OSError):  # only while empty: never anything of the host's
+            path.rmdir()
     return resources["namespaces"]
+
+
+def _mounted_anywhere() -> set[str]:
+    """Every mount point in any process's mount namespace (removing a directory would detach
+    what another namespace mounted on it)."""
+    points: set[str] = set()
+    for info in Path("/proc").glob("[0-9]*/mountinfo"):
+        with contextlib.suppress(OSError):
+            points.update(line.split()[4] for line in info.read_text().splitlines()
+                          if len(line.split()) > 4)
+    return points
+
+
+def mount_points(state: StateDir, paths: list[str]) -> None:
+    """Make (and journal) the empty host directories the containers' volumes are bound onto:
+    only those that do not exist yet, each parent before its child."""
+    for path in paths:
+        missing: list[Path] = []
+        here = Path(path)
+        while not here.exists():
+            missing.append(here)
+            here = here.parent
+        for directory in reversed(missing):
+            state.record(mount_dir=str(directory))
+            directory.mkdir(exist_ok=True)
 
 
 def leftovers(state: StateDir) -> list[str]:
@@ -87,5 +120,6 @@ def leftovers(state: StateDir) -> list[str]:
     alive = {line.split()[0] for line in listing.stdout.splitlines() if line.strip()}
     resources = state.resources()
     return [n for n in resources["namespaces"] if n in alive] + [
+        d for d in resources["mount_dirs"] if Path(d).exists()] + [
         d for d in resources["hosts_dirs"] if Path(d).exists()
     ]

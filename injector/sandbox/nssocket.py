@@ -71,12 +71,23 @@ def probe(
     namespace: str, *, kind: str, port: int, path: str = "/", host: str = "127.0.0.1"
 ) -> bool:
     """A kubelet-style probe: HTTP 200-399, or a TCP connect."""
+    return probe_result(namespace, kind=kind, port=port, path=path, host=host)[0]
+
+
+def probe_result(
+    namespace: str, *, kind: str, port: int, path: str = "/", host: str = "127.0.0.1"
+) -> tuple[bool, str]:
+    """The probe's verdict and what it saw, as a user would want it reported: ``HTTP 503``,
+    ``connection refused``, ``timed out``."""
     try:
         if kind == "http":
-            return 200 <= http_get(namespace, port, path, host=host, timeout=1)[0] < 400
+            code = http_get(namespace, port, path, host=host, timeout=1)[0]
+            return 200 <= code < 400, f"HTTP {code}"
         with socket_in(namespace) as sock:
             sock.settimeout(1)
             sock.connect((host, port))
-        return True
-    except OSError:
-        return False
+        return True, "connected"
+    except TimeoutError:
+        return False, "timed out after 1s"
+    except OSError as err:
+        return False, (err.strerror or str(err)).lower() if err.errno else str(err)

@@ -9,6 +9,7 @@ Namespace labels are ignored, as in ``meshinject inject``: a pod is injected unl
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
@@ -22,9 +23,11 @@ from injector.sandbox.model import (
     SandboxPlan,
     ServicePlan,
     ServicePort,
+    Volume,
     pod_address,
     vip_address,
 )
+from mesh.contract import CA_CONFIGMAP, CA_FILE
 from mesh.errors import MeshError, SandboxError
 from mesh.settings import MeshConfig
 
@@ -56,7 +59,8 @@ def _env(container: Mapping[str, Any], *, pod: Mapping[str, str]) -> dict[str, s
     env = {"PATH": images.container_path(), "HOME": "/root", "HOSTNAME": pod["name"]}
     fields = {"metadata.name": pod["name"], "metadata.namespace": pod["namespace"],
               "status.podIP": pod["address"], "spec.nodeName": "sandbox",
-              "status.hostIP": pod["address"]}
+              "status.hostIP": pod["address"],
+              "spec.serviceAccountName": pod["service_account"]}
     for item in container.get("env") or []:
         if "value" in item:
             env[item["name"]] = images.expand(str(item["value"]), env)
@@ -80,12 +84,14 @@ def _probe(spec: Mapping[str, Any] | None, ports: Mapping[str, int]) -> Probe | 
 
 def _container(
     c: Mapping[str, Any], *, role: str, pod: Mapping[str, str], security: Mapping[str, Any],
-    config: MeshConfig,
+    config: MeshConfig, volumes: set[str],
 ) -> ContainerPlan:
     where = f"pod {pod['name']!r}, container {c.get('name')!r}"
     env = _env(c, pod=pod)
     sc = {**security, **(c.get("securityContext") or {})}
     ports = {p["name"]: int(p["containerPort"]) for p in c.get("ports") or [] if "name" in p}
+    mounts = [(str(m["name"]), str(m["mountPath"])) for m in c.get("volumeMounts") or []
+              if m.get("name") in volumes]
     return ContainerPlan(
         name=str(c["name"]), role=role, image=str(c.get("image", "")),  # type: ignore[arg-type]
         argv=images.resolve_argv(c, where=where, config=config, env=env), env=env,
@@ -94,11 +100,34 @@ def _container(
         readiness_probe=_probe(c.get("readinessProbe"), ports),
         ports=[int(p["containerPort"]) for p in c.get("ports") or []
                if p.get("protocol", "TCP") == "TCP" and "containerPort" in p],
+        mounts=mounts,
     )
 
 
+def _volumes(spec: Mapping[str, Any], *, pod: str, notes: list[str]) -> list[Volume]:
+    """The volumes the sandbox makes, as a kubelet would: a projected ServiceAccount token, the
+    mesh root's ConfigMap, an emptyDir. Any other kind is left out, with a note."""
+    made: list[Volume] = []
+    for item in spec.get("volumes") or []:
+        name = str(item.get("name"))
+        sources = (item.get("projected") or {}).get("sources") or []
+        token = next((s["serviceAccountToken"] for s in sources if "serviceAccountToken" in s),
+                     None)
+        if token is not None and len(sources) == 1:
+            made.append(Volume(name=name, kind="token", audience=str(token.get("audience", "")),
+                               seconds=int(token.get("expirationSeconds", 3600)),
+                               path=str(token.get("path", "token"))))
+        elif (item.get("configMap") or {}).get("name") == CA_CONFIGMAP:
+            made.append(Volume(name=name, kind="ca-root", path=CA_FILE))
+        elif "emptyDir" in item:
+            made.append(Volume(name=name, kind="empty"))
+        else:
+            notes.append(f"pod {pod}: volume {name!r} is not modelled by the sandbox")
+    return made
+
+
 def _pod(name: str, template: Mapping[str, Any], *, namespace: str, index: int,
-         config: MeshConfig) -> tuple[PodPlan, Mapping[str, Any]]:
+         config: MeshConfig, notes: list[str]) -> tuple[PodPlan, Mapping[str, Any]]:
     meta = dict(template.get("metadata") or {})
     meta.update(name=name, namespace=namespace)
     pod = {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": template.get("spec") or {}}
@@ -107,17 +136,25 @@ def _pod(name: str, template: Mapping[str, Any], *, namespace: str, index: int,
     except MeshError as err:
         raise SandboxError(f"pod {name!r}: {err}") from err
     spec = result.pod["spec"]
-    info = {"name": name, "namespace": namespace, "address": pod_address(index)}
+    account = str(spec.get("serviceAccountName") or "default")
+    info = {"name": name, "namespace": namespace, "address": pod_address(index),
+            "service_account": account}
+    volumes = _volumes(spec, pod=f"{namespace}/{name}", notes=notes)
+    known = {v.name for v in volumes}
     security = {k: v for k, v in (spec.get("securityContext") or {}).items()
                 if k in ("runAsUser", "runAsGroup")}
     containers = [
         _container(c, role="sidecar" if c.get("restartPolicy") == "Always" else "init",
-                   pod=info, security=security, config=config)
+                   pod=info, security=security, config=config, volumes=known)
         for c in spec.get("initContainers") or []
-    ] + [_container(c, role="app", pod=info, security=security, config=config)
+    ] + [_container(c, role="app", pod=info, security=security, config=config, volumes=known)
          for c in spec.get("containers") or []]
+    injected_meta = result.pod.get("metadata") or {}
     plan = PodPlan(
         name=name, namespace=namespace, labels=dict(meta.get("labels") or {}),
+        annotations={str(k): str(v) for k, v in (injected_meta.get("annotations") or {}).items()},
+        service_account=account, uid=str(uuid.uuid5(uuid.NAMESPACE_URL, f"{namespace}/{name}")),
+        volumes=volumes,
         address=info["address"], injected=result.decision.inject, reason=result.decision.reason,
         restart_policy=spec.get("restartPolicy", "Always"), containers=containers,
     )
@@ -161,7 +198,8 @@ def build_plan(documents: Iterable[Any], *, config: MeshConfig, namespace: str =
         for name, template in made:
             if len(pods) >= POD_LIMIT:
                 raise SandboxError(f"the sandbox runs at most {POD_LIMIT} pods")
-            pods.append(_pod(name, template, namespace=ns, index=len(pods), config=config))
+            pods.append(_pod(name, template, namespace=ns, index=len(pods), config=config,
+                             notes=notes))
     keys = [(p.namespace, p.name) for p, _ in pods]
     if len(set(keys)) != len(keys):
         dup = next(k for k in keys if keys.count(k) > 1)
@@ -173,4 +211,6 @@ def build_plan(documents: Iterable[Any], *, config: MeshConfig, namespace: str =
     ]
     if not pods:
         raise SandboxError("the manifest has no pods or workloads to run")
-    return SandboxPlan(pods=[p for p, _ in pods], services=services, notes=notes)
+    return SandboxPlan(pods=[p for p, _ in pods], services=services, notes=notes,
+                       control_plane_host=config.control_plane.address.rpartition(":")[0],
+                       mesh_config=config.model_dump(mode="json", by_alias=True))

@@ -32,6 +32,11 @@ class Progress:
         self.stream.flush()
 
 
+def plural(count: int, noun: str, many: str | None = None) -> str:
+    """``1 pod``, ``3 pods``, ``0 pods``; ``many`` for a noun that takes more than an s."""
+    return f"{count} {noun if count == 1 else many or noun + 's'}"
+
+
 def bar(fraction: float, *, width: int = 30) -> str:
     """``[#########.....]`` for a fraction from 0 to 1."""
     filled = max(0, min(width, round(fraction * width)))

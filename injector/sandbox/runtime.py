@@ -38,6 +38,7 @@ class Container:
     exit_code: int | None = None
     started_at: float = 0.0
     restart_at: float | None = None
+    mounts: list[tuple[str, str]] = field(default_factory=list)  # (host dir, container path)
     managed: bool = False  # handed to the supervisor's loop (sidecars and apps, once started)
     started: bool = False  # the startup probe passed (or there is none)
     _failures: int = field(default=0, repr=False)
@@ -46,7 +47,8 @@ class Container:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
-                self.ns.argv(self.plan.argv, uid=self.plan.uid, gid=self.plan.gid),
+                self.ns.argv(self.plan.argv, uid=self.plan.uid, gid=self.plan.gid,
+                             mounts=self.mounts),
                 env=self.plan.env,
                 cwd=self.plan.workdir if os.path.isdir(self.plan.workdir) else "/",
                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,

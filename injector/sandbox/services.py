@@ -12,7 +12,7 @@ resolves to its first pod. ``ip netns exec`` bind-mounts ``/etc/netns/<ns>/hosts
 
 from __future__ import annotations
 
-from injector.sandbox.model import PodPlan, SandboxPlan, ServicePlan
+from injector.sandbox.model import NODE_ADDRESS, PodPlan, SandboxPlan, ServicePlan
 
 CHAIN = "MESHINJECT-SERVICES"
 
@@ -31,6 +31,8 @@ def hosts_file(plan: SandboxPlan, *, pod: PodPlan | None) -> str:
         if address is not None:
             names = service.names(from_namespace=None if pod is None else pod.namespace)
             lines.append(f"{address}\t{' '.join(names)}")
+    if plan.control_plane_host:  # the control plane runs on the node, as a host service
+        lines.append(f"{NODE_ADDRESS}\t{plan.control_plane_host}")
     return "\n".join(lines) + "\n"
 
 

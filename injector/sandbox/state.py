@@ -97,15 +97,18 @@ class StateDir:
     def resources(self) -> dict[str, list[str]]:
         data = read_json(self.root / "resources.json", {})
         return {"namespaces": list(data.get("namespaces", [])),
-                "hosts_dirs": list(data.get("hosts_dirs", []))}
+                "hosts_dirs": list(data.get("hosts_dirs", [])),
+                "mount_dirs": list(data.get("mount_dirs", []))}
 
-    def record(self, *, namespace: str | None = None, hosts_dir: str | None = None) -> None:
-        """Write a resource down before it is created (the journal only grows)."""
+    def record(self, *, namespace: str | None = None, hosts_dir: str | None = None,
+               mount_dir: str | None = None) -> None:
+        """Write a resource down before it is created (the journal only grows); a mount dir
+        is an empty directory made on the host so a volume can be bound onto it."""
         data = self.resources()
-        if namespace is not None and namespace not in data["namespaces"]:
-            data["namespaces"].append(namespace)
-        if hosts_dir is not None and hosts_dir not in data["hosts_dirs"]:
-            data["hosts_dirs"].append(hosts_dir)
+        for key, value in (("namespaces", namespace), ("hosts_dirs", hosts_dir),
+                           ("mount_dirs", mount_dir)):
+            if value is not None and value not in data[key]:
+                data[key].append(value)
         write_json(self.root / "resources.json", data)
 
     # --- status ---------------------------------------------------------------------------

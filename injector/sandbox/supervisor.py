@@ -21,13 +21,16 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from injector.sandbox import netns, network, nssocket
+from injector.sandbox import apiserver, control, netns, network, nssocket
 from injector.sandbox.model import PodPlan
+from injector.sandbox.plane import ControlPlane
+from injector.sandbox.progress import plural
 from injector.sandbox.runtime import Container
 from injector.sandbox.state import StateDir
 
 STARTUP_TIMEOUT = 30.0
 TICK = 0.1
+READINESS_EVERY = 0.25  # how often pods are probed and their endpoints published
 
 
 class Supervisor:
@@ -41,12 +44,16 @@ class Supervisor:
         self.error = ""
         self.pods: dict[str, list[Container]] = {}
         self.pod_phase: dict[str, str] = {p.key: "Pending" for p in self.plan.pods}
+        self.keys = apiserver.Keys(state)
+        self.control_plane: ControlPlane | None = None
+        self.ready: dict[str, bool] = {}  # pod key -> Ready, as the EndpointSlices show it
 
     # --- status ---------------------------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
         with self.lock:
             return {
                 "phase": self.phase, "error": self.error, "owner": self.owner,
+                "control_plane": self.control_plane.status() if self.control_plane else None,
                 "pods": {
                     key: {"phase": self.pod_phase[key], "netns": containers[0].ns.name,
                           "containers": {c.plan.name: c.status() for c in containers}}
@@ -56,6 +63,14 @@ class Supervisor:
 
     def publish(self) -> None:
         self.state.write_status(self.snapshot())
+
+    def publish_registry(self, status: dict[str, Any]) -> None:
+        """Tell the control plane which pods are Ready (their endpoints), when that changed."""
+        pods = status.get("pods") or {}
+        ready = {p.key: control.pod_ready(p, pods.get(p.key) or {}) for p in self.plan.pods}
+        if ready != self.ready:
+            self.ready = ready
+            apiserver.publish(self.state, self.plan, ready)
 
     # --- pods -----------------------------------------------------------------------------
     def _wait_exit(self, container: Container) -> int | None:
@@ -121,6 +136,19 @@ class Supervisor:
                 return
             time.sleep(0.05)
 
+    def _start_control_plane(self) -> None:
+        """The mesh's control plane on the node, with the registry it reads, before any pod."""
+        if not any(p.injected for p in self.plan.pods):
+            return
+        self.keys.ensure()
+        apiserver.publish(self.state, self.plan, {})
+        self.control_plane = ControlPlane(self.state, netns.Netns(network.node_name(self.owner)))
+        begun = time.monotonic()
+        self.control_plane.start()
+        self.control_plane.wait_ready()
+        print(f"{time.strftime('%T')} control plane ready in {time.monotonic() - begun:.2f}s",
+              flush=True)
+
     # --- the loop -------------------------------------------------------------------------
     def _tick(self, pods: dict[str, PodPlan]) -> bool:
         """Restart what exited; True when something changed."""
@@ -151,13 +179,18 @@ class Supervisor:
             begun = time.monotonic()
             names = network.build(self.state, self.plan, owner=self.owner)
             took = time.monotonic() - begun
-            print(f"{time.strftime('%T')} network for {len(names)} pods in {took:.2f}s", flush=True)
+            print(f"{time.strftime('%T')} network for {plural(len(names), 'pod')} in {took:.2f}s",
+                  flush=True)
+            self._start_control_plane()
             for pod in self.plan.pods:
                 ns = netns.Netns(names[pod.key])
+                apiserver.write_volumes(self.state, pod, self.keys)
                 self.pods[pod.key] = [
-                    Container(plan=c, pod=pod, ns=ns, log=self.state.log_path(pod.key, c.name))
+                    Container(plan=c, pod=pod, ns=ns, log=self.state.log_path(pod.key, c.name),
+                              mounts=apiserver.mounts(self.state, pod, c.mounts))
                     for c in pod.containers
                 ]
+                network.mount_points(self.state, [p for c in pod.containers for _, p in c.mounts])
             threads = [threading.Thread(target=self._start_pod, args=(p, names[p.key]), daemon=True)
                        for p in self.plan.pods]
             for thread in threads:
@@ -167,9 +200,13 @@ class Supervisor:
             while not self.stopping.is_set():
                 if self.phase == "starting" and not any(t.is_alive() for t in threads):
                     self.phase, ready_at = "running", 0.0
+                if self.control_plane is not None:
+                    self.control_plane.supervise()
                 if self._tick(by_key) or time.monotonic() > ready_at:
-                    self.publish()
-                    ready_at = time.monotonic() + 1
+                    status = self.snapshot()
+                    self.state.write_status(status)
+                    self.publish_registry(status)
+                    ready_at = time.monotonic() + READINESS_EVERY
                 self.stopping.wait(TICK)
         except Exception as err:
             self.phase, self.error, code = "failed", str(err), 1
@@ -177,6 +214,8 @@ class Supervisor:
         finally:
             self.stopping.set()
             self._stop_all()
+            if self.control_plane is not None:
+                self.control_plane.stop()
             network.teardown(self.state)
             if self.phase != "failed":
                 self.phase = "stopped"

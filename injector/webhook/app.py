@@ -79,6 +79,9 @@ _ADMISSION_REVIEW = {
                 "dryRun": {"type": "boolean"},
                 "object": _POD,
             },
+            # a CREATE carries what is created (a DELETE carries none)
+            "if": {"required": ["operation"], "properties": {"operation": {"const": "CREATE"}}},
+            "then": {"required": ["object"]},
         },
     },
 }

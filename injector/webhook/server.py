@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import signal
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +29,22 @@ KEEP_ALIVE_SECONDS = 120
 # made). uvicorn times out idle keep-alive connections only, so without it a client that sends
 # half a header, or nothing after the handshake, holds a connection and a descriptor forever.
 HEADER_SECONDS = 10.0
+# How long a stop waits for requests in flight: well inside the kubelet's default grace period
+# (30 s, then SIGKILL), so the process always exits on its own and cleans up.
+GRACEFUL_SECONDS = 20
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def _exit_zero(signum: int, _frame: object) -> None:
+    raise SystemExit(0)
+
+
+def exit_cleanly_on_stop() -> None:
+    """From now on SIGTERM and SIGINT end the process with exit 0 through the normal path
+    (``finally`` blocks and ``atexit`` hooks run); while uvicorn serves, its own handlers drain
+    first. Call it first thing, from the main thread."""
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, _exit_zero)
 
 
 @dataclass(frozen=True)
@@ -112,6 +129,7 @@ def serve(
         server_header=False,
         log_level=options.log_level,
         timeout_keep_alive=KEEP_ALIVE_SECONDS,
+        timeout_graceful_shutdown=GRACEFUL_SECONDS,
         workers=1,
         loop=options.loop,
         http=http_protocol(options.http, header_seconds=options.header_timeout),

@@ -24,9 +24,14 @@ ORIGINAL_DST = EXTENSIONS + "filters.listener.original_dst.v3.OriginalDst"
 HTTP_INSPECTOR = EXTENSIONS + "filters.listener.http_inspector.v3.HttpInspector"
 STDOUT_ACCESS_LOG = EXTENSIONS + "access_loggers.stream.v3.StdoutAccessLog"
 HTTP_PROTOCOL_OPTIONS = EXTENSIONS + "upstreams.http.v3.HttpProtocolOptions"
+PREVIOUS_HOSTS = EXTENSIONS + "retry.host.previous_hosts.v3.PreviousHostsPredicate"
 DOWNSTREAM_CONNECTIONS = (
     EXTENSIONS + "resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig"
 )
+
+
+# resources fetched over the proxy's one ADS stream
+ADS_SOURCE: Json = {"ads": {}, "resource_api_version": "V3"}
 
 
 def socket_address(address: str, port: int) -> Json:

@@ -5,8 +5,9 @@ Each restores the original destination (``original_dst`` listener filter) and pa
 to an ORIGINAL_DST cluster, i.e. on to where the connection was going anyway. A connection
 addressed to the capture port itself would be passed to itself forever, so each listener has a
 filter chain matching its own port that leads to a cluster with no endpoints. Inbound
-passthrough binds its source to 127.0.0.6: the app sees a loopback peer, and mesh-init's rules
-let that traffic back out without capturing it again.
+passthrough binds its source to 127.0.0.6 (``::6`` for IPv6, which mesh-init assigns to ``lo``):
+the app sees a loopback peer, and mesh-init's rules let that traffic back out without capturing
+it again.
 
 The listeners and clusters are built by small functions so the L7 module can swap the default
 TCP chains for HTTP ones without re-stating the rest. The admin API listens on 127.0.0.1 only;
@@ -129,17 +130,24 @@ def direction_listener(direction: envoy_http.Direction, *, overrides: PodOverrid
     )
 
 
-def admin_route_listener(*, name: str, port: int, path: str, admin_path: str) -> Json:
-    """An HTTP listener that exposes exactly one admin path, under a path of our choosing."""
-    route: Json = {"cluster": ADMIN_CLUSTER}
-    if admin_path != path:
-        route["prefix_rewrite"] = admin_path
+def admin_paths_listener(*, name: str, ports: Sequence[int], paths: Mapping[str, str]) -> Json:
+    """One HTTP listener, on every address of ``ports``, that exposes exactly the admin paths
+    ``paths`` maps to (public path -> admin path), and nothing else of the admin API."""
+    routes = []
+    for public, admin in paths.items():
+        route: Json = {"cluster": ADMIN_CLUSTER}
+        if admin != public:
+            route["prefix_rewrite"] = admin
+        routes.append({"match": {"path": public}, "route": route})
+    first, *more = ports
+    addresses = any_address(first)
+    for port in more:
+        addresses["additional_addresses"] += [
+            {"address": socket_address(a, port)} for a in ("0.0.0.0", "::")]
     return {
         "name": name,
-        **any_address(port),
-        "filter_chains": [{"filters": [http_connection_manager(
-            stat_prefix=name, routes=[{"match": {"path": path}, "route": route}],
-        )]}],
+        **addresses,
+        "filter_chains": [{"filters": [http_connection_manager(stat_prefix=name, routes=routes)]}],
     }
 
 
@@ -156,13 +164,23 @@ def passthrough_cluster(*, name: str, bind: Json | None = None) -> Json:
     return cluster
 
 
-def clusters() -> list[Json]:
+def passthrough_clusters() -> list[Json]:
+    """The clusters the capture listeners' TCP chains use: on to the original destination
+    (inbound from 127.0.0.6), and the loop guard's cluster with no endpoints."""
     return [
         passthrough_cluster(name=OUTBOUND_PASSTHROUGH),
         passthrough_cluster(name=INBOUND_PASSTHROUGH, bind=envoy_http.inbound_bind()),
         {"name": BLACKHOLE, "type": "STATIC", "connect_timeout": "1s",
          "load_assignment": {"cluster_name": BLACKHOLE, "endpoints": []}},
-        {"name": ADMIN_CLUSTER, "type": "STATIC", "connect_timeout": "1s",
-         "load_assignment": {"cluster_name": ADMIN_CLUSTER, "endpoints": [{"lb_endpoints": [
-             {"endpoint": {"address": socket_address("127.0.0.1", ADMIN_PORT)}}]}]}},
     ]
+
+
+def admin_cluster() -> Json:
+    """Envoy's own admin API, behind the readiness and Prometheus listeners."""
+    return {"name": ADMIN_CLUSTER, "type": "STATIC", "connect_timeout": "1s",
+            "load_assignment": {"cluster_name": ADMIN_CLUSTER, "endpoints": [{"lb_endpoints": [
+                {"endpoint": {"address": socket_address("127.0.0.1", ADMIN_PORT)}}]}]}}
+
+
+def clusters() -> list[Json]:
+    return [*passthrough_clusters(), admin_cluster()]

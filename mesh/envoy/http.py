@@ -10,7 +10,9 @@
 - outbound: one ORIGINAL_DST cluster (the app already chose the destination, and with capture we
   have no other source of endpoints), with timeouts and retries on the route, the retry budget
   and circuit breakers on the cluster, outlier detection per destination host;
-- inbound: fault injection, then the app, reached from 127.0.0.6 like the TCP passthrough;
+- inbound: fault injection, then the app, reached from 127.0.0.6 like the TCP passthrough; a
+  request it could not deliver is answered with the ``meshinject-not-delivered`` header, which
+  the caller's proxy retries as it retries its own connect failures (docs/proxy.md);
 - telemetry: fixed stat prefixes (``http.outbound_http.*``, ``cluster.outbound_http.*``, and the
   same for inbound) and Json access logs on stdout.
 
@@ -21,11 +23,14 @@ from __future__ import annotations
 
 from typing import Literal
 
+from mesh.contract import INBOUND_SOURCE4, INBOUND_SOURCE6, NOT_DELIVERED_HEADER
 from mesh.envoy.base import (
+    ADS_SOURCE,
     FAULT,
     HTTP_CONNECTION_MANAGER,
     HTTP_INSPECTOR,
     HTTP_PROTOCOL_OPTIONS,
+    PREVIOUS_HOSTS,
     ROUTER,
     STDOUT_ACCESS_LOG,
     Json,
@@ -38,8 +43,10 @@ from mesh.overrides.values import UINT32
 Direction = Literal["inbound", "outbound"]
 
 HTTP_PROTOCOLS = ("http/1.0", "http/1.1", "h2c")
-INBOUND_SOURCE = "127.0.0.6"
-INBOUND_SOURCE6 = "::6"
+# Envoy's response flags for a request the inbound proxy answered without sending it to the app:
+# connecting to the app failed (UF), no host (UH), a breaker overflowed (UO). Nothing of such a
+# request reached the app, so the caller's proxy may retry it whatever its method.
+NOT_DELIVERED_FLAGS = ("UF", "UH", "UO")
 
 # One JSON object per request; names follow Envoy's command operators, kept short and stable.
 ACCESS_LOG_FIELDS: dict[str, str] = {
@@ -64,11 +71,19 @@ ACCESS_LOG_FIELDS: dict[str, str] = {
 
 def inbound_bind() -> Json:
     """The source of every connection to the app, TCP or HTTP: mesh-init lets both back out
-    uncaptured."""
+    uncaptured (and assigns ::6 to lo where the pod has IPv6).
+
+    ``freebind``: the bind never fails for want of the address. Without it a failed bind did
+    not stop Envoy from connecting with the source the kernel picks, the pod's own address, so
+    the "proxy to own pod address goes inbound" rule sent the connection back to 15006: one
+    client connection became 1,025 before a circuit breaker stopped it. With it, a pod missing
+    ::6 gets one connection that cannot complete (a timeout), never a loop.
+    """
     return {
-        "source_address": {"address": INBOUND_SOURCE, "port_value": 0},
+        "source_address": {"address": INBOUND_SOURCE4, "port_value": 0},
         # Envoy picks the source of the upstream's family
         "extra_source_addresses": [{"address": {"address": INBOUND_SOURCE6, "port_value": 0}}],
+        "freebind": True,
     }
 
 
@@ -141,7 +156,12 @@ def _fault_filter(delay: Fault | None, abort: Fault | None) -> Json:
     return {"name": "envoy.filters.http.fault", "typed_config": config}
 
 
-def _retry_policy(policy: TrafficPolicy) -> Json:
+def retry_policy(policy: TrafficPolicy, *, other_hosts: bool = False) -> Json:
+    """The outbound retry policy. ``connect-failure`` means "the app was never reached" across
+    the mesh hop too: with it, a peer proxy's not-delivered answer is retried like our own
+    failed connect (that 503 says the server's proxy failed to connect to its app).
+    ``other_hosts`` sends each retry to an endpoint not yet tried (a Service's cluster has
+    several; an original-destination cluster has only the one)."""
     retry: Json = {
         "retry_on": ",".join(policy.retry_on),
         "num_retries": policy.retries,
@@ -152,21 +172,34 @@ def _retry_policy(policy: TrafficPolicy) -> Json:
     }
     if policy.retriable_status_codes:
         retry["retriable_status_codes"] = list(policy.retriable_status_codes)
+    if "connect-failure" in policy.retry_on:
+        retry["retry_on"] += ",retriable-headers"
+        retry["retriable_headers"] = [{"name": NOT_DELIVERED_HEADER, "present_match": True}]
     if policy.per_try_timeout_ms:
         retry["per_try_timeout"] = seconds(policy.per_try_timeout_ms)
+    if other_hosts:
+        retry["retry_host_predicate"] = [{
+            "name": "envoy.retry_host_predicates.previous_hosts",
+            "typed_config": {"@type": PREVIOUS_HOSTS},
+        }]
+        retry["host_selection_retry_max_attempts"] = 5
     return retry
 
 
 def route_config(policy: TrafficPolicy, *, direction: Direction) -> Json:
     """One catch-all route to the direction's cluster. Only outbound retries and times out:
-    the caller's proxy owns the request's policy, the inbound side just delivers it."""
+    the caller's proxy owns the request's policy, the inbound side just delivers it. Both strip
+    the not-delivered header from what they pass on: only an inbound proxy's own answer may
+    carry it (never an app's), and no app sees it (an app that relays responses would otherwise
+    hand its caller's proxy a reason to retry a request the app did receive)."""
     action: Json = {"cluster": cluster_name(direction), "timeout": "0s"}
     if direction == "outbound":
         action["timeout"] = seconds(policy.timeout_ms)
         if policy.retries and policy.retry_on:
-            action["retry_policy"] = _retry_policy(policy)
+            action["retry_policy"] = retry_policy(policy)
     return {
         "name": cluster_name(direction),
+        "response_headers_to_remove": [NOT_DELIVERED_HEADER],
         "virtual_hosts": [{
             "name": direction,
             "domains": ["*"],
@@ -175,7 +208,12 @@ def route_config(policy: TrafficPolicy, *, direction: Direction) -> Json:
     }
 
 
-def http_connection_manager(policy: TrafficPolicy, *, direction: Direction) -> Json:
+def http_connection_manager(
+    policy: TrafficPolicy, *, direction: Direction, rds: str | None = None,
+    stat_prefix: str | None = None,
+) -> Json:
+    """The HTTP connection manager of a capture listener's HTTP chain: the direction's catch-all
+    route inline, or the route configuration ``rds`` names, fetched over xDS."""
     filters: list[Json] = []
     if direction == "inbound" and (policy.fault_delay or policy.fault_abort):
         filters.append(_fault_filter(policy.fault_delay, policy.fault_abort))
@@ -187,17 +225,32 @@ def http_connection_manager(policy: TrafficPolicy, *, direction: Direction) -> J
     })
     hcm: Json = {
         "@type": HTTP_CONNECTION_MANAGER,
-        "stat_prefix": cluster_name(direction),
+        "stat_prefix": stat_prefix or cluster_name(direction),
         "codec_type": "AUTO",
-        "route_config": route_config(policy, direction=direction),
         "http_filters": filters,
         "http_protocol_options": {"accept_http_10": True},
         "server_header_transformation": "PASS_THROUGH",
         "upgrade_configs": [{"upgrade_type": "websocket"}],
     }
+    if rds is None:
+        hcm["route_config"] = route_config(policy, direction=direction)
+    else:
+        hcm["rds"] = {"config_source": ADS_SOURCE, "route_config_name": rds}
     if policy.access_log:
         hcm["access_log"] = [access_log(direction)]
+    if direction == "inbound":
+        hcm["local_reply_config"] = not_delivered_reply()
     return {"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}
+
+
+def not_delivered_reply() -> Json:
+    """Mark the inbound proxy's own answer to a request that never reached the app (added after
+    the route's header removal, so it survives it)."""
+    return {"mappers": [{
+        "filter": {"response_flag_filter": {"flags": list(NOT_DELIVERED_FLAGS)}},
+        "headers_to_add": [{"header": {"key": NOT_DELIVERED_HEADER, "value": "%RESPONSE_FLAGS%"},
+                            "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}],
+    }]}
 
 
 def http_filter_chain(policy: TrafficPolicy, *, direction: Direction) -> Json:
@@ -209,7 +262,7 @@ def http_filter_chain(policy: TrafficPolicy, *, direction: Direction) -> Json:
     }
 
 
-def _thresholds(*, connections: int, pending: int, requests: int) -> Json:
+def thresholds(*, connections: int, pending: int, requests: int) -> Json:
     return {"max_connections": connections, "max_pending_requests": pending,
             "max_requests": requests, "max_retries": UINT32}
 
@@ -240,24 +293,35 @@ def outbound_cluster(policy: TrafficPolicy) -> Json:
     # VIP the node picks an endpoint per connection, and a pool shared by all the app's
     # connections would pin every request to the first endpoint it reached.
     cluster["connection_pool_per_downstream_connection"] = True
-    thresholds = _thresholds(connections=policy.max_connections,
-                             pending=policy.max_pending_requests, requests=policy.max_requests)
-    thresholds["retry_budget"] = {
+    cluster["circuit_breakers"] = circuit_breakers(policy)
+    if policy.outlier_consecutive_5xx:
+        # every host is a different destination: ejecting one never starves another
+        cluster["outlier_detection"] = outlier_detection(policy, max_percent=100)
+    return cluster
+
+
+def circuit_breakers(policy: TrafficPolicy) -> Json:
+    """The client's limits on one cluster, with the retry budget that keeps retries a fraction
+    of the requests in flight."""
+    limits = thresholds(connections=policy.max_connections,
+                        pending=policy.max_pending_requests, requests=policy.max_requests)
+    limits["retry_budget"] = {
         "budget_percent": {"value": policy.retry_budget_percent},
         "min_retry_concurrency": policy.retry_min_concurrency,
     }
-    cluster["circuit_breakers"] = {"thresholds": [thresholds]}
-    if policy.outlier_consecutive_5xx:
-        ejection = policy.outlier_ejection_time_ms
-        cluster["outlier_detection"] = {
-            "consecutive_5xx": policy.outlier_consecutive_5xx,
-            "base_ejection_time": seconds(ejection),
-            "max_ejection_time": seconds(max(ejection, 300_000)),
-            "interval": seconds(min(ejection, 10_000)),
-            # every host is a different destination: ejecting one never starves another
-            "max_ejection_percent": 100,
-        }
-    return cluster
+    return {"thresholds": [limits]}
+
+
+def outlier_detection(policy: TrafficPolicy, *, max_percent: int) -> Json:
+    """Ejection after consecutive 5xx, for the policy's ejection time, doubling on repeats."""
+    ejection = policy.outlier_ejection_time_ms
+    return {
+        "consecutive_5xx": policy.outlier_consecutive_5xx,
+        "base_ejection_time": seconds(ejection),
+        "max_ejection_time": seconds(max(ejection, 300_000)),
+        "interval": seconds(min(ejection, 10_000)),
+        "max_ejection_percent": max_percent,
+    }
 
 
 def inbound_cluster() -> Json:
@@ -266,7 +330,7 @@ def inbound_cluster() -> Json:
     cluster = _cluster("inbound")
     cluster["upstream_bind_config"] = inbound_bind()
     cluster["circuit_breakers"] = {
-        "thresholds": [_thresholds(connections=UINT32, pending=UINT32, requests=UINT32)]
+        "thresholds": [thresholds(connections=UINT32, pending=UINT32, requests=UINT32)]
     }
     return cluster
 

@@ -97,6 +97,36 @@ class Kube:
         kwargs.update(_preload_content=False, _request_timeout=self.timeout)
         return _json(_translate(what, lambda: method(*args, **kwargs)))
 
+    # -- any path: what the registries and the local cluster use ----------------------------
+    def _raw(self, method: str, path: str, *, query: dict[str, Any] | None = None,
+             body: Any = None, content_type: str = "application/json",
+             timeout: float | tuple[float, float] | None = None) -> Any:
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = content_type
+        method_, url, headers, body, _ = self.api_client.param_serialize(
+            method, path, query_params=list((query or {}).items()), header_params=headers,
+            body=body, auth_settings=["BearerToken"])
+        response = self.api_client.call_api(
+            method_, url, header_params=headers, body=body,
+            _request_timeout=self.timeout if timeout is None else timeout).response
+        if not 200 <= response.status < 300:
+            data = response.data
+            raise ApiException(http_resp=response, body=data.decode("utf-8", "replace"),
+                               data=None)
+        return response
+
+    def request(self, method: str, path: str, *, query: dict[str, Any] | None = None,
+                body: Any = None, content_type: str = "application/json") -> Obj:
+        """One call to any API path (``/apis/discovery.k8s.io/v1/endpointslices``), as JSON."""
+        return _json(_translate(f"{method} {path}", lambda: self._raw(
+            method, path, query=query, body=body, content_type=content_type)))
+
+    def stream(self, path: str, *, query: dict[str, Any], read_timeout: float) -> Any:
+        """A streaming GET (a watch): the raw response, to read line by line, then close."""
+        return _translate(f"watch {path}", lambda: self._raw(
+            "GET", path, query=query, timeout=(self.timeout, read_timeout)))
+
     # -- secrets: the certificate store ----------------------------------------------------
     def get_secret(self, namespace: str, name: str) -> Obj:
         return self._call(
@@ -173,6 +203,13 @@ class Kube:
             label_selector=label_selector,
         )
         return list(found.get("items") or [])
+
+    def pod_proxy_query(self, namespace: str, pod: str, *, port: int, path: str,
+                        query: dict[str, str]) -> str:
+        """GET with a query string through the pod proxy (``path`` without it)."""
+        where = f"/api/v1/namespaces/{namespace}/pods/{pod}:{port}/proxy/{path.lstrip('/')}"
+        response = _translate(f"GET {where}", lambda: self._raw("GET", where, query=query))
+        return bytes(response.data or b"").decode("utf-8", "replace")
 
     def pod_proxy_get(self, namespace: str, pod: str, *, port: int, path: str) -> str:
         """GET through the API server's pod proxy (needs ``pods/proxy`` get): how inspect reads

@@ -9,7 +9,9 @@ mesh-init rejects.
 
 The L7 policy keys (timeouts, retries, breakers, faults, telemetry, drain) are parsed by
 :mod:`mesh.overrides.traffic`, called from here so a bad one denies the pod like any other, into
-:attr:`PodOverrides.traffic`. Other unknown ``proxy.meshinject.io/*`` keys are not errors.
+:attr:`PodOverrides.traffic`. An unknown key under our prefixes is not an error (a newer
+meshinject may know it); ``injector.core.advice`` warns about it, naming the nearest known key.
+Every bad value of a pod is reported at once (:class:`~mesh.errors.PodErrors`).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from dataclasses import dataclass
 from typing import TypeVar, get_args
 
 from initcontainer import config as capture_config
-from initcontainer.config import CaptureConfig, ConfigError, PortRange
+from initcontainer.config import CaptureConfig, ConfigError, IPNetwork, PortRange
 from mesh.contract import (
     EXCLUDE_INBOUND_PORTS,
     EXCLUDE_OUTBOUND_IP_RANGES,
@@ -45,7 +47,16 @@ from mesh.contract import (
 )
 from mesh.errors import AnnotationError, MeshError
 from mesh.overrides.traffic import TrafficPolicy, parse_traffic_policy
-from mesh.overrides.values import CPU, MEMORY, by_mesh_init, parse_bool, parse_ports, parse_quantity
+from mesh.overrides.values import (
+    CPU,
+    MEMORY,
+    Problems,
+    by_mesh_init,
+    parse_bool,
+    parse_ports,
+    parse_quantity,
+)
+from mesh.quantity import parse_quantity as quantity
 from mesh.settings import MeshConfig, ProxySettings, Resources
 
 # The proxy's own listeners: capturing them would send the kubelet's probes and Prometheus'
@@ -94,33 +105,46 @@ def _default(field: str, text: str, parse: Callable[[str, str], T]) -> T:
         raise MeshError(str(err)) from err
 
 
-def capture_overrides(annotations: Mapping[str, str], *, config: MeshConfig) -> CaptureConfig:
-    """The pod's CaptureConfig: an annotation replaces the mesh default for its setting."""
+def capture_overrides(annotations: Mapping[str, str], *, config: MeshConfig,
+                      problems: Problems | None = None) -> CaptureConfig:
+    """The pod's CaptureConfig: an annotation replaces the mesh default for its setting.
+
+    With ``problems`` a bad annotation is recorded there and its default stands in; without,
+    the first one raises."""
+    own = problems is None
+    found = Problems() if problems is None else problems
     defaults = config.capture
     get = annotations.get
-    exclude_in = _default("excludeInboundPorts", defaults.exclude_inbound_ports,
-                          capture_config.parse_ports)
-    if (text := get(EXCLUDE_INBOUND_PORTS)) is not None:
-        exclude_in = _ports_why(EXCLUDE_INBOUND_PORTS, text)
-    exclude_out = _default("excludeOutboundPorts", defaults.exclude_outbound_ports,
-                           capture_config.parse_ports)
-    if (text := get(EXCLUDE_OUTBOUND_PORTS)) is not None:
-        exclude_out = _ports_why(EXCLUDE_OUTBOUND_PORTS, text)
-    exclude_cidrs = _default("excludeOutboundIpRanges", defaults.exclude_outbound_ip_ranges,
-                             capture_config.parse_cidrs)
-    if (text := get(EXCLUDE_OUTBOUND_IP_RANGES)) is not None:
-        exclude_cidrs = by_mesh_init(EXCLUDE_OUTBOUND_IP_RANGES, text, capture_config.parse_cidrs)
-    include_in = include_out = None
-    if (text := get(INCLUDE_INBOUND_PORTS)) is not None and text.strip() != "*":
-        include_in = _ports_why(INCLUDE_INBOUND_PORTS, text)
-    if (text := get(INCLUDE_OUTBOUND_PORTS)) is not None and text.strip() != "*":
-        include_out = _ports_why(INCLUDE_OUTBOUND_PORTS, text)
-    include_cidrs = None
-    if (text := get(INCLUDE_OUTBOUND_IP_RANGES)) is not None and text.strip() != "*":
-        include_cidrs = by_mesh_init(INCLUDE_OUTBOUND_IP_RANGES, text, capture_config.parse_cidrs)
-    mode = defaults.interception_mode
-    if (text := get(INTERCEPTION_MODE)) is not None:
-        mode = by_mesh_init(INTERCEPTION_MODE, text, capture_config.parse_mode)
+
+    def read(key: str, fallback: T, parse: Callable[[str, str], T]) -> T:
+        text = get(key)
+        return fallback if text is None else found.take(fallback, parse, key, text)
+
+    def read_include(key: str, parse: Callable[[str, str], T]) -> T | None:
+        text = get(key)
+        if text is None or text.strip() == "*":
+            return None
+        return found.take(None, parse, key, text)
+
+    def cidrs(key: str, text: str) -> tuple[IPNetwork, ...]:
+        return by_mesh_init(key, text, capture_config.parse_cidrs)
+
+    exclude_in = read(EXCLUDE_INBOUND_PORTS, _default(
+        "excludeInboundPorts", defaults.exclude_inbound_ports, capture_config.parse_ports),
+        _ports_why)
+    exclude_out = read(EXCLUDE_OUTBOUND_PORTS, _default(
+        "excludeOutboundPorts", defaults.exclude_outbound_ports, capture_config.parse_ports),
+        _ports_why)
+    exclude_cidrs = read(EXCLUDE_OUTBOUND_IP_RANGES, _default(
+        "excludeOutboundIpRanges", defaults.exclude_outbound_ip_ranges,
+        capture_config.parse_cidrs), cidrs)
+    include_in = read_include(INCLUDE_INBOUND_PORTS, _ports_why)
+    include_out = read_include(INCLUDE_OUTBOUND_PORTS, _ports_why)
+    include_cidrs = read_include(INCLUDE_OUTBOUND_IP_RANGES, cidrs)
+    mode = read(INTERCEPTION_MODE, defaults.interception_mode,
+                lambda key, text: by_mesh_init(key, text, capture_config.parse_mode))
+    if own:
+        found.raise_any()
     return CaptureConfig(
         include_inbound_ports=include_in,
         exclude_inbound_ports=capture_config.merge_ranges((*exclude_in, *PROXY_INBOUND_PORTS)),
@@ -132,7 +156,21 @@ def capture_overrides(annotations: Mapping[str, str], *, config: MeshConfig) -> 
     )
 
 
-def _resources(annotations: Mapping[str, str], base: Resources) -> Resources:
+# (request field, limit field, request annotation, limit annotation)
+_PAIRS = (("cpu", "cpu_limit", PROXY_CPU, PROXY_CPU_LIMIT),
+          ("memory", "memory_limit", PROXY_MEMORY, PROXY_MEMORY_LIMIT))
+
+
+def _resources(annotations: Mapping[str, str], base: Resources, problems: Problems) -> Resources:
+    """The proxy's resources: the annotations over the mesh defaults, never a request above
+    its limit (the API server refuses that pod). docs/proxy.md states the rule:
+
+    - the pod sets both, request above limit: refused, naming both annotations and values;
+    - the pod sets only the limit, below the default request: the request comes down to the
+      limit, as Kubernetes itself sets a request to its limit when only the limit is given;
+    - the pod sets only the request, above the default limit: the limit goes up to the
+      request; the pod asked for at least that much, and the default limit is only our guess.
+    """
     changes: dict[str, str] = {}
     for name, field, pattern, example in (
         (PROXY_CPU, "cpu", CPU, '"100m" or "0.5"'),
@@ -141,22 +179,45 @@ def _resources(annotations: Mapping[str, str], base: Resources) -> Resources:
         (PROXY_MEMORY_LIMIT, "memory_limit", MEMORY, '"256Mi" or "1Gi"'),
     ):
         if (value := annotations.get(name)) is not None:
-            changes[field] = parse_quantity(name, value, pattern=pattern, example=example)
+            text = problems.take(None, parse_quantity, name, value, pattern=pattern,
+                                 example=example)
+            if text is not None:
+                changes[field] = text
+    for request, limit, request_key, limit_key in _PAIRS:
+        wanted = changes.get(request, getattr(base, request))
+        cap = changes.get(limit, getattr(base, limit))
+        if not wanted or not cap or quantity(wanted) <= quantity(cap):
+            continue
+        if request in changes and limit in changes:
+            problems.errors.append(AnnotationError(
+                request_key, wanted, f"the request is above {limit_key}={cap!r}, and Kubernetes "
+                "refuses a container whose request exceeds its limit"))
+        elif limit in changes:
+            changes[request] = cap
+        else:
+            changes[limit] = wanted
     return base.model_copy(update=changes) if changes else base
 
 
 def parse_overrides(annotations: Mapping[str, str], *, config: MeshConfig) -> PodOverrides:
-    """Validate a pod's annotations into overrides of the mesh config; raises AnnotationError.
+    """Validate a pod's annotations into overrides of the mesh config; raises AnnotationError
+    for one bad annotation, PodErrors naming every one when there are several.
 
     Only ``traffic.`` and ``proxy.`` annotations matter, and most pods carry the same few (or
     none), so the result is cached on exactly those: the webhook parses each set once.
     """
     ours = []
+    problems = Problems()
     for key, raw in annotations.items():
         if key.startswith(OUR_PREFIXES):
             if not isinstance(raw, str):
-                raise AnnotationError(key, str(raw), "annotation values are strings: quote it")
+                problems.errors.append(
+                    AnnotationError(key, str(raw), "annotation values are strings: quote it"))
+                continue
             ours.append((key, raw))
+    if problems.errors:  # the rest read as usual, to report them too
+        problems.take(None, _parse_ours, tuple(sorted(ours)), config)
+        problems.raise_any()
     return _parse_ours(tuple(sorted(ours)), config)
 
 
@@ -164,33 +225,48 @@ def parse_overrides(annotations: Mapping[str, str], *, config: MeshConfig) -> Po
 def _parse_ours(ours: tuple[tuple[str, str], ...], config: MeshConfig) -> PodOverrides:
     annotations = dict(ours)
     proxy = config.proxy
-    image = proxy.image
-    if (value := annotations.get(PROXY_IMAGE)) is not None:
-        image = value.strip()
-        if len(image) > 1024 or not _IMAGE.match(image):
-            raise AnnotationError(PROXY_IMAGE, value, "expected a container image reference")
-    log_level: str = proxy.log_level
-    if (value := annotations.get(PROXY_LOG_LEVEL)) is not None:
-        log_level = value.strip().lower()
-        if log_level not in _LOG_LEVELS:
-            raise AnnotationError(PROXY_LOG_LEVEL, value,
-                                  f"expected one of {', '.join(_LOG_LEVELS)}")
-    concurrency = proxy.concurrency
-    if (value := annotations.get(PROXY_CONCURRENCY)) is not None:
-        text = value.strip()
-        if not (text.isascii() and text.isdigit()) or len(text) > 20 or not 1 <= int(text) <= 64:
-            raise AnnotationError(PROXY_CONCURRENCY, value, "expected a number of workers, 1 to 64")
-        concurrency = int(text)
-    native = config.native_sidecars
-    if (value := annotations.get(PROXY_NATIVE_SIDECAR)) is not None:
-        native = parse_bool(PROXY_NATIVE_SIDECAR, value)
+    problems = Problems()
+
+    def read(key: str, fallback: T, parse: Callable[[str, str], T]) -> T:
+        value = annotations.get(key)
+        return fallback if value is None else problems.take(fallback, parse, key, value)
+
+    image = read(PROXY_IMAGE, proxy.image, _image)
+    log_level = read(PROXY_LOG_LEVEL, str(proxy.log_level), _log_level)
+    concurrency = read(PROXY_CONCURRENCY, proxy.concurrency, _concurrency)
+    native = read(PROXY_NATIVE_SIDECAR, config.native_sidecars, parse_bool)
+    capture = capture_overrides(annotations, config=config, problems=problems)
+    resources = _resources(annotations, proxy.resources, problems)
+    traffic = problems.take(TrafficPolicy(), parse_traffic_policy, annotations, config=config)
+    problems.raise_any()
     return PodOverrides(
-        capture=capture_overrides(annotations, config=config),
+        capture=capture,
         image=image,
-        resources=_resources(annotations, proxy.resources),
+        resources=resources,
         log_level=log_level,
         concurrency=concurrency,
         native=native,
-        traffic=parse_traffic_policy(annotations, config=config),
+        traffic=traffic,
         proxy_annotations=ours,
     )
+
+
+def _image(name: str, value: str) -> str:
+    image = value.strip()
+    if len(image) > 1024 or not _IMAGE.match(image):
+        raise AnnotationError(name, value, "expected a container image reference")
+    return image
+
+
+def _log_level(name: str, value: str) -> str:
+    log_level = value.strip().lower()
+    if log_level not in _LOG_LEVELS:
+        raise AnnotationError(name, value, f"expected one of {', '.join(_LOG_LEVELS)}")
+    return log_level
+
+
+def _concurrency(name: str, value: str) -> int:
+    text = value.strip()
+    if not (text.isascii() and text.isdigit()) or len(text) > 20 or not 1 <= int(text) <= 64:
+        raise AnnotationError(name, value, "expected a number of workers, 1 to 64")
+    return int(text)

@@ -40,6 +40,7 @@ from mesh.contract import (
 from mesh.errors import AnnotationError, MeshError
 from mesh.overrides.values import (
     UINT32,
+    Problems,
     is_count,
     is_duration,
     parse_bool,
@@ -149,20 +150,29 @@ def _default(field: str, text: str, parse: Callable[[str, str], T]) -> T:
 
 
 def parse_traffic_policy(annotations: Mapping[str, str], *, config: MeshConfig) -> TrafficPolicy:
-    """The pod's TrafficPolicy; raises AnnotationError naming the first bad annotation."""
+    """The pod's TrafficPolicy; raises AnnotationError for a bad annotation, PodErrors naming
+    every one when there are several."""
     d: TrafficDefaults = config.traffic
+    problems = Problems()
 
     def pick(key: str, field: str, default: str, parse: Callable[[str, str], T]) -> T:
+        fallback = _default(field, default, parse)
         value = annotations.get(key)
         if value is None:
-            return _default(field, default, parse)
+            return fallback
         if not isinstance(value, str):
-            raise AnnotationError(key, str(value), "annotation values are strings: quote it")
-        return parse(key, value)
+            problems.errors.append(
+                AnnotationError(key, str(value), "annotation values are strings: quote it"))
+            return fallback
+        return problems.take(fallback, parse, key, value)
+
+    def fault(key: str, *, abort: bool) -> Fault | None:
+        value = annotations.get(key)
+        if value is None:
+            return None
+        return problems.take(None, parse_fault, key, value, abort=abort)
 
     retry_on, codes = pick(RETRY_ON, "retryOn", d.retry_on, parse_retry_on)
-    delay = annotations.get(FAULT_DELAY)
-    abort = annotations.get(FAULT_ABORT)
     policy = TrafficPolicy(
         timeout_ms=pick(TIMEOUT, "timeout", d.timeout, parse_duration_ms),
         retries=pick(RETRIES, "retries", str(d.retries),
@@ -188,8 +198,8 @@ def parse_traffic_policy(annotations: Mapping[str, str], *, config: MeshConfig) 
         outlier_ejection_time_ms=pick(OUTLIER_EJECTION_TIME, "outlierEjectionTime",
                                       d.outlier_ejection_time,
                                       lambda n, v: parse_duration_ms(n, v, allow_zero=False)),
-        fault_delay=None if delay is None else parse_fault(FAULT_DELAY, delay, abort=False),
-        fault_abort=None if abort is None else parse_fault(FAULT_ABORT, abort, abort=True),
+        fault_delay=fault(FAULT_DELAY, abort=False),
+        fault_abort=fault(FAULT_ABORT, abort=True),
         access_log=pick(ACCESS_LOG, "accessLog", str(d.access_log), parse_bool),
         drain_seconds=pick(DRAIN_TIME, "drainSeconds", f"{config.proxy.drain_seconds}s",
                            _drain_seconds),
@@ -197,11 +207,14 @@ def parse_traffic_policy(annotations: Mapping[str, str], *, config: MeshConfig) 
         detection_timeout_ms=pick(PROTOCOL_DETECTION_TIMEOUT, "protocolDetectionTimeout",
                                   d.protocol_detection_timeout, parse_duration_ms),
     )
-    if policy.per_try_timeout_ms and policy.timeout_ms and \
-            policy.per_try_timeout_ms > policy.timeout_ms:
-        raise AnnotationError(PER_TRY_TIMEOUT, annotations.get(PER_TRY_TIMEOUT, ""),
-                              f"longer than the request timeout ({policy.timeout_ms}ms), "
-                              "so no retry could ever run")
+    # compared only when neither value failed to parse (that one is reported already)
+    unread = {getattr(err, "annotation", None) for err in problems.errors}
+    timeouts = policy.per_try_timeout_ms, policy.timeout_ms
+    if not unread & {TIMEOUT, PER_TRY_TIMEOUT} and all(timeouts) and timeouts[0] > timeouts[1]:
+        problems.errors.append(AnnotationError(
+            PER_TRY_TIMEOUT, annotations.get(PER_TRY_TIMEOUT, ""),
+            f"longer than the request timeout ({policy.timeout_ms}ms), so no retry could ever run"))
+    problems.raise_any()
     return policy
 
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from initcontainer import config as capture_config
 from initcontainer.config import ConfigError, PortRange
-from mesh.errors import AnnotationError
+from mesh.errors import AnnotationError, MeshError, PodErrors, one_or_all
 
 T = TypeVar("T")
 
@@ -26,8 +26,8 @@ _DIGITS = re.compile(r"[0-9]{1,10}")  # ASCII only: "²".isdigit() is true, int(
 _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000}
 _MAX_MS = 24 * 3_600_000
 _TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
-CPU = re.compile(r"^(\d+(\.\d+)?|\.\d+)m?$")
-MEMORY = re.compile(r"^(\d+(\.\d+)?|\.\d+)([eE]\d+|Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
+CPU = re.compile(r"^(\d+(\.\d+)?|\.\d+)m?$", re.ASCII)
+MEMORY = re.compile(r"^(\d+(\.\d+)?|\.\d+)([eE]\d+|Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$", re.ASCII)
 
 
 def is_duration(text: str) -> bool:
@@ -101,3 +101,25 @@ def by_mesh_init(name: str, value: str, parse: Callable[[str, str], T]) -> T:
         return parse(name, value)
     except ConfigError as err:
         raise AnnotationError(name, value, err.why) from err
+
+
+class Problems:
+    """The bad values of one pod, collected so that all of them are reported at once.
+
+    ``take(fallback, parse, *args)`` runs one parser; a refusal is kept and ``fallback`` stands
+    in, so the next annotation is still read. ``raise_any()`` raises what was kept: the one error
+    itself (its message unchanged), or a :class:`~mesh.errors.PodErrors` of all."""
+
+    def __init__(self) -> None:
+        self.errors: list[MeshError] = []
+
+    def take(self, fallback: T, parse: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        try:
+            return parse(*args, **kwargs)
+        except (AnnotationError, PodErrors) as err:
+            self.errors.append(err)
+            return fallback
+
+    def raise_any(self) -> None:
+        if self.errors:
+            raise one_or_all(self.errors)

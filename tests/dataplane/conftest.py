@@ -13,6 +13,7 @@ import pytest
 from injector.sandbox import netns
 from tests.support.envoy import need_envoy
 from tests.support.lab import CLIENT_IP, SERVER_IP, Lab, Mesh
+from tests.support.meshcontrol import LabControl
 
 
 @pytest.fixture(scope="session")
@@ -38,7 +39,7 @@ def lab(can_mesh: None, tmp_path: Path) -> Iterator[Lab]:
         return proc
 
     try:
-        yield Lab(created, spawn, tmp_path)
+        yield Lab(created, spawn, tmp_path, LabControl(tmp_path / "mesh"))
     finally:
         for proc in reversed(started):
             netns.stop(proc)
@@ -51,4 +52,4 @@ def mesh(lab: Lab) -> Mesh:
     """A client pod (198.18.5.1) and a server pod (198.18.5.2) joined by a veth."""
     client, server = lab.pod("l7cli", CLIENT_IP), lab.pod("l7srv", SERVER_IP)
     netns.veth(client.ns, server.ns, a_addr=f"{CLIENT_IP}/24", b_addr=f"{SERVER_IP}/24")
-    return Mesh(client, server)
+    return Mesh(client, server, lab.control)

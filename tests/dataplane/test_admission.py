@@ -1,5 +1,6 @@
 """A bad L7 annotation is refused where every annotation is: by the webhook's review, by
-``meshinject inject`` and ``check``, with a message naming the annotation and the value."""
+``meshinject inject`` and ``check``, with a message naming the annotation and the value; a good
+one reaches the proxy's config, which the control plane translates from the same annotations."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ from pathlib import Path
 
 import orjson
 import pytest
+import yaml
 
+from controlplane.registry import objects
+from controlplane.translate.proxy import translate, view_key
 from injector.cli import main
 from injector.core.patch import inject_pod
 from injector.core.review import review
@@ -63,11 +67,18 @@ def test_inject_and_check_print_the_annotation_and_value_and_fail(
     assert 'proxy.meshinject.io/fault-abort="abort"' in capsys.readouterr().out
 
 
-def test_a_good_one_reaches_the_injected_bootstrap(
+def test_a_good_one_reaches_the_proxy_over_xds(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """The injected pod, as the control plane's registry sees it, gets the annotation's fault
+    filter and retries in the config it is sent."""
     good = tmp_path / "good.yaml"
     good.write_text(MANIFEST % "503@5")
     assert main(["inject", "-f", str(good)]) == 0
-    out = capsys.readouterr().out
-    assert "envoy.filters.http.fault" in out and '"num_retries":3' in out
+    template = yaml.safe_load(capsys.readouterr().out)["spec"]["template"]
+    found = objects.workload({**template, "metadata": {
+        **template["metadata"], "name": "web-1", "namespace": "shop"}})
+    assert found is not None
+    resources = translate((), overrides=view_key(found, config=MeshConfig()))
+    text = orjson.dumps(resources.by_type()).decode()
+    assert "envoy.filters.http.fault" in text and '"num_retries":3' in text

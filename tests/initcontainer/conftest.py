@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 import pytest
 
+from initcontainer import iptables, netlink
 from injector.sandbox import netns
 from tests.support.kernel import CLIENT_IP, POD_IP
 
@@ -24,6 +25,20 @@ def _can_netns() -> str | None:
         if shutil.which(tool) is None:
             return f"needs {tool}"
     return None
+
+
+@pytest.fixture(autouse=True)
+def _not_in_the_machines_namespace(monkeypatch: pytest.MonkeyPatch) -> None:
+    """mesh-init runs as a subprocess in a test's own namespace. In this process, which lives in
+    the machine's network namespace, its iptables runner and its netlink client fail the test
+    instead of changing anything."""
+
+    def refuse(*args: object, **_: object) -> None:
+        raise AssertionError(f"mesh-init tried to change the machine's own network namespace "
+                             f"({args[0] if args else 'netlink'})")
+
+    monkeypatch.setattr(iptables, "_run", refuse)
+    monkeypatch.setattr(netlink, "_pyroute2", refuse)
 
 
 @pytest.fixture(scope="session")

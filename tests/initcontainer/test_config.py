@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
+from collections.abc import Callable
 
 import pytest
 
-from initcontainer.__main__ import main
 from initcontainer.config import VALUE_FLAGS, CaptureConfig, ConfigError, env_name, parse, to_args
+from injector.sandbox.netns import Netns
+from tests.support.kernel import dry_run, rules
+
+MakeNs = Callable[[str], Netns]
 
 BAD_VALUES = {
     "outbound-port": "70000",
@@ -69,9 +72,9 @@ def test_malformed_command_lines_are_refused_with_a_named_reason(
         parse(argv)
 
 
-def test_the_program_exits_2_and_names_flag_and_value(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["--exclude-outbound-ports=22,x"]) == 2
-    err = capsys.readouterr().err
+@pytest.mark.netns
+def test_the_program_exits_2_and_names_flag_and_value(make_netns: MakeNs) -> None:
+    err = dry_run(make_netns("pod"), "--exclude-outbound-ports=22,x", expect=2).stderr
     assert "--exclude-outbound-ports" in err and "'22,x'" in err
 
 
@@ -94,20 +97,24 @@ def test_what_the_injector_renders_is_what_mesh_init_parses(config: CaptureConfi
     assert parse(to_args(config))[0] == config
 
 
-def test_dry_run_prints_the_rules_and_touches_nothing(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["--dry-run", "--exclude-inbound-ports=22"]) == 0
-    out = capsys.readouterr().out
+@pytest.mark.netns
+def test_dry_run_prints_the_rules_and_touches_nothing(make_netns: MakeNs) -> None:
+    out = dry_run(make_netns("pod"), "--dry-run", "--exclude-inbound-ports=22").stdout
     assert "# IPv4: iptables-restore --noflush" in out and "--dport 22 " in out
 
 
-def test_the_default_path_never_imports_pyroute2() -> None:
+@pytest.mark.netns
+def test_the_default_path_never_imports_pyroute2(make_netns: MakeNs) -> None:
     """Start-up stays light: pyroute2 costs 120-190 ms and only TPROXY routing needs it."""
     code = (
         "import sys\n"
         "from initcontainer.__main__ import main\n"
-        "main(['--dry-run', '--interception-mode=TPROXY'])\n"
+        "assert main(['--dry-run', '--interception-mode=TPROXY']) == 0\n"
         "assert 'pyroute2' not in sys.modules, 'pyroute2 was imported'\n"
         "assert 'asyncio' not in sys.modules\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    pod = make_netns("pod")
+    before = rules(pod)
+    proc = pod.run([sys.executable, "-c", code], check=False)
     assert proc.returncode == 0, proc.stderr
+    assert rules(pod) == before

@@ -22,9 +22,9 @@ import pytest
 from injector.core.patch import inject_pod
 from injector.sandbox import netns
 from injector.sandbox.netns import Netns
-from mesh.settings import MeshConfig
 from tests.support.envoy import need_envoy
 from tests.support.kernel import BACKENDS, CLIENT_IP, MESH_INIT, POD_IP, save
+from tests.support.meshcontrol import LAB_CONFIG, LabControl, expand_args
 
 pytestmark = [pytest.mark.netns, pytest.mark.envoy, pytest.mark.slow]
 
@@ -114,7 +114,7 @@ def pod(
     backend, mode = request.param
     manifest = copy.deepcopy(MANIFEST)
     manifest["metadata"]["annotations"]["traffic.meshinject.io/interception-mode"] = mode
-    injected = inject_pod(manifest, config=MeshConfig(), namespace="shop").pod
+    injected = inject_pod(manifest, config=LAB_CONFIG, namespace="shop").pod
     init, proxy = _container(injected, "mesh-init"), _container(injected, "mesh-proxy")
     assert init["command"] == ["meshinject-init"] and proxy["command"] == ["envoy"]
     pod_ns, client = make_netns("pod"), make_netns("cli")
@@ -123,13 +123,22 @@ def pod(
     env = ["env", f"MESH_INIT_BACKEND={backend}"]
     pod_ns.run([*env, MESH_INIT, *init["args"]])
     assert "MESH_OUTPUT" in save(pod_ns, backend)
+    # what the cluster gives the pod: a token, the mesh root, a control plane to dial
+    control = LabControl(tmp_path / "mesh")
+    uid = control.register_pod(name="web", namespace="shop", ip=POD_IP,
+                               annotations=manifest["metadata"]["annotations"])
+    mounts = control.pod_files(name="web", namespace="shop", uid=uid)
+    control.start_in(pod_ns, spawn, log=tmp_path / "controlplane.log")
+    env = {"POD_NAME": "web", "POD_NAMESPACE": "shop", "POD_IP": POD_IP,
+           "SERVICE_ACCOUNT": "default"}
     security = proxy["securityContext"]
     envoy = spawn(
         pod_ns,
-        [envoy_bin, *proxy["args"]],
+        [envoy_bin, *expand_args(proxy["args"], env)],
         uid=security["runAsUser"],
         gid=security["runAsGroup"],
         log_path=str(tmp_path / "envoy.log"),
+        mounts=mounts,
     )
     for port in (15000, 15001, 15006):
         pod_ns.wait_for_port(port)

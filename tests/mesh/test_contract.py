@@ -12,6 +12,7 @@ import ipaddress
 import re
 from typing import Any
 
+from controlplane.translate.proxy import translate
 from initcontainer.config import CaptureConfig
 from initcontainer.rules import NetInfo, render
 from injector.core.bootstrap import bootstrap
@@ -48,13 +49,14 @@ def test_mesh_init_redirects_to_the_ports_the_proxy_listens_on() -> None:
     targets = {int(p) for p in re.findall(r"--to-ports (\d+)", rules)}
     assert targets == {contract.OUTBOUND_PORT, contract.INBOUND_PORT}
     config = MeshConfig()
-    listeners = bootstrap(config=config, overrides=parse_overrides({}, config=config))[
-        "static_resources"]["listeners"]
+    overrides = parse_overrides({}, config=config)
+    listeners = translate((), overrides=overrides).listeners.values()  # over xDS
     ports = {x["name"]: x["address"]["socket_address"]["port_value"] for x in listeners}
-    assert ports == {
-        "outbound": contract.OUTBOUND_PORT, "inbound": contract.INBOUND_PORT,
-        "readiness": contract.READINESS_PORT, "prometheus": contract.PROMETHEUS_PORT,
-    }
+    assert ports == {"outbound": contract.OUTBOUND_PORT, "inbound": contract.INBOUND_PORT}
+    (own,) = bootstrap(config=config, overrides=overrides)["static_resources"]["listeners"]
+    served = {own["address"]["socket_address"]["port_value"],
+              *(a["address"]["socket_address"]["port_value"] for a in own["additional_addresses"])}
+    assert served == {contract.READINESS_PORT, contract.PROMETHEUS_PORT}
 
 
 def test_mesh_init_exempts_the_uid_and_gid_the_proxy_runs_as() -> None:

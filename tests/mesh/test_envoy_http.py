@@ -8,7 +8,8 @@ from collections.abc import Callable
 
 import pytest
 
-from injector.core.bootstrap import bootstrap
+from controlplane.model.values import Service, ServicePort
+from controlplane.translate.proxy import translate
 from mesh.contract import (
     ACCESS_LOG,
     DRAIN_TIME,
@@ -17,6 +18,7 @@ from mesh.contract import (
     MAX_CONNECTIONS,
     MAX_PENDING_REQUESTS,
     MAX_REQUESTS,
+    NOT_DELIVERED_HEADER,
     OPAQUE_PORTS,
     OUTLIER_CONSECUTIVE_5XX,
     OUTLIER_EJECTION_TIME,
@@ -31,7 +33,7 @@ from mesh.envoy import http as envoy_http
 from mesh.overrides.pod import parse_overrides
 from mesh.overrides.traffic import TrafficPolicy, parse_traffic_policy
 from mesh.settings import MeshConfig
-from tests.support.envoy import validate
+from tests.support.envoy import as_static, validate
 
 FULL = {
     TIMEOUT: "2s", RETRIES: "3", RETRY_ON: "5xx,reset,429", PER_TRY_TIMEOUT: "500ms",
@@ -70,10 +72,11 @@ def test_the_l7_parts_match_their_golden(name: str, golden: Callable[[str, str],
 
 @pytest.mark.envoy
 @pytest.mark.parametrize("name", sorted(POLICIES))
-def test_envoy_accepts_the_bootstrap(name: str) -> None:
+def test_envoy_accepts_the_resources_a_pod_with_them_is_sent(name: str) -> None:
     config = MeshConfig()
     overrides = parse_overrides(POLICIES[name], config=config)
-    result = validate(bootstrap(config=config, overrides=overrides))
+    web = Service("shop", "web", "198.19.0.9", (ServicePort(80, "http"), ServicePort(5432, "db")))
+    result = validate(as_static(translate([web], overrides=overrides).by_type()))
     assert result.returncode == 0, result.stderr[-2000:]
 
 
@@ -97,6 +100,33 @@ def test_only_the_outbound_route_retries_and_times_out() -> None:
     assert inbound["route"] == {"cluster": "inbound_http", "timeout": "0s"}
     assert outbound["route"]["timeout"] == "2.000s"
     assert outbound["route"]["retry_policy"]["retriable_status_codes"] == [429]
+
+
+def test_connect_failure_also_retries_what_the_peer_proxy_could_not_deliver() -> None:
+    def retry(annotations: dict[str, str]) -> dict[str, object]:
+        p = parse_traffic_policy(annotations, config=MeshConfig())
+        route = envoy_http.route_config(p, direction="outbound")["virtual_hosts"][0]["routes"][0]
+        found: dict[str, object] = route["route"]["retry_policy"]
+        return found
+
+    default = retry({})
+    assert default["retry_on"] == (
+        "connect-failure,refused-stream,reset-before-request,retriable-headers")
+    assert default["retriable_headers"] == [{"name": NOT_DELIVERED_HEADER, "present_match": True}]
+    without = retry({RETRY_ON: "5xx"})
+    assert without["retry_on"] == "5xx" and "retriable_headers" not in without
+
+
+def test_only_the_inbound_proxy_marks_a_request_it_did_not_deliver_and_both_strip_it() -> None:
+    p = policy("defaults")
+    inbound = envoy_http.http_connection_manager(p, direction="inbound")["typed_config"]
+    outbound = envoy_http.http_connection_manager(p, direction="outbound")["typed_config"]
+    mapper = inbound["local_reply_config"]["mappers"][0]
+    assert mapper["filter"] == {"response_flag_filter": {"flags": ["UF", "UH", "UO"]}}
+    assert mapper["headers_to_add"][0]["header"]["key"] == NOT_DELIVERED_HEADER
+    assert "local_reply_config" not in outbound
+    for hcm in (inbound, outbound):
+        assert hcm["route_config"]["response_headers_to_remove"] == [NOT_DELIVERED_HEADER]
 
 
 def test_the_prestop_hook_drains_inbound_then_waits_the_drain_time() -> None:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from initcontainer.config import CaptureConfig, PortRange
-from mesh.errors import AnnotationError, MeshError
+from mesh.errors import AnnotationError, MeshError, PodErrors
 from mesh.overrides.pod import parse_overrides
 from mesh.settings import CaptureDefaults, MeshConfig
 from tests.support.pods import CONFIG
@@ -158,3 +158,50 @@ def test_l7_proxy_keys_are_parsed_by_the_l7_module_and_recorded() -> None:
 def test_a_bad_l7_value_is_refused_at_admission_with_the_rest() -> None:
     with pytest.raises(AnnotationError, match=r'proxy\.meshinject\.io/timeout="anything"'):
         parse_overrides({P + "timeout": "anything"}, config=CONFIG)
+
+
+def test_a_limit_alone_below_the_default_request_brings_the_request_down_to_it() -> None:
+    resources = parse_overrides({P + "cpu-limit": "10m", P + "memory-limit": "32Mi"},
+                                config=CONFIG).resources
+    assert (resources.cpu, resources.cpu_limit) == ("10m", "10m")
+    assert (resources.memory, resources.memory_limit) == ("32Mi", "32Mi")
+
+
+def test_a_request_alone_above_the_default_limit_takes_the_limit_up_with_it() -> None:
+    resources = parse_overrides({P + "memory": "512Mi", P + "cpu": "3"}, config=CONFIG).resources
+    assert (resources.memory, resources.memory_limit) == ("512Mi", "512Mi")
+    assert (resources.cpu, resources.cpu_limit) == ("3", "3")
+
+
+def test_values_that_agree_are_kept_as_written_whatever_their_units() -> None:
+    resources = parse_overrides({P + "cpu": "0.5", P + "cpu-limit": "500m",
+                                 P + "memory": "1e9", P + "memory-limit": "1Gi"},
+                                config=CONFIG).resources
+    assert (resources.cpu, resources.cpu_limit, resources.memory, resources.memory_limit) == (
+        "0.5", "500m", "1e9", "1Gi")
+
+
+def test_a_request_above_its_limit_both_set_by_the_pod_is_refused_naming_both() -> None:
+    with pytest.raises(AnnotationError) as caught:
+        parse_overrides({P + "cpu": "2", P + "cpu-limit": "500m"}, config=CONFIG)
+    assert str(caught.value) == (
+        f'annotation {P}cpu="2" is invalid: the request is above {P}cpu-limit=\'500m\', and '
+        "Kubernetes refuses a container whose request exceeds its limit")
+
+
+def test_several_bad_values_are_reported_at_once() -> None:
+    annotations = {P + "memory": "1Gi", P + "memory-limit": "1Mi", P + "log-level": "loud",
+                   T + "exclude-inbound-ports": "x", P + "retries": "many", P + "concurrency": 4}
+    with pytest.raises(PodErrors) as caught:
+        parse_overrides(annotations, config=CONFIG)  # type: ignore[arg-type]
+    named = [e.annotation for e in caught.value.errors]  # type: ignore[attr-defined]
+    # the request over its limit is one problem, named by the request (its message names both)
+    assert sorted(named) == sorted(key for key in annotations if key != P + "memory-limit")
+    assert str(caught.value).startswith("5 problems: annotation proxy.meshinject.io/concurrency=")
+
+
+def test_a_single_bad_value_keeps_its_own_message_and_type() -> None:
+    with pytest.raises(AnnotationError) as caught:
+        parse_overrides({P + "retries": "many", P + "cpu": "1"}, config=CONFIG)
+    assert not isinstance(caught.value, PodErrors)
+    assert str(caught.value).startswith(f'annotation {P}retries="many" is invalid: ')

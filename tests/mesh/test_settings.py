@@ -59,3 +59,22 @@ def test_a_changed_copy_of_a_config_is_fingerprinted_afresh() -> None:
     assert changed.fingerprint() == MeshConfig(native_sidecars=False).fingerprint()
     assert hash(changed) == hash(MeshConfig(native_sidecars=False))
     assert config.model_copy().fingerprint() == before
+
+
+@pytest.mark.parametrize(("text", "named"), [
+    ("proxy: {resources: {cpu: 3, cpuLimit: 2}}", "cpu 3 is above cpuLimit 2"),
+    ("init: {resources: {memory: 1Gi, memoryLimit: 64Mi}}", "memory 1Gi is above memoryLimit 64Mi"),
+    ("proxy: {resources: {cpu: lots}}", "cpu: 'lots' is not a Kubernetes quantity"),
+    ("proxy: {resources: {memoryLimit: -1Gi}}", "memoryLimit: '-1Gi' is negative"),
+])
+def test_resources_the_api_server_would_refuse_are_refused_in_the_mesh_config(
+    text: str, named: str
+) -> None:
+    with pytest.raises(SettingsError, match=named):
+        config_from_yaml(text)
+
+
+def test_resources_in_other_units_that_agree_are_accepted() -> None:
+    config = config_from_yaml("proxy: {resources: {cpu: '0.5', cpuLimit: 500m, memory: 1e9,"
+                              " memoryLimit: 1Gi}}")
+    assert config.proxy.resources.cpu_limit == "500m"

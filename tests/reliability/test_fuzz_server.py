@@ -9,6 +9,7 @@ is still the same process, its log has no traceback, and /metrics counted no int
 from __future__ import annotations
 
 import contextlib
+import select
 import socket
 import ssl
 import threading
@@ -37,6 +38,7 @@ OVER_TLS = settings(
 )
 POD = {"metadata": {}, "spec": {"containers": [{"name": "app", "image": "nginx"}]}}
 MAX_BODY = 3 * 1024 * 1024
+CUT_OFF = 10.0  # the README's: half-sent headers are cut after 10 s (the server's default)
 
 
 @pytest.fixture(scope="module")
@@ -90,20 +92,26 @@ class SlowClients:
         self.socks: list[socket.socket] = []
         self.trickling: list[ssl.SSLSocket] = []
         self.answers: list[bytes] = []
+        self.half: dict[ssl.SSLSocket, float] = {}  # half a header sent at (monotonic)
+        self.cut: list[float] = []  # seconds from half a header to the server closing
+        self.half_answers: list[bytes] = []
         self.stop = threading.Event()
         for _ in range(silent):
             self.socks.append(socket.create_connection(("127.0.0.1", server.port), timeout=5))
         for _ in range(half_headers):
             tls = self._tls()
             tls.sendall(b"POST /mutate HTTP/1.1\r\nHost: localhost\r\nContent-Ty")
+            self.half[tls] = time.monotonic()
             self.socks.append(tls)
         for _ in range(trickle):
             tls = self._tls()
             tls.sendall(b"POST /mutate HTTP/1.1\r\nHost: localhost\r\n"
                         b"Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n{")
             self.trickling.append(tls)
-        self.thread = threading.Thread(target=self._trickle)
-        self.thread.start()
+        self.threads = [threading.Thread(target=self._trickle),
+                        threading.Thread(target=self._watch_half)]
+        for thread in self.threads:
+            thread.start()
 
     def _tls(self) -> ssl.SSLSocket:
         raw = socket.create_connection(("127.0.0.1", self.server.port), timeout=5)
@@ -126,9 +134,28 @@ class SlowClients:
                     self.answers.append(repr(err).encode())
                     pending.remove(s)
 
+    def _watch_half(self) -> None:
+        """When the server closes each half-header connection: it must, at the cut-off."""
+        pending = dict(self.half)
+        for s in pending:
+            s.setblocking(False)
+        while pending and not self.stop.is_set():
+            readable, _, _ = select.select(list(pending), [], [], 0.2)
+            for s in readable:
+                try:
+                    data = s.recv(4096)
+                except (ssl.SSLWantReadError, BlockingIOError):
+                    continue  # a TLS record that carried no data (a session ticket)
+                except OSError:
+                    data = b""  # reset: closed all the same
+                if data:
+                    self.half_answers.append(data)
+                self.cut.append(time.monotonic() - pending.pop(s))
+
     def close(self) -> None:
         self.stop.set()
-        self.thread.join(timeout=5)
+        for thread in self.threads:
+            thread.join(timeout=5)
         for s in [*self.socks, *self.trickling]:
             s.close()
 
@@ -149,13 +176,18 @@ def test_slow_clients_hold_connections_while_others_are_served_and_trickled_bodi
             assert check_answer(reply.status_code, reply.content, doc) == "allowed"
         latencies.sort()
         assert latencies[int(0.99 * len(latencies))] < 1.0, latencies[-5:]
-        deadline = started + 25  # the body deadline is 10 s
-        while len(slow.answers) < 50 and time.monotonic() < deadline:
+        deadline = started + 25  # the body and the header deadlines are 10 s
+        while (len(slow.answers) < 50 or len(slow.cut) < 100) and time.monotonic() < deadline:
             time.sleep(0.2)
     finally:
         slow.close()
     assert len(slow.answers) == 50
     assert all(a.startswith(b"HTTP/1.1 408 ") for a in slow.answers), {a[:40] for a in slow.answers}
+    # this server runs with the default cut-off: each half header is cut after 10 s, unanswered
+    assert slow.half_answers == []
+    assert len(slow.cut) == 100, f"{100 - len(slow.cut)} half-header connections still open"
+    assert min(slow.cut) > CUT_OFF - 0.5 and max(slow.cut) < CUT_OFF + 4, (min(slow.cut),
+                                                                         max(slow.cut))
 
 
 def test_the_server_survived_everything_and_counted_no_internal_failure(server: Server) -> None:

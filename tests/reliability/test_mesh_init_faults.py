@@ -3,7 +3,8 @@
 The real ``meshinject-init`` in a namespace this test creates (198.18.0.0/15, and an IPv6
 address from 2001:2::/48, the IPv6 benchmarking range, so the pod is dual-stack). The state
 compared before and after is everything mesh-init may touch: ``iptables-save`` and
-``ip6tables-save`` of both backends, the whole nftables ruleset, and the policy routing.
+``ip6tables-save`` of both backends, the whole nftables ruleset, the policy routing and the
+addresses on ``lo``.
 
 Two realistic halfway failures, after IPv4 is applied and IPv6 is refused:
 - nft: another agent created a base chain ``OUTPUT`` of type filter in the ``ip6 nat`` table
@@ -76,6 +77,8 @@ def state(ns: netns.Netns) -> str:
         parts.append(f"## {tool}\n" + without_empty_tables("\n".join(lines) + "\n"))
     if shutil.which("nft"):
         parts.append("## nft\n" + nft_tables(ns.run(["nft", "list", "ruleset"]).stdout))
+    # the inbound passthrough's IPv6 source (::6 on lo) is ours too
+    parts.append("## lo\n" + ns.run(["ip", "-6", "addr", "show", "dev", "lo"]).stdout)
     for family in ("-4", "-6"):
         parts.append(f"## ip {family} rule\n" + ns.run(["ip", family, "rule"]).stdout)
         routes = ns.run(["ip", family, "route", "show", "table", "all"]).stdout.splitlines()

@@ -10,12 +10,17 @@ other, and it never takes part in admission.
 Races are made deterministic on the client side: :func:`hold` wraps one method of a ``Kube`` so
 that two threads both reach the real server's door before either goes through, and the real
 server then decides who wins (201 and 409, or 200 and 409 on a stale resourceVersion).
+:func:`serve_with_cert_secret` runs the real ``meshinject serve --cert-secret`` in a world.
 """
 
 from __future__ import annotations
 
 import base64
+import os
+import socket
+import subprocess
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,7 +29,9 @@ from typing import Any
 
 from injector.webhook.certstore import CertStoreOptions
 from mesh.kube.client import Kube
+from tests.support.paths import MESHINJECT
 from tests.support.realcluster import LocalCluster
+from tests.support.webhook_server import assert_nothing_left, free_port, stop
 
 SECRET, SVC = "meshinject-certs", "meshinject"
 HOOKS = "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations"
@@ -104,6 +111,45 @@ def world(cluster: LocalCluster) -> Iterator[World]:
         finally:
             with cluster.api() as api:
                 api.delete(f"{HOOKS}/{here.hook}")
+
+
+@contextmanager
+def serve_with_cert_secret(here: World, workdir: Path, *args: str) -> Iterator[int]:
+    """A real ``meshinject serve --cert-secret`` against the real API server, as the injector's
+    Deployment runs it (the admin's kubeconfig, the world's namespace and webhook), the
+    certificates in ``workdir/certs``; yields its port once it listens. Stopped at the end as the
+    kubelet stops it (SIGTERM): it must exit 0 and leave nothing in its temporary directory (the
+    Kubernetes client writes the API server's CA there)."""
+    port = free_port()
+    tmp = workdir / f"tmp-{port}"
+    tmp.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "KUBERNETES_SERVICE_HOST"}
+    env.update(KUBECONFIG=here.cluster.kubeconfig, TMPDIR=str(tmp))
+    logfile = workdir / f"serve-{port}.log"
+    log = logfile.open("w")
+    proc = subprocess.Popen(
+        [str(MESHINJECT), "serve", "--host", "127.0.0.1", f"--port={port}",
+         f"--cert-secret={here.namespace}/{SECRET}", f"--webhook-config={here.hook}",
+         f"--service-name={SVC}", f"--cert-dir={workdir / 'certs'}", *args],
+        env=env, stdout=log, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None, logfile.read_text()
+            assert time.monotonic() < deadline, "meshinject serve not listening in 30 s"
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        yield port
+    finally:
+        stop(proc)
+        log.close()
+    assert proc.returncode == 0, f"serve exited {proc.returncode} when stopped: " + (
+        logfile.read_text())
+    assert_nothing_left(tmp)
 
 
 def hold(kube: Kube, method: str, barrier: threading.Barrier) -> list[str]:

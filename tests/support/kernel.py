@@ -51,3 +51,19 @@ def namespaces() -> set[str]:
     """The names of every network namespace on the machine (``ip netns list``)."""
     out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True)
     return {line.split()[0] for line in out.stdout.splitlines() if line.strip()}
+
+
+def rules(ns: Netns) -> dict[str, str]:
+    """Every iptables rule in ``ns``: both backends, both families."""
+    return {f"{backend} IPv{v}": save(ns, backend, v) for backend in BACKENDS for v in (4, 6)}
+
+
+def dry_run(ns: Netns, *args: str, expect: int = 0) -> subprocess.CompletedProcess[str]:
+    """``meshinject-init ARGS`` (the caller says ``--dry-run`` or gives a bad value) in ``ns``,
+    a namespace of the test's own, never the machine's: a broken ``--dry-run`` then rewrites
+    nothing that matters, and is caught, for the namespace's rules must be exactly as before."""
+    before = rules(ns)
+    proc = ns.run([MESH_INIT, *args], check=False)
+    assert proc.returncode == expect, f"mesh-init {args} exited {proc.returncode}: {proc.stderr}"
+    assert rules(ns) == before, f"mesh-init {args} changed the namespace's iptables rules"
+    return proc

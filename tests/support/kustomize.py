@@ -1,8 +1,10 @@
 """Render a kustomization the way ``kubectl apply -k`` would, for the manifest tests.
 
 ``kubectl kustomize`` is the reference when it is installed. Without it, a small renderer
-covers what our base uses (resources, files and directories, ``labels`` on metadata only, and
-``images``), so the tests of the base run anywhere; overlays with components need kubectl.
+covers what our base uses (resources, files and directories, ``labels`` on metadata only,
+``images`` and ``sortOptions: fifo``, which keeps resources in the order listed), so the tests
+of the base run anywhere; overlays with components need kubectl. The order matters: it is the
+order ``kubectl apply -k`` creates and ``kubectl delete -k`` deletes objects in.
 """
 
 from __future__ import annotations
@@ -53,6 +55,8 @@ def render_here(path: Path) -> list[Obj]:
     kustomization = yaml.safe_load((path / "kustomization.yaml").read_text())
     unsupported = {"patches", "components", "namePrefix", "nameSuffix", "namespace"}
     assert not unsupported & set(kustomization), f"{path}: extend render_here for {unsupported}"
+    order = (kustomization.get("sortOptions") or {}).get("order", "legacy")
+    assert order == "fifo", f"{path}: render_here keeps the listed order only (sortOptions fifo)"
     docs = [d for res in kustomization.get("resources", []) for d in _documents(path / res)]
     for doc in docs:
         for group in kustomization.get("labels", []):

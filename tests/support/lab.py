@@ -18,9 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from injector.sandbox import netns
+from mesh.contract import POD_IP_ENV, POD_NAME_ENV, POD_NAMESPACE_ENV, SERVICE_ACCOUNT_ENV
 from tests.support.envoy import need_envoy
+from tests.support.meshcontrol import LabControl, expand_args
 from tests.support.spec import Spec
 
+NAMESPACE = "l7"
 CLIENT_IP = "198.18.5.1"
 SERVER_IP = "198.18.5.2"
 HERE = Path(__file__).parent
@@ -41,15 +44,45 @@ class Pod:
     spawn: Spawn
     logdir: Path
     proxy: subprocess.Popen[bytes] | None = None
+    control_plane: subprocess.Popen[bytes] | None = None
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
-    def start(self, spec: Spec) -> None:
-        """mesh-init with the spec's args (as root), then Envoy with its args as its uid/gid."""
+    @property
+    def name(self) -> str:
+        return self.ns.name
+
+    def start(self, spec: Spec, *, control: LabControl, with_control_plane: bool = True,
+              ports: tuple[int, ...] = ()) -> None:
+        """mesh-init with the spec's args (as root), its control plane (unless told not to),
+        then Envoy with its args (``$(VAR)`` expanded as the kubelet does) as its uid/gid, with
+        its token and the mesh root mounted where the pod has them; returns once Envoy is
+        LIVE (configured), or at once without a control plane."""
         self.ns.run([INIT, *spec.init_args])
+        uid = control.register_pod(name=self.name, namespace=NAMESPACE, ip=self.ip,
+                                   annotations=spec.annotations, ports=ports)
+        mounts = control.pod_files(name=self.name, namespace=NAMESPACE, uid=uid)
+        if with_control_plane:
+            self.start_control_plane(control)
+        env = {POD_NAME_ENV: self.name, POD_NAMESPACE_ENV: NAMESPACE, POD_IP_ENV: self.ip,
+               SERVICE_ACCOUNT_ENV: "default"}
         log = str(self.logdir / f"envoy-{self.ns.name}.log")
-        self.proxy = self.spawn(self.ns, [envoy_path(), *spec.proxy_args], uid=spec.uid,
-                                gid=spec.gid, log_path=log)
-        deadline = time.monotonic() + 15
+        self.proxy = self.spawn(self.ns, [envoy_path(), *expand_args(spec.proxy_args, env)],
+                                uid=spec.uid, gid=spec.gid, log_path=log, mounts=mounts)
+        if with_control_plane:
+            self.wait_live()
+
+    def start_control_plane(self, control: LabControl) -> None:
+        self.control_plane = control.start_in(
+            self.ns, self.spawn, log=self.logdir / f"controlplane-{self.ns.name}.log")
+
+    def stop_control_plane(self) -> None:
+        if self.control_plane is not None:
+            netns.stop(self.control_plane)
+            self.control_plane = None
+
+    def wait_live(self, timeout: float = 15) -> None:
+        assert self.proxy is not None
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proxy.poll() is not None:
                 raise RuntimeError(f"envoy exited: {self.log()[-3000:]}")
@@ -117,6 +150,7 @@ class Lab:
     created: list[netns.Netns]
     spawn: Spawn
     logdir: Path
+    control: LabControl
 
     def ns(self, role: str) -> netns.Netns:
         ns = netns.create(role)
@@ -126,12 +160,28 @@ class Lab:
     def pod(self, role: str, ip: str) -> Pod:
         return Pod(self.ns(role), ip, self.spawn, self.logdir)
 
+    def star(self, pods: dict[str, str]) -> dict[str, Pod]:
+        """Pods (role -> address, each in a /24 of its own) around a node namespace that routes
+        between them, as a cluster's node does; returns them by role."""
+        node = self.ns("l7node")
+        node.run(["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"])
+        made = {}
+        for role, ip in pods.items():
+            pod = self.pod(role, ip)
+            gateway = ip.rsplit(".", 1)[0] + ".254"
+            netns.veth(pod.ns, node, a_addr=f"{ip}/24", b_addr=f"{gateway}/24", b_if=f"v{role}")
+            pod.ns.run(["ip", "route", "add", "default", "via", gateway])
+            made[role] = pod
+        return made
+
 
 @dataclass
 class Mesh:
     client: Pod
     server: Pod
 
+    control: LabControl
+
     def start(self, client: Spec, server: Spec) -> None:
-        self.client.start(client)
-        self.server.start(server)
+        self.client.start(client, control=self.control)
+        self.server.start(server, control=self.control)

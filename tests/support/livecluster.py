@@ -8,9 +8,11 @@ webhook, which injects or skips each as its selectors and the policy say. What n
 to report, the status a kubelet would write (a proxy ready or not, its restarts), is patched in
 as the kubelet would, through the pods' ``status`` subresource.
 
-:func:`seed_fake_proxy` is for the one thing the real cluster cannot show yet: a proxy's live
-counters read through the API server's pod proxy, which needs a pod IP the API server can reach
-(a node agent's job). The fake API server serves canned Envoy stats for one injected pod.
+:func:`seed_fake_proxy` is for what the real cluster cannot show yet: whatever is read through
+the API server's pod proxy, which needs a pod IP the API server can reach (a node agent's job):
+a proxy's live counters, and each control plane replica's ``/debug/proxies`` (the XDS and
+VERSION columns, NACK lines) and ``/debug/config`` (``proxy-config``). The fake API server
+serves canned answers for them.
 """
 
 from __future__ import annotations
@@ -53,8 +55,9 @@ def _pod(name: str, *, labels: Obj | None = None, annotations: Obj | None = None
     pod: Obj = {
         "apiVersion": "v1",
         "kind": "Pod",
+        # as the API server returns it: an empty map is omitted
         "metadata": {"name": name, "labels": {"app": name, **(labels or {})},
-                     "annotations": annotations or {}},
+                     **({"annotations": annotations} if annotations else {})},
         "spec": {"containers": [
             {"name": "app", "image": "nginx:1.27", "ports": [{"containerPort": 80}]}]},
     }
@@ -169,9 +172,25 @@ def unseed(cluster: LocalCluster) -> None:
             api.delete(f"/api/v1/namespaces/{ns}")
 
 
-# -- the fake, for live proxy stats only ---------------------------------------------------
+# -- the fake, for what is read through the pod proxy -------------------------------------
+def _injected(pod: Obj, config: MeshConfig, *, ready: bool = True, restarts: int = 0) -> Obj:
+    annotations = pod["metadata"].get("annotations") or {}
+    out = render(copy.deepcopy(pod), config=config,
+                 overrides=parse_overrides(annotations, config=config))
+    out["metadata"]["namespace"] = "shop"
+    out["status"] = {
+        "phase": "Running",
+        "containerStatuses": [{"name": "app", "ready": True, "restartCount": 0}],
+        "initContainerStatuses": [{"name": PROXY_NAME, "ready": ready,
+                                   "restartCount": restarts}],
+    }
+    return out
+
+
 def seed_fake_proxy(fake: Running) -> MeshConfig:
-    """One injected pod whose proxy answers :15090/stats/prometheus through the pod proxy."""
+    """Three injected pods of ``shop`` (web synced, payments NACKing, cart not connected), web's
+    proxy answering :15090/stats/prometheus, and one control plane replica answering
+    ``/debug/proxies`` and ``/debug/config`` through the pod proxy."""
     api = fake.api
     configmap = one(kustomize.render(), "ConfigMap", "meshinject-config")
     api.put(copy.deepcopy(configmap))
@@ -179,15 +198,50 @@ def seed_fake_proxy(fake: Running) -> MeshConfig:
     api.put({"apiVersion": "v1", "kind": "Namespace",
              "metadata": {"name": "shop", "labels": {"kubernetes.io/metadata.name": "shop",
                                                      **ENABLED}}})
-    pod = _pod("web-6d4b9-x2x9q")
-    pod["metadata"]["namespace"] = "shop"
-    injected = render(copy.deepcopy(pod), config=config,
-                      overrides=parse_overrides({}, config=config))
-    injected["status"] = {
-        "phase": "Running",
-        "containerStatuses": [{"name": "app", "ready": True, "restartCount": 0}],
-        "initContainerStatuses": [{"name": PROXY_NAME, "ready": True, "restartCount": 0}],
-    }
-    api.put(injected)
+    api.put(_injected(_pod("web-6d4b9-x2x9q"), config))
+    api.put(_injected(_pod("payments-7b5d-qq7zn"), config))
+    api.put(_injected(_pod("cart-5f7c8-k8d2m"), config, ready=False, restarts=3))
     api.proxied[("shop", "web-6d4b9-x2x9q:15090", "/stats/prometheus")] = STATS
+    replica = _pod("meshinject-controlplane-5d8-0",
+                   labels={"app.kubernetes.io/name": "meshinject-controlplane"})
+    replica["metadata"]["namespace"] = NS
+    api.put(replica)
+    api.proxied[(NS, "meshinject-controlplane-5d8-0:15014", "/debug/proxies")] = json.dumps(
+        PROXIES)
+    api.proxied[(NS, "meshinject-controlplane-5d8-0:15014", "/debug/config")] = json.dumps(
+        CONFIG)
     return config
+
+
+def _sync(pod: str, *, nack: str | None = None, behind: bool = False) -> Obj:
+    """One proxy as the control plane's ``/debug/proxies`` lists it."""
+    types = {}
+    for kind in ("Cluster", "ClusterLoadAssignment", "Listener", "RouteConfiguration"):
+        latest = "4" if behind and kind == "ClusterLoadAssignment" else "3"
+        types[kind] = {"sent": latest, "acked": "3", "latest": latest,
+                       "current": latest == "3", "nack": None, "pushes": 3}
+    if nack:
+        types["Listener"].update(latest="5", sent="5", current=False,
+                                 nack={"version": "5", "message": nack})
+    return {"node": f"sidecar~{pod}", "namespace": "shop", "pod": pod,
+            "serviceAccount": "default", "connectedAt": 1764633600.0, "problem": None,
+            "types": types}
+
+
+# what /debug/config answers (the fake ignores the query: every pod gets this)
+CONFIG = {
+    "Cluster": {"outbound|80||web.shop.svc.cluster.local": {"type": "EDS", "lbPolicy":
+                                                             "ROUND_ROBIN"}},
+    "ClusterLoadAssignment": {"outbound|80||web.shop.svc.cluster.local": {"endpoints": []}},
+    "Listener": {"outbound": {"name": "outbound"}},
+    "RouteConfiguration": {"outbound|80||web.shop.svc.cluster.local": {"virtualHosts": []}},
+}
+
+
+# web is synced, payments refused its last listener, the injected-but-unready cart is not
+# connected at all
+PROXIES = [
+    _sync("web-6d4b9-x2x9q"),
+    _sync("payments-7b5d-qq7zn", nack="Error adding/updating listener(s) inbound: "
+          "malformed IP address: 10.0.0.256"),
+]

@@ -1,7 +1,9 @@
 """A bounded HTTP/1.1 client for the proxy tests; prints one JSON summary line.
 
 ``--requests N --concurrency C`` sends N requests over C keep-alive connections (threads), or
-``--rate R --duration S`` paces them. Every outcome is counted: a status code, or the name of
+``--rate R --duration S`` paces them; ``--new-connection`` opens a connection per request (as a
+client without keep-alive does, so a Service VIP picks an endpoint per request), ``--method POST``
+sends a small body. Every outcome is counted: a status code, or the name of
 the exception when the connection failed, so a test can say "no request was lost".
 """
 
@@ -24,6 +26,8 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--rate", type=float, default=0, help="requests/s over all threads")
     parser.add_argument("--timeout", type=float, default=10)
+    parser.add_argument("--method", default="GET")
+    parser.add_argument("--new-connection", action="store_true")
     args = parser.parse_args()
     outcomes: Counter[str] = Counter()
     latencies: list[float] = []
@@ -43,11 +47,12 @@ def main() -> None:
                     time.sleep(delay)
             began = time.monotonic()
             try:
-                conn.request("GET", args.path)
+                body = b"order=1" if args.method == "POST" else None
+                conn.request(args.method, args.path, body=body)
                 response = conn.getresponse()
                 response.read()
                 outcome = str(response.status)
-                if response.getheader("connection", "").lower() == "close":
+                if args.new_connection or response.getheader("connection", "").lower() == "close":
                     conn.close()
             except (OSError, http.client.HTTPException) as err:
                 outcome = type(err).__name__

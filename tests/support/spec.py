@@ -11,6 +11,7 @@ from typing import Any
 
 from injector.core.patch import inject_pod
 from mesh.settings import MeshConfig
+from tests.support.meshcontrol import LAB_CONFIG
 
 
 @dataclass(frozen=True)
@@ -20,15 +21,18 @@ class Spec:
     uid: int
     gid: int
     pre_stop: list[str]
+    annotations: dict[str, str]
 
 
 def inject(annotations: dict[str, str], *, config: MeshConfig | None = None) -> Spec:
+    """The injected spec of a pod with ``annotations``; the control plane it dials is the lab's
+    (:data:`LAB_CONFIG`) unless ``config`` says otherwise."""
     pod: dict[str, Any] = {
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": "app", "namespace": "l7", "annotations": annotations},
         "spec": {"containers": [{"name": "app", "image": "app:1"}]},
     }
-    injected = inject_pod(pod, config=config or MeshConfig(), namespace="l7").pod
+    injected = inject_pod(pod, config=config or LAB_CONFIG, namespace="l7").pod
     spec = injected["spec"]
     containers = {c["name"]: c for c in [*spec.get("initContainers", []), *spec["containers"]]}
     init, proxy = containers["mesh-init"], containers["mesh-proxy"]
@@ -40,6 +44,7 @@ def inject(annotations: dict[str, str], *, config: MeshConfig | None = None) -> 
         uid=security["runAsUser"],
         gid=security["runAsGroup"],
         pre_stop=proxy["lifecycle"]["preStop"]["exec"]["command"],
+        annotations=annotations,
     )
 
 

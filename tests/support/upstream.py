@@ -3,6 +3,8 @@
 Run as a script inside a test namespace. Behaviour by flags, so one file serves every case:
 ``--fail-every 3`` answers every third request 503, ``--status 503`` always, ``--delay-ms`` waits
 before answering, ``--banner`` speaks first on connect (like SMTP or MySQL) and echoes a line.
+``--reset-after-read`` reads each request and then resets the connection without an answer (an
+app that crashed while handling it), ``--header NAME:VALUE`` adds a header to every answer.
 ``GET /_count`` reports how many other requests arrived (to count upstream attempts).
 """
 
@@ -10,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import socket
+import struct
 
 
 class State:
@@ -36,20 +40,32 @@ async def _http(state: State, reader: asyncio.StreamReader, writer: asyncio.Stre
                 status, body = 200, str(state.count).encode()
             else:
                 state.count += 1
+                if args.reset_after_read:
+                    _reset(writer)
+                    return
                 if args.delay_ms:
                     await asyncio.sleep(args.delay_ms / 1000)
                 status = args.status
                 if args.fail_every and state.count % args.fail_every == 0:
                     status = 503
                 body = b"x" * args.body_bytes
+            extra = "".join(f"{h.replace(':', ': ', 1)}\r\n" for h in args.header)
             writer.write(
-                f"HTTP/1.1 {status} X\r\ncontent-length: {len(body)}\r\n\r\n".encode() + body
+                f"HTTP/1.1 {status} X\r\n{extra}content-length: {len(body)}\r\n\r\n".encode()
+                + body
             )
             await writer.drain()
     except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
         pass
     finally:
         writer.close()
+
+
+def _reset(writer: asyncio.StreamWriter) -> None:
+    """Close with a TCP RST (SO_LINGER 0), as the kernel does for a process that died."""
+    sock = writer.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()
 
 
 async def _banner(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -74,6 +90,8 @@ async def main() -> None:
     parser.add_argument("--delay-ms", type=int, default=0)
     parser.add_argument("--body-bytes", type=int, default=2)
     parser.add_argument("--banner", action="store_true")
+    parser.add_argument("--reset-after-read", action="store_true")
+    parser.add_argument("--header", action="append", default=[])
     args = parser.parse_args()
     state = State(args)
 

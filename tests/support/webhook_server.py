@@ -57,12 +57,16 @@ class Server:
 def serve(workdir: Path, args: Sequence[str], *, ca_file: Path | None = None) -> Iterator[Server]:
     """Start ``meshinject serve ARGS`` on a free port; stop it on exit, even after a failure.
 
-    With ``--self-signed`` the CA path is read from the server's first line of output.
+    With ``--self-signed`` the CA path is read from the server's first line of output. The
+    server gets a temporary directory of its own; once stopped (SIGTERM, as the kubelet stops
+    it), it must have exited 0 and left nothing there (``--self-signed`` keeps its key there).
     """
     port = free_port()
     log_file = workdir / f"serve-{port}.log"
+    tmp = workdir / f"tmp-{port}"
+    tmp.mkdir()
     out = log_file.open("w")
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TMPDIR": str(tmp)}
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -100,6 +104,14 @@ def serve(workdir: Path, args: Sequence[str], *, ca_file: Path | None = None) ->
     finally:
         stop(proc)
         out.close()
+    assert proc.returncode == 0, f"server exited {proc.returncode}:\n{server.log()[-3000:]}"
+    assert_nothing_left(tmp)
+
+
+def assert_nothing_left(tmp: Path) -> None:
+    """A stopped server's temporary directory must be empty: no key, no CA file."""
+    left = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*"))
+    assert not left, f"the stopped server left {left} in {tmp}"
 
 
 def stop(proc: subprocess.Popen[str]) -> None:

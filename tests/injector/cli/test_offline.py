@@ -209,3 +209,121 @@ def test_a_template_not_shaped_like_a_pod_is_a_clear_error(
     code, out, err = run(capsys, "inject", "-f", str(bad))
     assert (code, out) == (1, "")
     assert "document 2" in err and "Deployment default/w" in err and field in err
+
+
+BROKEN_NEIGHBOURS = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: shop}
+spec:
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec: {containers: [{name: app, image: nginx}]}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: typo
+  namespace: shop
+  annotations: {proxy.meshinject.io/log-level: loud}
+spec: {containers: [{name: app, image: nginx}]}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: shapeless, namespace: shop}
+spec: {template: {spec: {containers: nginx}}}
+"""
+
+
+def test_check_says_what_decided_a_pod_with_no_mesh_annotation(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    manifest = tmp_path / "all.yaml"
+    manifest.write_text(BROKEN_NEIGHBOURS)
+    code, out, _ = run(capsys, "check", "-f", str(manifest), "web")
+    assert code == 0
+    [_, row] = out.splitlines()
+    assert row.split(None, 3)[:3] == ["Deployment", "shop/web", "yes"]
+    assert row.endswith("meshinject inject -f is the opt-in: the namespace's labels are not known "
+                        "offline; pass --namespace-label to judge as the webhook would")
+    assert "injection was requested" not in out
+
+
+def test_check_of_one_workload_judges_only_that_one(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    manifest = tmp_path / "all.yaml"
+    manifest.write_text(BROKEN_NEIGHBOURS)
+    code, out, err = run(capsys, "check", "-f", str(manifest), "web")
+    assert (code, err) == (0, "")
+    assert "typo" not in out and "shapeless" not in out
+    code, out, _ = run(capsys, "check", "-f", str(manifest), "typo")  # the asked one is bad
+    assert code == 1 and 'proxy.meshinject.io/log-level="loud"' in out
+    code, _, err = run(capsys, "check", "-f", str(manifest), "shapeless")
+    assert code == 1 and "spec.template.spec.containers must be a list" in err
+    code, _, _ = run(capsys, "check", "-f", str(manifest))  # all of them: the bad ones count
+    assert code == 1
+
+
+def test_check_of_a_workload_the_file_lacks_fails_saying_not_found(
+    capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run(capsys, "check", "-f", str(SAMPLE), "nope")
+    assert (code, out) == (1, "")
+    assert err == (f"meshinject: error: workload 'nope' not found in {SAMPLE} "
+                   "(it has: Deployment demo/hello)\n")
+
+
+def test_inject_and_check_refuse_a_users_container_with_a_reserved_name(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    manifest = tmp_path / "reserved.yaml"
+    manifest.write_text("apiVersion: v1\nkind: Pod\nmetadata: {name: p, namespace: shop}\n"
+                        "spec: {containers: [{name: mesh-proxy, image: x}]}\n")
+    code, out, err = run(capsys, "inject", "-f", str(manifest))
+    assert (code, out) == (1, "")
+    message = ("spec.containers[0] (mesh-proxy): the container name mesh-proxy is reserved for "
+               "the container meshinject injects, and this one is not meshinject's: rename it")
+    assert err == f"meshinject: error: document 1 (Pod shop/p): {message}\n"
+    code, out, _ = run(capsys, "check", "-f", str(manifest))
+    assert code == 1 and f"error   {message}" in out
+
+
+def test_inject_and_check_warn_about_an_unknown_key_and_a_classic_job(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    manifest = tmp_path / "job.yaml"
+    manifest.write_text(
+        "apiVersion: batch/v1\nkind: Job\nmetadata: {name: once, namespace: shop}\nspec:\n"
+        "  template:\n    metadata:\n      annotations:\n"
+        "        proxy.meshinject.io/native-sidecar: 'false'\n"
+        "        proxy.meshinject.io/retrys: '3'\n"
+        "    spec: {restartPolicy: Never, containers: [{name: a, image: a}]}\n")
+    code, out, err = run(capsys, "inject", "-f", str(manifest))
+    assert code == 0 and "mesh-proxy" in out
+    assert err.splitlines() == [
+        "warning: Job shop/once: annotation proxy.meshinject.io/retrys is not one meshinject "
+        "reads, so it changes nothing; did you mean proxy.meshinject.io/retries?",
+        "warning: Job shop/once: the proxy is a classic sidecar "
+        "(proxy.meshinject.io/native-sidecar=false) and never exits, so a pod with "
+        "restartPolicy Never (a Job's, a CronJob's) never completes; use native sidecars "
+        "(Kubernetes 1.29+)"]
+    code, out, _ = run(capsys, "check", "-f", str(manifest))
+    assert code == 0 and "did you mean proxy.meshinject.io/retries?" in out
+    assert "never completes" in out
+
+
+def test_inject_and_check_skip_a_windows_pod_saying_why(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    manifest = tmp_path / "win.yaml"
+    manifest.write_text("apiVersion: v1\nkind: Pod\nmetadata: {name: w, namespace: shop}\n"
+                        "spec:\n  nodeSelector: {kubernetes.io/os: windows}\n"
+                        "  containers: [{name: a, image: a}]\n")
+    code, out, err = run(capsys, "inject", "-f", str(manifest))
+    assert code == 0 and "mesh-proxy" not in out
+    assert err == ("skipped Pod shop/w: the pod runs on Windows (nodeSelector kubernetes.io/os: "
+                   "windows), where mesh-init's iptables rules and the Linux proxy cannot run\n")
+    code, out, _ = run(capsys, "check", "-f", str(manifest))
+    assert code == 0 and "no      the pod runs on Windows" in out

@@ -2,8 +2,9 @@
 per case (:mod:`tests.support.livecluster`); outputs are goldens (tests/golden/injector/cluster/),
 which the README quotes. The webhook is the local install's, registered by URL.
 
-Live proxy counters come through the API server's pod proxy, which needs a pod IP it can reach:
-until a node agent provides one, that one view is shown against the fake API server.
+What is read through the API server's pod proxy needs a pod IP it can reach: until a node agent
+provides one, a proxy's live counters and the control plane replicas' views (the XDS columns,
+NACK lines, ``proxy-config``) are shown against the fake API server.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from injector.cluster.inspect import summarize_stats
 from mesh.contract import WEBHOOK_NAME
 from tests.support import livecluster
 from tests.support.fakeserver import Running
-from tests.support.livecluster import STATS
+from tests.support.livecluster import CONFIG, STATS
 from tests.support.realcluster import NS, LocalCluster
 
 Golden = Callable[[str, str], None]
@@ -114,11 +115,13 @@ def test_inspect_lists_every_pod_of_mesh_enabled_namespaces_and_label_opt_ins(
     golden("injector/cluster/inspect_all.txt", out)
     assert code == 1  # a pod is missing its proxy
     rows = {line.split()[1]: line.split() for line in out.splitlines()[1:] if line.count(" ") > 6}
-    assert rows["web-6d4b9-x2x9q"][2:] == ["yes", "ready", "native", "REDIRECT", "0", "current"]
+    # no control plane replica runs (no node yet): every proxy is NOT CONNECTED
+    assert rows["web-6d4b9-x2x9q"][2:] == ["yes", "ready", "native", "REDIRECT", "0", "current",
+                                          "NOT", "CONNECTED", "-"]
     assert rows["cart-5f7c8-k8d2m"][2:] == [
-        "yes", "NOT", "READY", "native", "TPROXY", "3", "current",
+        "yes", "NOT", "READY", "native", "TPROXY", "3", "current", "NOT", "CONNECTED", "-",
     ]
-    assert rows["payments-7b5d-qq7zn"][-1] == "STALE"
+    assert rows["payments-7b5d-qq7zn"][-4] == "STALE"
     assert rows["reports-68f9-bx4lp"][2] == "MISSING"
     assert rows["batch-0"][2] == "no" and rows["node-agent-9zz"][2] == "no"
     assert rows["canary-1"][2] == "yes" and "plain-1" not in rows
@@ -270,7 +273,7 @@ def test_as_a_viewer_without_the_mesh_config_the_defaults_are_compared(
     assert "cannot read the mesh config" in caplog.text and "HTTP 403" in caplog.text
 
 
-# -- live proxy stats: the fake API server's pod proxy ---------------------------------------
+# -- through the pod proxy: the fake API server's --------------------------------------------
 @pytest.fixture
 def with_stats(fake: Running) -> Running:
     livecluster.seed_fake_proxy(fake)
@@ -285,6 +288,48 @@ def test_inspect_of_one_pod_shows_its_settings_and_live_proxy_stats(
     golden("injector/cluster/inspect_pod.txt", out)
     assert code == 0
     assert "inbound-passthrough     connections 1204" in out
+    assert "xds         synced, config 1cf0d0dc, on meshinject-controlplane-5d8-0" in out
     assert ("GET", "/api/v1/namespaces/shop/pods/web-6d4b9-x2x9q:15090/proxy/stats/prometheus") in (
         with_stats.api.requests
     )
+
+
+def test_inspect_shows_each_proxys_xds_state_from_the_control_plane_replicas(
+    with_stats: Running, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = _run(capsys, "inspect", "-n", "shop", "--kubeconfig", with_stats.kubeconfig)
+    assert code == 0, out
+    rows = {line.split()[1]: line.split() for line in out.splitlines()[1:] if line.count(" ") > 6}
+    assert rows["web-6d4b9-x2x9q"][-2:] == ["synced", "1cf0d0dc"]
+    assert rows["payments-7b5d-qq7zn"][-2:] == ["NACK", "1cf0d0dc"]
+    assert rows["cart-5f7c8-k8d2m"][-3:] == ["NOT", "CONNECTED", "-"]
+    assert ("NACK: shop/payments-7b5d-qq7zn refused its config and runs its last good one: "
+            "Listener version 5: Error adding/updating listener(s) inbound: malformed IP "
+            "address: 10.0.0.256") in out
+    assert ("GET", "/api/v1/namespaces/meshinject-system/pods/"
+                   "meshinject-controlplane-5d8-0:15014/proxy/debug/proxies") in (
+        with_stats.api.requests
+    )
+
+
+def test_proxy_config_prints_what_the_control_plane_gives_one_pod(
+    with_stats: Running, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = _run(capsys, "proxy-config", "web-6d4b9-x2x9q", "-n", "shop",
+                        "--kind", "clusters", "--kubeconfig", with_stats.kubeconfig)
+    assert code == 0
+    assert json.loads(out) == {"Cluster": CONFIG["Cluster"]}
+    code, out, _ = _run(capsys, "proxy-config", "web-6d4b9-x2x9q", "-n", "shop",
+                        "--kubeconfig", with_stats.kubeconfig)
+    assert code == 0 and json.loads(out) == CONFIG
+    asked = [path for method, path in with_stats.api.requests if "debug/config" in path]
+    assert asked, "asked no control plane replica"
+
+
+@on_cluster
+def test_proxy_config_without_a_control_plane_says_so(
+    seeded: LocalCluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = _live(seeded, capsys, "proxy-config", "web-6d4b9-x2x9q", "-n", "shop")
+    assert code == 2
+    assert "no control plane replica answered: none is running" in err

@@ -6,7 +6,10 @@ import argparse
 import copy
 import importlib
 import importlib.util
+import os
 import shlex
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,6 +20,7 @@ import pytest
 from injector import cli
 from injector.core.policy import decide
 from mesh.contract import SYSTEM_NAMESPACES
+from tests.support.deletes import object_path, recording
 from tests.support.kustomize import (
     Obj,
     injector_container,
@@ -279,7 +283,10 @@ def test_the_cert_manager_overlay_serves_its_secret_and_drops_the_api_permission
     )
     serving = one(docs, "Certificate", "meshinject-serving")
     assert serving["spec"]["secretName"] == "meshinject-tls"
-    assert not [d for d in docs if d["kind"] in ("RoleBinding", "ClusterRoleBinding")]
+    webhook_bindings = [d["metadata"]["name"] for d in docs
+                        if d["kind"] in ("RoleBinding", "ClusterRoleBinding")
+                        and any(s["name"] == "meshinject" for s in d.get("subjects") or [])]
+    assert webhook_bindings == []
     for doc in docs:
         if doc["kind"] not in ("Certificate", "Issuer"):
             kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
@@ -287,7 +294,7 @@ def test_the_cert_manager_overlay_serves_its_secret_and_drops_the_api_permission
 
 def test_the_local_overlay_keeps_the_base_but_registers_the_webhook_by_url() -> None:
     """overlays/local (make cluster-up) changes the webhook's clientConfig to the URL the
-    injector process listens on, and the Deployment to zero replicas; nothing else."""
+    injector process listens on, and the Deployments to zero replicas; nothing else."""
     docs = kubectl_kustomize(MANIFESTS / "overlays" / "local")
     if docs is None:
         pytest.skip("kubectl is not installed: cannot render the overlay's patches")
@@ -313,6 +320,59 @@ def test_the_local_overlay_keeps_the_base_but_registers_the_webhook_by_url() -> 
     base_deployment = copy.deepcopy(DEPLOYMENT)
     base_deployment["spec"].pop("replicas")
     assert deployment == base_deployment
-    changed = {("MutatingWebhookConfiguration", "meshinject"), ("Deployment", "meshinject")}
+    plane = copy.deepcopy(local[("Deployment", "meshinject-controlplane")])
+    assert plane["spec"].pop("replicas") == 0
+    base_plane = copy.deepcopy(base[("Deployment", "meshinject-controlplane")])
+    base_plane["spec"].pop("replicas")
+    assert plane == base_plane
+    changed = {("MutatingWebhookConfiguration", "meshinject"), ("Deployment", "meshinject"),
+               ("Deployment", "meshinject-controlplane")}
     for k in set(base) - changed:
         assert local[k] == base[k], k
+
+
+@pytest.mark.parametrize("where", [MANIFESTS, MANIFESTS / "base",
+                                   MANIFESTS / "overlays" / "cert-manager",
+                                   MANIFESTS / "overlays" / "local"],
+                         ids=["manifests", "base", "cert-manager", "local"])
+def test_the_webhook_configuration_is_first_and_the_namespace_before_what_it_holds(
+    where: Path
+) -> None:
+    docs = kubectl_kustomize(where) if "overlays" in where.parts else render(where)
+    if docs is None:
+        pytest.skip("kubectl is not installed: cannot render the overlay's component")
+    assert docs[0]["kind"] == "MutatingWebhookConfiguration"  # deleted first, see below
+    namespace = next(i for i, d in enumerate(docs) if d["kind"] == "Namespace")
+    held = [i for i, d in enumerate(docs) if d["metadata"].get("namespace")]
+    assert held and min(held) > namespace  # so apply -k still creates it first
+
+
+def test_the_python_renderer_keeps_kubectls_order() -> None:
+    by_kubectl = kubectl_kustomize(MANIFESTS)
+    if by_kubectl is None:
+        pytest.skip("kubectl is not installed: only the Python renderer is exercised")
+    assert by_kubectl == render_here(MANIFESTS)
+
+
+@pytest.mark.parametrize("where", [MANIFESTS, MANIFESTS / "overlays" / "cert-manager",
+                                   MANIFESTS / "overlays" / "local"],
+                         ids=["manifests", "cert-manager", "local"])
+def test_kubectl_delete_k_removes_the_webhook_configuration_before_the_injector(
+    where: Path, tmp_path: Path
+) -> None:
+    """With failurePolicy: Fail, a webhook configuration that outlives its injector refuses
+    every pod in a labelled namespace; kubectl deletes in the rendered order (not reversed), so
+    the configuration must come first. The real kubectl runs against a recorder of DELETEs."""
+    kubectl = shutil.which("kubectl")
+    docs = kubectl_kustomize(where)
+    if kubectl is None or docs is None:
+        pytest.skip("kubectl is not installed")
+    with recording(docs, tmp_path) as (recorder, kubeconfig):
+        done = subprocess.run(
+            [kubectl, "--kubeconfig", str(kubeconfig), "delete", "-k", str(where),
+             "--timeout=30s"], capture_output=True, text=True, timeout=90, check=False,
+            env={"PATH": os.environ["PATH"], "HOME": str(tmp_path)})
+    assert done.returncode == 0, done.stderr
+    assert recorder.deleted == [object_path(d) for d in docs]
+    assert recorder.deleted[0] == (
+        "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/meshinject")

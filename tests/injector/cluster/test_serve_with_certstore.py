@@ -8,24 +8,17 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import socket
 import ssl
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.support.certstore import SECRET, SVC, World, world
+from tests.support.certstore import SVC, World, serve_with_cert_secret, world
 from tests.support.paths import MANIFESTS
 from tests.support.realcluster import LocalCluster
-from tests.support.webhook_server import free_port, stop
-
-MESHINJECT = Path(sys.executable).parent / "meshinject"
 
 
 @pytest.fixture
@@ -39,42 +32,9 @@ def _serve(here: World, tmp_path: Path) -> Iterator[tuple[int, World]]:
     config = tmp_path / "mesh.yaml"
     base = yaml.safe_load((MANIFESTS / "base" / "config.yaml").read_text())
     config.write_text(base["data"]["mesh.yaml"])
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if k != "KUBERNETES_SERVICE_HOST"}
-    env["KUBECONFIG"] = here.cluster.kubeconfig
-    proc = subprocess.Popen(
-        [
-            str(MESHINJECT),
-            "serve",
-            "--host",
-            "127.0.0.1",
-            f"--port={port}",
-            f"--cert-secret={here.namespace}/{SECRET}",
-            f"--webhook-config={here.hook}",
-            f"--service-name={SVC}",
-            f"--cert-dir={tmp_path / 'certs'}",
-            f"--config={config}",
-            "--log-level=warning",
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, proc.communicate()[0]
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.1)
+    with serve_with_cert_secret(here, tmp_path, f"--config={config}",
+                                "--log-level=warning") as port:
         yield port, here
-    finally:
-        stop(proc)
-        if proc.stdout is not None:
-            proc.stdout.close()
 
 
 def _review() -> bytes:

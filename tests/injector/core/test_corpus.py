@@ -15,7 +15,12 @@ import kubernetes_validate
 import pytest
 
 from injector.core import workloads
-from injector.core.manifests import dump_documents, inject_documents, load_documents
+from injector.core.manifests import (
+    dump_documents,
+    inject_documents,
+    load_documents,
+    uninject_documents,
+)
 from tests.support.pods import CONFIG, CORPUS
 
 FILES = sorted(p for p in CORPUS.glob("*") if p.suffix in (".yaml", ".yml"))
@@ -66,3 +71,14 @@ def test_most_corpus_workloads_are_injected_and_the_rest_say_why() -> None:
         for note in notes:
             assert "hostNetwork" in note or "system namespace" in note, note
     assert injected > 100 and skipped < 10
+
+
+@pytest.mark.parametrize("path", FILES, ids=[p.name for p in FILES])
+def test_a_corpus_manifest_uninjects_to_the_very_bytes_it_was(path: Path) -> None:
+    docs = load_documents(path.read_text())
+    original = dump_documents(docs)
+    injected, _ = inject_documents(docs, config=CONFIG)
+    back, _ = uninject_documents(load_documents(dump_documents(injected)))
+    assert dump_documents(back) == original
+    untouched, _ = uninject_documents(docs)  # nothing injected: nothing changes
+    assert untouched == docs

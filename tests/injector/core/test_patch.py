@@ -7,11 +7,13 @@ import json
 import time
 from typing import Any
 
+import kubernetes_validate
 import pytest
+from kubernetes.utils.quantity import parse_quantity as kubernetes_quantity
 
 from initcontainer import config as capture_config
 from injector.core.patch import diff, inject_pod, patch_json, strip_injection
-from mesh.errors import AnnotationError
+from mesh.errors import AnnotationError, SpecError
 from mesh.overrides.pod import parse_overrides
 from mesh.settings import MeshConfig, ProxySettings
 from tests.support.pods import CONFIG, apply, names, pod
@@ -37,7 +39,8 @@ def test_a_native_injection_puts_init_then_proxy_before_the_users_init_container
     assert names(out["spec"]["containers"]) == ["app"]
     assert out["spec"]["initContainers"][1]["restartPolicy"] == "Always"
     assert status(out) == {"initContainers": ["mesh-init", "mesh-proxy"], "containers": [],
-                           "volumes": [], "configHash": status(out)["configHash"]}
+                           "volumes": ["meshinject-token", "meshinject-ca"],
+                           "configHash": status(out)["configHash"]}
 
 
 def test_classic_mode_puts_the_proxy_first_among_containers() -> None:
@@ -59,7 +62,9 @@ def test_the_users_containers_and_probes_are_left_exactly_as_they_were() -> None
             "emptyDir": {}}]}
     out = inject(pod(spec=spec))
     assert out["spec"]["containers"] == spec["containers"]
-    assert out["spec"]["volumes"] == spec["volumes"]
+    # the user's volumes first, untouched; the proxy's credentials after them
+    assert out["spec"]["volumes"][:1] == spec["volumes"]
+    assert names(out["spec"]["volumes"][1:]) == ["meshinject-token", "meshinject-ca"]
 
 
 def test_the_proxy_container_runs_envoy_locked_down() -> None:
@@ -198,7 +203,8 @@ def test_a_pod_without_annotations_gets_the_annotations_map_added_whole() -> Non
 def test_a_pod_with_annotations_gets_only_the_status_key_added() -> None:
     result = inject_pod(pod(annotations={"a": "b"}), config=CONFIG, namespace="shop")
     paths = [op["path"] for op in result.patch]
-    assert paths == ["/metadata/annotations/meshinject.io~1status", "/spec/initContainers"]
+    assert paths == ["/metadata/annotations/meshinject.io~1status", "/spec/initContainers",
+                     "/spec/volumes"]
 
 
 def test_a_template_without_metadata_gets_metadata_added() -> None:
@@ -294,3 +300,99 @@ def test_absurd_nesting_in_a_stripped_container_still_gives_a_working_patch() ->
     result = inject_pod(injected, config=CONFIG, namespace="shop")
     assert result.pod == inject(pod())
     assert apply(result.patch, injected) == result.pod
+
+
+@pytest.mark.parametrize(("spec", "field"), [
+    ({"containers": [{"name": "mesh-proxy", "image": "x"}]}, "spec.containers[0] (mesh-proxy)"),
+    ({"initContainers": [{"name": "mesh-init", "image": "x"}],
+      "containers": [{"name": "app", "image": "a"}]}, "spec.initContainers[0] (mesh-init)"),
+    # our command but not our shape: an Envoy of the user's own, under our name
+    ({"containers": [{"name": "app", "image": "a"},
+                     {"name": "mesh-proxy", "image": "envoy", "command": ["envoy"],
+                      "args": ["-c", "/etc/envoy.yaml"]}]}, "spec.containers[1] (mesh-proxy)"),
+    # a mesh-init among the regular containers is never one injection rendered
+    ({"containers": [{"name": "mesh-init", "image": "x", "command": ["meshinject-init"]}]},
+     "spec.containers[0] (mesh-init)"),
+])
+def test_a_users_container_with_a_reserved_name_is_refused_naming_it_not_deleted(
+    spec: dict[str, Any], field: str
+) -> None:
+    subject = pod(spec=spec)
+    with pytest.raises(SpecError) as caught:
+        inject_pod(subject, config=CONFIG, namespace="shop")
+    assert str(caught.value).startswith(f"{field}: the container name ")
+    assert "is reserved" in str(caught.value)
+    with pytest.raises(SpecError):
+        patch_json(subject, config=CONFIG, namespace="shop")
+
+
+def test_a_reserved_name_on_a_pod_that_is_not_injected_is_its_own_business() -> None:
+    subject = pod(labels={"meshinject.io/inject": "false"},
+                  spec={"containers": [{"name": "mesh-proxy", "image": "x"}]})
+    result = inject_pod(subject, config=CONFIG, namespace="shop")
+    assert (result.decision.code, result.patch) == ("opted-out", [])
+
+
+@pytest.mark.parametrize("status_text", [
+    '{"initContainers":["migrate"],"containers":["app"],"volumes":["data"],"configHash":"x"}',
+    '{"initContainers":["mesh-init","mesh-proxy","migrate"],"containers":["app","side"],'
+    '"volumes":["data"]}',
+])
+def test_a_status_annotation_naming_the_users_containers_deletes_none_of_them(
+    status_text: str
+) -> None:
+    spec = {"initContainers": [{"name": "migrate", "image": "m"}],
+            "containers": [{"name": "app", "image": "a"}, {"name": "side", "image": "s"}],
+            "volumes": [{"name": "data", "emptyDir": {}}]}
+    copied = pod(annotations={"meshinject.io/status": status_text}, spec=copy.deepcopy(spec))
+    out = inject(copied)
+    assert names(out["spec"]["initContainers"]) == ["mesh-init", "mesh-proxy", "migrate"]
+    assert out["spec"]["containers"] == spec["containers"]
+    # the user's volumes all kept, untouched; the proxy's credentials after them
+    count = len(spec["volumes"])
+    assert out["spec"]["volumes"][:count] == spec["volumes"]
+    assert names(out["spec"]["volumes"][count:]) == ["meshinject-token", "meshinject-ca"]
+    assert out == inject(pod(spec=spec))  # the copied status is replaced, not trusted
+    assert strip_injection(out) == pod(spec=spec)
+
+
+def test_an_injected_proxy_is_recognised_by_its_shape_under_any_config_and_mode() -> None:
+    spec = {"containers": [{"name": "app", "image": "a"}]}
+    for old in (MeshConfig(), MeshConfig(native_sidecars=False),
+                MeshConfig(proxy=ProxySettings(image="other/envoy:9", concurrency=4))):
+        injected = inject(pod(spec=spec), old)
+        del injected["metadata"]["annotations"]  # even without the status annotation
+        for new in (MeshConfig(), MeshConfig(native_sidecars=False)):
+            assert inject_pod(injected, config=new, namespace="shop").pod == \
+                inject(pod(spec=spec), new)
+
+
+@pytest.mark.parametrize("empty", [
+    {"metadata": {"name": "web", "annotations": {}}},
+    {"metadata": {"name": "web", "annotations": None}},
+    {"metadata": {}},
+    {"metadata": None},
+    {"spec": {"initContainers": [], "containers": [{"name": "app", "image": "a"}]}},
+    {"spec": {"initContainers": None, "containers": [{"name": "app", "image": "a"}]}},
+])
+def test_strip_gives_back_empty_and_null_maps_and_lists_exactly(empty: dict[str, Any]) -> None:
+    original = {**pod(), **empty}
+    for config in (CONFIG, MeshConfig(native_sidecars=False)):
+        once = inject(original, config)
+        assert strip_injection(once) == original
+        assert inject_pod(once, config=config, namespace="shop").patch == []
+
+
+@pytest.mark.parametrize("annotations", [
+    {"proxy.meshinject.io/cpu-limit": "10m"},
+    {"proxy.meshinject.io/memory": "512Mi"},
+    {"proxy.meshinject.io/cpu": "4", "proxy.meshinject.io/memory-limit": "16Mi"},
+    {"proxy.meshinject.io/cpu": "250m", "proxy.meshinject.io/cpu-limit": "0.25"},
+])
+def test_the_proxy_never_gets_a_request_above_its_limit(annotations: dict[str, str]) -> None:
+    injected = inject(pod(annotations=annotations))
+    kubernetes_validate.validate(injected, "1.33", strict=True)
+    resources = injected["spec"]["initContainers"][1]["resources"]
+    for name, request in resources["requests"].items():
+        limit = resources["limits"][name]
+        assert kubernetes_quantity(request) <= kubernetes_quantity(limit), (name, resources)

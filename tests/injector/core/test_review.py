@@ -82,6 +82,78 @@ def test_a_bad_annotation_denies_the_pod_naming_annotation_and_value() -> None:
     assert "SIDEWAYS" in response["status"]["message"]
 
 
+
+def test_a_users_container_named_like_ours_denies_the_pod_naming_it() -> None:
+    pod = copy.deepcopy(POD)
+    pod["spec"]["containers"] = [{"name": "mesh-proxy", "image": "x"}]
+    status, body, outcome = answer(admission_review(pod))
+    response = body["response"]
+    assert (status, response["allowed"], outcome) == (200, False, "denied")
+    assert response["status"]["message"].startswith(
+        "spec.containers[0] (mesh-proxy): the container name mesh-proxy is reserved")
+
+
+def test_every_problem_of_a_pod_is_in_its_one_denial() -> None:
+    pod = with_annotations(**{"traffic.meshinject.io/interception-mode": "SIDEWAYS",
+                              "proxy.meshinject.io/retries": "lots",
+                              "meshinject.io/inject": "maybe"})
+    pod["spec"]["containers"][0]["ports"].append({"containerPort": 15001})
+    _, body, outcome = answer(admission_review(pod))
+    message = body["response"]["status"]["message"]
+    assert outcome == "denied" and message.startswith("4 problems: ")
+    for part in ('annotation meshinject.io/inject="maybe"', 'interception-mode="SIDEWAYS"',
+                 'proxy.meshinject.io/retries="lots"', "containerPort 15001"):
+        assert part in message, part
+
+
+def test_an_unknown_key_under_our_prefix_is_injected_with_a_warning_naming_the_nearest() -> None:
+    _, body, outcome = answer(admission_review(
+        with_annotations(**{"proxy.meshinject.io/retrys": "3"})))
+    assert outcome == "injected"
+    assert body["response"]["warnings"] == [
+        "meshinject: annotation proxy.meshinject.io/retrys is not one meshinject reads, so it "
+        "changes nothing; did you mean proxy.meshinject.io/retries?"]
+
+
+def test_a_windows_pod_is_allowed_untouched_with_the_reason() -> None:
+    pod = copy.deepcopy(POD)
+    pod["spec"]["os"] = {"name": "windows"}
+    _, body, outcome = answer(admission_review(pod))
+    assert outcome == "skipped:windows" and "patch" not in body["response"]
+    assert body["response"]["warnings"] == [
+        "meshinject: not injected: the pod runs on Windows (spec.os.name: windows), where "
+        "mesh-init's iptables rules and the Linux proxy cannot run"]
+
+
+def test_a_classic_sidecar_on_a_jobs_pod_is_injected_with_a_warning() -> None:
+    pod = with_annotations(**{"proxy.meshinject.io/native-sidecar": "false"})
+    pod["spec"]["restartPolicy"] = "Never"
+    pod["metadata"]["ownerReferences"] = [{"apiVersion": "batch/v1", "kind": "Job", "name": "j",
+                                           "uid": "1", "controller": True}]
+    _, body, outcome = answer(admission_review(pod))
+    assert outcome == "injected"
+    [warning] = body["response"]["warnings"]
+    assert "classic sidecar (proxy.meshinject.io/native-sidecar=false)" in warning
+    assert "the Job's pod never completes" in warning
+
+
+@pytest.mark.parametrize("odd", [
+    {"container": {"ports": 5}}, {"container": {"ports": ["x"]}},
+    {"container": {"securityContext": "root"}}, {"spec": {"securityContext": [1337]}},
+    {"spec": {"os": "windows"}}, {"spec": {"nodeSelector": ["windows"]}},
+    {"spec": {"restartPolicy": 3}}, {"metadata": {"ownerReferences": 7}},
+    {"container": {"name": "mesh-proxy", "command": "envoy", "args": "--config-yaml"}},
+])
+def test_odd_shapes_where_the_new_checks_look_are_answered_never_failed(
+    odd: dict[str, Any]
+) -> None:
+    pod = with_annotations(**{"proxy.meshinject.io/native-sidecar": "false"})
+    pod["spec"]["containers"][0].update(odd.get("container", {}))
+    pod["spec"].update(odd.get("spec", {}))
+    pod["metadata"].update(odd.get("metadata", {}))
+    status, _, outcome = answer(admission_review(pod))
+    assert status == 200 and outcome in ("injected", "denied"), outcome
+
 @pytest.mark.parametrize(
     ("operation", "kind"),
     [("UPDATE", "Pod"), ("DELETE", "Pod"), ("CONNECT", "Pod"), ("CREATE", "ConfigMap")],

@@ -26,5 +26,7 @@ def test_the_demo_runs_end_to_end_and_leaves_nothing_behind(
     assert out.count("no proxy settings") == 3
     # the frontend's retry annotations hide every 503 of the flaky backend
     assert "60/60 requests succeeded although reviews answered 503" in out
+    # said only when the counters, read once final, agree with the apps' own logs
+    assert "Every connection into and out of every pod went through its own Envoy" in out
     assert "removed everything" in out
     assert not Path(state.root).exists()

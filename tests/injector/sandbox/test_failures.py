@@ -48,6 +48,59 @@ spec:
 """
 
 
+# an app that runs but never passes its readiness probe (http.server answers 404 to /healthz)
+NOT_READY = """
+apiVersion: v1
+kind: Pod
+metadata: {name: web}
+spec:
+  containers:
+  - name: web
+    image: python:3.11
+    command: [python3, -m, http.server, "8080"]
+    readinessProbe: {httpGet: {path: /healthz, port: 8080}}
+"""
+
+
+def test_a_pod_that_never_gets_ready_is_named_with_its_probe_and_log_and_kept(
+    state: StateDir, tmp_path: Path
+) -> None:
+    path = tmp_path / "not-ready.yaml"
+    path.write_text(NOT_READY)
+    root = str(state.root)
+    result = meshinject("sandbox", "up", "-f", str(path), "--state-dir", root, "--timeout", "4")
+    assert result.returncode == 1
+    err = result.stderr
+    assert "1 pod of 1 not ready after 4s" in err, err
+    assert ("pod web.default: container web (app): readiness probe httpGet :8080/healthz "
+            "failing, last result: HTTP 404; its log ends:") in err, err
+    assert '"GET /healthz HTTP/1.1" 404' in err  # the last lines of the container's own log
+    assert "the sandbox is kept for inspection" in err
+    assert f"remove it with `meshinject sandbox down --state-dir {root}`" in err
+    status = meshinject("sandbox", "status", "--state-dir", root)  # the message is true
+    assert status.returncode == 0 and "web.default" in status.stdout, status
+    assert " running " in status.stdout
+    logs = meshinject("sandbox", "logs", "web", "web", "--state-dir", root)
+    assert "/healthz" in logs.stdout
+    assert meshinject("sandbox", "down", "--state-dir", root).returncode == 0
+    assert not state.root.exists()
+
+
+def test_with_down_on_failure_a_pod_stuck_in_init_is_named_and_everything_removed(
+    state: StateDir, tmp_path: Path
+) -> None:
+    path = tmp_path / "slow.yaml"
+    path.write_text(SLOW)
+    result = meshinject("sandbox", "up", "-f", str(path), "--state-dir", str(state.root),
+                        "--timeout", "3", "--max-replicas", "1", "--down-on-failure")
+    assert result.returncode == 1
+    assert ("pod slow-0.default: container wait (init): init container still running; "
+            "its log ends:\n    (its log is empty)") in result.stderr, result.stderr
+    assert "removed everything" in result.stderr
+    assert not state.root.exists()
+    assert not [n for n in namespaces() if n.endswith("slow-0.default")]
+
+
 def test_a_missing_command_is_a_clear_error_and_nothing_starts(
     state: StateDir, tmp_path: Path
 ) -> None:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
 import base64
+import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +20,10 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from injector.cli import serve as serve_command
 from injector.core.patch import inject_pod
+from injector.core.policy import decide
+from injector.webhook.server import HEADER_SECONDS, ServeOptions
 from mesh.settings import MeshConfig
 from tests.support.corpus import admission_review, corpus_pods
 from tests.support.paths import REPO
@@ -26,6 +32,8 @@ from tests.support.webhook_server import Server, serve
 CONFIG = MeshConfig()
 SAMPLE = {name: pod for name, pod in corpus_pods()}
 SOME = ["AI_vllm-deployment_vllm-deployment.yaml:0", *sorted(SAMPLE)[::15]]
+OTHER_NAME = "meshinject.example"  # never looked up: every dial below goes to 127.0.0.1
+X509_V_ERR_HOSTNAME_MISMATCH = 62
 
 
 @pytest.fixture(scope="module")
@@ -41,37 +49,42 @@ def post(server: Server, doc: Any) -> tuple[int, dict[str, Any]]:
     return reply.status_code, reply.json()
 
 
-def offline_inject(pod: dict[str, Any]) -> dict[str, Any]:
-    """What ``meshinject inject -f -`` makes of the same pod."""
+def _in_shop(pod: dict[str, Any]) -> dict[str, Any]:
+    return dict(pod, metadata={**pod["metadata"], "namespace": "shop"})
+
+
+@pytest.fixture(scope="module")
+def offline() -> dict[str, dict[str, Any]]:
+    """What ``meshinject inject -f -`` makes of the same pods (one run for all of them)."""
     done = subprocess.run(
         [sys.executable, "-m", "injector.cli", "inject", "-f", "-"],
-        input=yaml.safe_dump(pod),
+        input=yaml.safe_dump_all([_in_shop(SAMPLE[name]) for name in SOME]),
         capture_output=True,
         text=True,
         cwd=REPO,
         check=True,
     )
-    result: dict[str, Any] = yaml.safe_load(done.stdout)
-    return result
+    out = [doc for doc in yaml.safe_load_all(done.stdout) if doc is not None]
+    assert len(out) == len(SOME), done.stderr
+    return dict(zip(SOME, out, strict=True))
 
 
 @pytest.mark.parametrize("name", SOME)
 def test_the_patch_applied_to_the_pod_equals_inject_pod_and_the_offline_cli(
-    server: Server, name: str
+    server: Server, offline: dict[str, dict[str, Any]], name: str
 ) -> None:
-    pod = dict(SAMPLE[name], metadata={**SAMPLE[name]["metadata"], "namespace": "shop"})
+    pod = _in_shop(SAMPLE[name])
     status, body = post(server, admission_review(pod, namespace="shop", uid=f"uid-{name}"))
     assert status == 200
     response = body["response"]
     assert (response["uid"], response["allowed"]) == (f"uid-{name}", True)
     expected = inject_pod(pod, config=CONFIG, namespace="shop")
-    if not expected.decision.inject:
+    if expected.decision.inject:
+        patched = jsonpatch.apply_patch(pod, orjson.loads(base64.b64decode(response["patch"])))
+    else:
         assert "patch" not in response
-        return
-    patched = jsonpatch.apply_patch(pod, orjson.loads(base64.b64decode(response["patch"])))
-    assert patched == expected.pod
-    if (REPO / "injector" / "cmd_offline.py").exists():
-        assert patched == offline_inject(pod)
+        patched = pod
+    assert patched == expected.pod == offline[name]
 
 
 def test_a_skipped_pod_gets_no_patch_and_a_warning(server: Server) -> None:
@@ -83,10 +96,9 @@ def test_a_skipped_pod_gets_no_patch_and_a_warning(server: Server) -> None:
     assert status == 200
     assert body["response"]["allowed"] is True
     assert "patch" not in body["response"]
-    assert (
-        "hostNetwork" in body["response"]["warnings"][0]
-        or "host" in body["response"]["warnings"][0]
-    )
+    decision = decide(pod, namespace="default", namespace_labels=None, config=CONFIG)
+    assert decision.code == "host-network" and "(hostNetwork: true)" in decision.reason
+    assert body["response"]["warnings"] == [f"meshinject: not injected: {decision.reason}"]
 
 
 def test_a_bad_annotation_is_denied_with_annotation_and_value(server: Server) -> None:
@@ -161,18 +173,32 @@ def test_the_probes_answer(server: Server) -> None:
         assert client.get("/readyz").text == "ok"
 
 
+def _handshake(port: int, ctx: ssl.SSLContext, name: str) -> dict[str, Any]:
+    """Dial 127.0.0.1 itself (no name is looked up) and check the certificate against ``name``."""
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+        ctx.wrap_socket(raw, server_hostname=name) as tls,
+    ):
+        peer: dict[str, Any] = tls.getpeercert()  # type: ignore[assignment]
+        return peer
+
+
 def test_a_client_checking_another_hostname_refuses_the_certificate(server: Server) -> None:
-    import ssl
-
-    import httpx
-
+    """As the API server would refuse a webhook answering under another Service's name: the
+    TLS handshake itself fails on the name, with the chain otherwise trusted."""
     ctx = server.ssl_context()
-    with pytest.raises(httpx.ConnectError), httpx.Client(verify=ctx) as client:
-        client.get(
-            f"https://meshinject.example:{server.port}/healthz",
-            extensions={"sni_hostname": "meshinject.example"},
-        )
-    assert isinstance(ctx, ssl.SSLContext)
+    assert ("DNS", "localhost") in _handshake(server.port, ctx, "localhost")["subjectAltName"]
+    with pytest.raises(ssl.SSLCertVerificationError) as caught:
+        _handshake(server.port, ctx, OTHER_NAME)
+    assert caught.value.verify_code == X509_V_ERR_HOSTNAME_MISMATCH, caught.value
+    assert f"Hostname mismatch, certificate is not valid for '{OTHER_NAME}'" in str(caught.value)
+
+
+def test_a_certificate_that_names_the_other_host_is_accepted_under_it(tmp_path: Path) -> None:
+    """The control for the test above: what made it fail was the name, nothing else."""
+    with serve(tmp_path, ["--self-signed", "--dns-name", OTHER_NAME]) as named:
+        peer = _handshake(named.port, named.ssl_context(), OTHER_NAME)
+    assert ("DNS", OTHER_NAME) in peer["subjectAltName"]
 
 
 def test_serve_refuses_two_certificate_sources(tmp_path: Path) -> None:
@@ -242,3 +268,75 @@ def test_a_client_that_never_finishes_its_headers_is_disconnected(tmp_path: Path
             assert time.monotonic() - started < 4
         with server.client() as client:
             assert client.get("/healthz").status_code == 200
+
+
+def test_without_the_flag_serve_cuts_half_sent_headers_after_10_s(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The README's 10 s: what ``meshinject serve`` runs with when no --header-timeout is given
+    (tests/reliability/test_fuzz_server.py times the cut of a default server: 10 s)."""
+    used: list[ServeOptions] = []
+
+    def record(options: ServeOptions, **_: object) -> int:
+        used.append(options)
+        return 0
+
+    monkeypatch.setattr(serve_command, "serve", record)
+    monkeypatch.setattr(serve_command, "exit_cleanly_on_stop", lambda: None)
+    parser = argparse.ArgumentParser()
+    serve_command.register(parser.add_subparsers(dest="command"), "serve")
+    args = parser.parse_args(["serve", "--self-signed", "--cert-dir", str(tmp_path)])
+    assert serve_command.run(args) == 0
+    assert [o.header_timeout for o in used] == [HEADER_SECONDS] and HEADER_SECONDS == 10.0
+
+
+def _wait_for(what: str, ready: Callable[[], bool], *, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not ready():
+        assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
+        time.sleep(0.02)
+
+
+def _refused(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_stopped_server_answers_the_review_in_flight_removes_its_key_and_exits_0(
+    tmp_path: Path, signum: signal.Signals
+) -> None:
+    """How the kubelet stops the webhook (SIGTERM), and Ctrl-C: the review in flight is
+    answered, new connections are refused, the --self-signed key directory is gone, exit 0.
+    (``serve`` also checks, for every server the suite starts, that its temporary directory is
+    empty once it stopped.)"""
+    body = orjson.dumps(admission_review(_in_shop(SAMPLE[SOME[0]]), namespace="shop",
+                                         uid="in-flight"))
+    head = (b"POST /mutate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+            b"Expect: 100-continue\r\nContent-Length: %d\r\n\r\n" % len(body))
+    with serve(tmp_path, ["--self-signed"]) as server:
+        key_dir = server.ca_file.parent
+        assert (key_dir / "tls.key").is_file()
+        ctx = server.ssl_context()
+        with (
+            socket.create_connection(("127.0.0.1", server.port), timeout=10) as raw,
+            ctx.wrap_socket(raw, server_hostname="localhost") as tls,
+        ):
+            tls.sendall(head)
+            # the app asked for the body: the review is in flight
+            assert tls.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
+            server.proc.send_signal(signum)
+            _wait_for("the server starts its shutdown", lambda: "Shutting down" in server.log())
+            _wait_for("new connections are refused", lambda: _refused(server.port))
+            tls.sendall(body)
+            answer = b""
+            while chunk := tls.recv(65536):
+                answer += chunk
+        assert server.proc.wait(timeout=30) == 0, server.log()[-3000:]
+        status, _, payload = answer.partition(b"\r\n\r\n")
+        assert status.startswith(b"HTTP/1.1 200 "), answer[:300]
+        assert orjson.loads(payload)["response"]["uid"] == "in-flight"
+        assert not key_dir.exists()

@@ -1,0 +1,192 @@
+"""``meshinject-controlplane``: xDS for every proxy, from the cluster (or the sandbox).
+
+In a cluster (the default): the registry watches the API server, proxies are authenticated by
+TokenReview, the mesh root lives in the Secret ``meshinject-ca`` (made by the first replica)
+and is published to every namespace; each replica serves a certificate from it. In the
+sandbox: the registry is a file the sandbox's supervisor writes, tokens are checked against the
+sandbox's public key, and the root is a directory.
+
+Every replica is the same and holds no state of its own: a proxy may connect to any of them,
+and a restarted one rebuilds everything from the registry.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from controlplane.debug import DebugServer
+from controlplane.grpc import server as xds
+from controlplane.grpc.ads import AdsServer
+from controlplane.identity import castore
+from controlplane.identity.authn import Authenticator, KeyAuthenticator
+from controlplane.identity.ca import MeshCA
+from controlplane.identity.tokenreview import TokenReviewAuthenticator
+from controlplane.metrics import ControlPlaneMetrics
+from controlplane.registry.file import FileRegistry
+from controlplane.registry.kube import KubeRegistry
+from controlplane.runtime import Runtime
+from mesh.contract import CONTROLPLANE_DEBUG_PORT, INJECTOR_NAMESPACE, XDS_PORT
+from mesh.errors import MeshError, UsageError
+from mesh.kube.client import Kube
+from mesh.pki import certs
+
+log = logging.getLogger("meshinject.controlplane")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="meshinject-controlplane",
+        description="The meshinject control plane: xDS (ADS over TLS) for every injected proxy, "
+                    "from the cluster's Services, EndpointSlices, Pods and the mesh config.")
+    p.add_argument("--registry-file", metavar="FILE",
+                   help="read the mesh from this List of objects (the sandbox) instead of a "
+                        "cluster")
+    p.add_argument("--kubeconfig", metavar="FILE", help="default: in-cluster, $KUBECONFIG")
+    p.add_argument("--namespace", default=INJECTOR_NAMESPACE,
+                   help=f"where the mesh config and the root Secret live ({INJECTOR_NAMESPACE})")
+    p.add_argument("--listen", default=f"0.0.0.0:{XDS_PORT}", metavar="HOST:PORT",
+                   help=f"the xDS address (default 0.0.0.0:{XDS_PORT})")
+    p.add_argument("--debug-listen", default=f"0.0.0.0:{CONTROLPLANE_DEBUG_PORT}",
+                   metavar="HOST:PORT", help="probes, metrics and /debug (default "
+                                             f"0.0.0.0:{CONTROLPLANE_DEBUG_PORT})")
+    p.add_argument("--ca-dir", metavar="DIR",
+                   help="the mesh root as ca.crt and ca.key in DIR (default: the Secret "
+                        f"{castore.ROOT_SECRET} in --namespace)")
+    p.add_argument("--token-key", metavar="PEM",
+                   help="verify proxy tokens with this public key (the sandbox's) instead of "
+                        "TokenReview")
+    p.add_argument("--serving-name", action="append", default=[], metavar="NAME",
+                   help="an extra DNS name for the serving certificate (repeat)")
+    p.add_argument("--serving-ip", action="append", default=[], metavar="IP",
+                   help="an IP address for the serving certificate (repeat)")
+    p.add_argument("--trust-domain", default="cluster.local", help="default cluster.local")
+    p.add_argument("--debounce", type=float, default=0.05, metavar="SECONDS",
+                   help="wait this long for more changes before pushing (default 0.05)")
+    p.add_argument("--registry-poll", type=float, default=0.1, metavar="SECONDS",
+                   help="how often --registry-file is checked for changes (default 0.1)")
+    p.add_argument("--log-level", default="info",
+                   choices=["debug", "info", "warning", "error"], help="default info")
+    return p
+
+
+def _split(address: str, flag: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise UsageError(f"{flag} {address!r}: expected HOST:PORT")
+    return host.strip("[]"), int(port)
+
+
+def _mesh_ca(args: argparse.Namespace, kube: Kube | None) -> MeshCA:
+    if args.ca_dir:
+        root = Path(args.ca_dir)
+        try:
+            return MeshCA(certs.CertPair((root / "ca.crt").read_bytes(),
+                                         (root / "ca.key").read_bytes()))
+        except OSError as err:
+            raise UsageError(f"--ca-dir {root}: {err.strerror}") from err
+    assert kube is not None
+    return castore.load_or_create(kube, namespace=args.namespace, trust_domain=args.trust_domain)
+
+
+def _authenticator(args: argparse.Namespace, kube: Kube | None,
+                   runtime: Runtime) -> Authenticator:
+    if args.token_key:
+        try:
+            key = serialization.load_pem_public_key(Path(args.token_key).read_bytes())
+        except (OSError, ValueError) as err:
+            raise UsageError(f"--token-key {args.token_key}: {err}") from err
+        if not isinstance(key, ec.EllipticCurvePublicKey):
+            raise UsageError(f"--token-key {args.token_key}: not an EC public key")
+        return KeyAuthenticator(key)
+    assert kube is not None
+
+    def known_pod(namespace: str, name: str) -> dict[str, Any] | None:
+        workload = runtime.state.workloads.get((namespace, name))
+        if workload is not None:  # the registry's copy: no API call per connection
+            return {"metadata": {"uid": workload.uid},
+                    "spec": {"serviceAccountName": workload.service_account}}
+        return authenticator.fetch_pod(namespace, name)
+
+    authenticator = TokenReviewAuthenticator(kube, pod_lookup=known_pod)
+    return authenticator
+
+
+async def serve(args: argparse.Namespace) -> int:
+    host, port = _split(args.listen, "--listen")
+    debug_host, debug_port = _split(args.debug_listen, "--debug-listen")
+    kube = None if args.registry_file else Kube.connect(kubeconfig=args.kubeconfig)
+    runtime = Runtime(debounce=args.debounce)
+    ca = _mesh_ca(args, kube)
+    authenticator = _authenticator(args, kube, runtime)
+    cert_dir = Path(tempfile.mkdtemp(prefix="meshinject-cp-"))
+    stop_threads = threading.Event()
+    try:
+        pair = ca.serving(namespace=args.namespace, extra_names=tuple(args.serving_name),
+                          ips=tuple(args.serving_ip))
+        (cert_dir / "tls.key").touch(mode=0o600)
+        (cert_dir / "tls.key").write_bytes(pair.key_pem)
+        (cert_dir / "tls.crt").write_bytes(pair.cert_pem)
+        metrics = ControlPlaneMetrics()
+        ads = AdsServer(runtime=runtime, authenticator=authenticator, metrics=metrics)
+        grpc_server, _ = await xds.start(ads, address=f"{host}:{port}",
+                                      certs=xds.CertFiles(cert_dir / "tls.crt",
+                                                          cert_dir / "tls.key"))
+        debug = await DebugServer(runtime=runtime, ads=ads, metrics=metrics).start(
+            host=debug_host, port=debug_port)
+        registry: FileRegistry | KubeRegistry
+        if args.registry_file:
+            registry = FileRegistry(args.registry_file, interval=args.registry_poll)
+        else:
+            assert kube is not None
+            registry = KubeRegistry(kube, config_namespace=args.namespace)
+            threading.Thread(target=castore.keep_published, name="publish-root", daemon=True,
+                             args=(kube, ca.bundle(), stop_threads)).start()
+        tasks = [asyncio.create_task(runtime.run()), asyncio.create_task(registry.run(runtime))]
+        print(f"meshinject-controlplane: xDS on {host}:{port}, debug on {debug_host}:"
+              f"{debug_port}", flush=True)
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stopping.set)
+        await stopping.wait()
+        log.info("stopping: closing %d streams", len(ads.streams))
+        ads.close_all()
+        for _ in range(50):  # the streams end as soon as their generators see it
+            if not ads.streams:
+                break
+            await asyncio.sleep(0.02)
+        for task in tasks:
+            task.cancel()
+        debug.close()
+        await grpc_server.stop(grace=1)
+        return 0
+    finally:
+        stop_threads.set()
+        shutil.rmtree(cert_dir, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return asyncio.run(serve(args))
+    except (UsageError, MeshError, OSError) as err:
+        print(f"meshinject-controlplane: {err}", file=sys.stderr)
+        return 2 if isinstance(err, UsageError) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,249 @@
+#!/usr/bin/env python3
+"""How fast an EndpointSlice change reaches every proxy, and what the control plane costs.
+
+The real ``meshinject-controlplane`` serves N lightweight ADS clients (tests/support/adsclient,
+which subscribe, ACK and follow EDS as Envoy does, each on its own TLS connection and token)
+over S Services with three endpoints each, read from a registry file. After every client
+holds its full config, the script changes one Service's EndpointSlice R times and records, per
+change and client, the time from the file's rewrite to the client receiving (and at once
+ACKing) the assignment that carries it. It prints p50/p99, the control plane's CPU during the
+changes and its resident memory. The registry file is polled every ``--poll`` seconds, which
+is part of the figure (the cluster's watch delivers at once).
+
+    .venv/bin/python scripts/bench_xds.py --proxies 1000 --services 1000
+
+Target (issue 13): at 1,000 proxies and 1,000 services, p99 under 1 s and under 300 MB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from cryptography.hazmat.primitives import serialization  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
+
+from controlplane.identity.ca import MeshCA  # noqa: E402
+from mesh.pki import jwt  # noqa: E402
+
+PROGRAM = str(Path(sys.executable).parent / "meshinject-controlplane")
+MARKER = "198.18.250."  # the address each change adds, one per change
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+# -- the registry -------------------------------------------------------------------------------
+def service(i: int) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": f"svc{i}", "namespace": "bench"},
+            "spec": {"clusterIP": f"198.19.{i // 250}.{i % 250 + 1}",
+                     "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}}
+
+
+def endpoint_slice(i: int, extra: list[str]) -> dict[str, Any]:
+    addresses = [f"198.18.{(i // 80) + 1}.{(i % 80) * 3 + k + 1}" for k in range(3)] + extra
+    return {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": f"svc{i}-1", "namespace": "bench",
+                         "labels": {"kubernetes.io/service-name": f"svc{i}"}},
+            "addressType": "IPv4", "ports": [{"name": "http", "port": 8080}],
+            "endpoints": [{"addresses": [a], "conditions": {"ready": True}} for a in addresses]}
+
+
+def pod(i: int) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": f"p{i}", "namespace": "bench", "uid": f"u{i}",
+                         "annotations": {"meshinject.io/status": "{}"}},
+            "spec": {"serviceAccountName": "default", "containers": [{"name": "app"}]},
+            "status": {"podIP": f"198.18.200.{i % 250}"}}
+
+
+def write_registry(path: Path, *, services: int, proxies: int,
+                   extra: dict[int, list[str]]) -> None:
+    items = [x for i in range(services) for x in (service(i), endpoint_slice(i, extra.get(i, [])))]
+    items += [pod(i) for i in range(proxies)]
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": items}))
+    os.replace(tmp, path)
+
+
+# -- a client process ---------------------------------------------------------------------------
+async def clients(args: argparse.Namespace) -> None:
+    import grpc
+
+    from tests.support.adsclient import ENDPOINT, AdsClient, endpoints_of
+
+    key = serialization.load_pem_private_key(Path(args.key).read_bytes(), None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    root = Path(args.root).read_bytes()
+    seen: dict[str, list[float]] = {}
+    running = []
+    for i in range(args.offset, args.offset + args.count):
+        token = jwt.mint({"sub": "system:serviceaccount:bench:default", "aud": ["meshinject"],
+                          "exp": time.time() + 3600,
+                          "kubernetes.io": {"pod": {"name": f"p{i}", "uid": f"u{i}"}}}, key)
+        channel = grpc.aio.secure_channel(
+            f"127.0.0.1:{args.port}", grpc.ssl_channel_credentials(root),
+            options=[("grpc.ssl_target_name_override",
+                      "meshinject-controlplane.meshinject-system.svc"),
+                     ("grpc.max_receive_message_length", 64 * 1024 * 1024)])
+        client = AdsClient(channel, namespace="bench", pod=f"p{i}", token=token, keep=False)
+        original = client._handle
+        first: set[str] = set()
+
+        def handle(response: Any, original: Any = original, first: set[str] = first) -> None:
+            now = time.time()
+            original(response)
+            if response.type_url == ENDPOINT:
+                for addresses in endpoints_of(response).values():
+                    for address in addresses:
+                        if address.startswith(MARKER) and address not in first:
+                            first.add(address)
+                            seen.setdefault(address, []).append(now)
+
+        client._handle = handle  # type: ignore[method-assign]
+        running.append((client, asyncio.create_task(client.run())))
+    deadline = time.monotonic() + args.timeout
+    while not all(len(c.got.versions) >= 4 for c, _ in running):
+        if time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.05)
+    synced = sum(len(c.got.versions) >= 4 for c, _ in running)
+    print(json.dumps({"synced": synced}), flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+    print(json.dumps({"seen": seen}), flush=True)
+    for client, task in running:
+        client.close()
+        task.cancel()
+
+
+# -- the run ------------------------------------------------------------------------------------
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def bench(args: argparse.Namespace) -> int:
+    work = Path(tempfile.mkdtemp(prefix="bench-xds-"))
+    key = ec.generate_private_key(ec.SECP256R1())
+    (work / "token.key").write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
+    (work / "token.pub").write_bytes(key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    ca = MeshCA.create(trust_domain="cluster.local")
+    (work / "ca.crt").write_bytes(ca.root.cert_pem)
+    (work / "ca.key").write_bytes(ca.root.key_pem)
+    registry = work / "registry.json"
+    extra: dict[int, list[str]] = {}
+    write_registry(registry, services=args.services, proxies=args.proxies, extra=extra)
+    port = 15700
+    log = open(work / "controlplane.log", "wb")  # noqa: SIM115 (the plane's whole life)
+    plane = subprocess.Popen(
+        [PROGRAM, "--registry-file", str(registry), "--token-key", str(work / "token.pub"),
+         "--ca-dir", str(work), "--listen", f"127.0.0.1:{port}", "--debug-listen",
+         f"127.0.0.1:{port + 1}", "--serving-ip", "127.0.0.1", "--registry-poll",
+         str(args.poll), "--log-level", "warning"],
+        stdout=subprocess.DEVNULL, stderr=log, env={**os.environ, **dict(
+            e.split("=", 1) for e in args.plane_env)})
+    procs: list[subprocess.Popen[str]] = []
+    try:
+        time.sleep(2)
+        per = -(-args.proxies // args.processes)
+        begun = time.monotonic()
+        for offset in range(0, args.proxies, per):
+            procs.append(subprocess.Popen(
+                [sys.executable, __file__, "--client", "--port", str(port), "--key",
+                 str(work / "token.key"), "--root", str(work / "ca.crt"), "--offset",
+                 str(offset), "--count", str(min(per, args.proxies - offset)), "--timeout",
+                 str(args.timeout)],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
+        synced = sum(json.loads(p.stdout.readline())["synced"] for p in procs)  # type: ignore
+        sync_s = time.monotonic() - begun
+        print(f"{synced}/{args.proxies} proxies synced (CDS, EDS, LDS, RDS ACKed) in "
+              f"{sync_s:.1f} s; control plane RSS {rss_mb(plane.pid):.0f} MB")
+        time.sleep(1)
+        cpu_before, written = cpu_seconds(plane.pid), {}
+        for change in range(args.changes):
+            address = f"{MARKER}{change + 1}"
+            target = change % args.services
+            extra[target] = [*extra.get(target, []), address]
+            write_registry(registry, services=args.services, proxies=args.proxies, extra=extra)
+            written[address] = time.time()
+            time.sleep(args.interval)
+        cpu = cpu_seconds(plane.pid) - cpu_before
+        seen: dict[str, list[float]] = {}
+        for p in procs:
+            p.stdin.write("done\n")  # type: ignore[union-attr]
+            p.stdin.flush()  # type: ignore[union-attr]
+            for marker, times in json.loads(p.stdout.readline())["seen"].items():  # type: ignore
+                seen.setdefault(marker, []).extend(times)
+        latencies = [t - written[m] for m, times in seen.items() for t in times]
+        missing = sum(args.proxies - len(seen.get(m, [])) for m in written)
+        per_change = [max(times) - written[m] for m, times in seen.items()]
+        print(f"{args.changes} EndpointSlice changes, {args.proxies} proxies each, over "
+              f"{args.services} Services (registry polled every {args.poll:g} s):")
+        print(f"  change -> proxy has it (ACK sent): p50 {percentile(latencies, .5) * 1000:.0f} "
+              f"ms, p99 {percentile(latencies, .99) * 1000:.0f} ms, max "
+              f"{max(latencies) * 1000:.0f} ms; last proxy per change: median "
+              f"{statistics.median(per_change) * 1000:.0f} ms; missed: {missing}")
+        print(f"  control plane: {cpu:.2f} CPU-seconds for the changes "
+              f"({cpu / args.changes * 1000:.0f} ms per change), RSS {rss_mb(plane.pid):.0f} MB")
+        return 0 if missing == 0 else 1
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+        plane.terminate()
+        plane.wait(10)
+        log.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, default=15700, help=argparse.SUPPRESS)
+    parser.add_argument("--key", help=argparse.SUPPRESS)
+    parser.add_argument("--root", help=argparse.SUPPRESS)
+    parser.add_argument("--offset", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--count", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--proxies", type=int, default=1000, help="ADS clients (1000)")
+    parser.add_argument("--services", type=int, default=1000, help="Services (1000)")
+    parser.add_argument("--changes", type=int, default=10, help="EndpointSlice changes (10)")
+    parser.add_argument("--interval", type=float, default=2.0, help="seconds between (2)")
+    parser.add_argument("--processes", type=int, default=4, help="client processes (4)")
+    parser.add_argument("--poll", type=float, default=0.02, help="registry poll (0.02 s)")
+    parser.add_argument("--timeout", type=float, default=300, help="sync timeout (300 s)")
+    parser.add_argument("--plane-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="environment for the control plane (e.g. malloc settings)")
+    args = parser.parse_args()
+    if args.client:
+        asyncio.run(clients(args))
+        return 0
+    return bench(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
