@@ -74,14 +74,16 @@ def test_a_changed_mesh_config_shows_pods_stale_until_a_rollout_restart_reinject
         first = pods_of(cluster, ns)
         code, rows, out = inspect(cluster, ns)
         assert code == 0, out
-        assert [rows[p] for p in first] == [["yes", "?", "native", "REDIRECT", "0", "current"]] * 2
+        # no control plane runs without a node: every proxy NOT CONNECTED
+        assert [rows[p] for p in first] == [["yes", "?", "native", "REDIRECT", "0", "current",
+                                             "NOT", "CONNECTED", "-"]] * 2
 
         changed = json.loads(json.dumps(mesh_config))
         changed["proxy"]["concurrency"] = 2
         patch = json.dumps({"data": {CONFIG_KEY: yaml.safe_dump(changed)}})
         cluster.kubectl("patch", "configmap", CONFIGMAP, "-n", NS, "--type=merge", "-p", patch)
         code, rows, out = inspect(cluster, ns)
-        assert [rows[p][-1] for p in first] == ["STALE", "STALE"], out
+        assert [rows[p][5] for p in first] == ["STALE", "STALE"], out
         assert "STALE: injected under an older mesh config: restart to re-inject" in out
 
         # the injector reads its config at start: it is restarted on the new one, as
@@ -96,5 +98,5 @@ def test_a_changed_mesh_config_shows_pods_stale_until_a_rollout_restart_reinject
         wait_for("2 new pods", replaced)
         code, rows, out = inspect(cluster, ns)
         assert code == 0, out
-        assert [rows[p][-1] for p in pods_of(cluster, ns)] == ["current", "current"], out
+        assert [rows[p][5] for p in pods_of(cluster, ns)] == ["current", "current"], out
         assert "STALE" not in out
