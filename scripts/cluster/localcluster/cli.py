@@ -92,7 +92,8 @@ def _fresh_up(args: argparse.Namespace, bin_dir: str) -> None:
 
     state = State(state_dir=str(args.state_dir), bin_dir=bin_dir,
                   ports=Ports.from_base(args.port_base), nodes=list(args.node),
-                  cert_check_seconds=args.cert_check_seconds)
+                  cert_check_seconds=args.cert_check_seconds,
+                  token_refresh_seconds=args.token_refresh_seconds)
     _ports_free(state.ports)
     journal = Journal(args.state_dir)
     with journal.locked():
@@ -297,9 +298,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="ports BASE+1..5, and BASE+43 for the injector "
                     f"(default {DEFAULT_PORT_BASE})")
     up.add_argument("--node", action="append", default=[], metavar="AGENT[=N]",
-                    help="start a node agent with N nodes (kwok)")
+                    help="start a node agent with N nodes (kwok, sandbox)")
     up.add_argument("--cert-check-seconds", type=float, default=60.0,
                     help="the injector's cert store interval (tests rotate certificates fast)")
+    up.add_argument("--token-refresh-seconds", type=float, default=0.0,
+                    help="the sandbox node renews projected tokens this long after issue at "
+                    "the latest (tests; default: at 80%% of their lifetime, as a kubelet)")
     up.add_argument("--build-timeout", type=int, default=3000,
                     help="give up waiting for the binaries' build after this long")
     up.set_defaults(run=cmd_up)

@@ -57,8 +57,26 @@ def wait_etcd(journal: Journal, state: State, proc: Proc) -> float:
                         timeout=30, alive=_dead(journal, proc))
 
 
+EGRESS = """\
+# written by scripts/cluster: the API server's way to pods and kubelets (pods/proxy,
+# services/proxy, logs, exec, webhooks by Service) is the sandbox node's CONNECT proxy, which
+# dials inside the node's network namespace; nothing routes 198.18.0.0/15 in the root one.
+apiVersion: apiserver.k8s.io/v1beta1
+kind: EgressSelectorConfiguration
+egressSelections:
+  - name: cluster
+    connection:
+      proxyProtocol: HTTPConnect
+      transport:
+        uds:
+          udsName: {socket}
+"""
+
+
 def start_apiserver(journal: Journal, state: State) -> Proc:
     p = state.pki
+    egress = journal.write_file(state.dir / "egress-selector.yaml",
+                                EGRESS.format(socket=state.egress_socket))
     return journal.spawn("kube-apiserver", [
         state.binary("kube-apiserver"),
         "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
@@ -76,6 +94,8 @@ def start_apiserver(journal: Journal, state: State) -> Proc:
         f"--service-account-signing-key-file={p / 'sa.key'}",
         f"--kubelet-client-certificate={p / 'apiserver-kubelet-client.crt'}",
         f"--kubelet-client-key={p / 'apiserver-kubelet-client.key'}",
+        f"--kubelet-certificate-authority={p / 'ca.crt'}",
+        f"--egress-selector-config-file={egress}",
         f"--requestheader-client-ca-file={p / 'front-proxy-ca.crt'}",
         "--requestheader-allowed-names=front-proxy-client",
         "--requestheader-username-headers=X-Remote-User",

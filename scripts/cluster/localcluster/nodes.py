@@ -28,6 +28,8 @@ the state directory (a network namespace, a veth) is announced first with
 from __future__ import annotations
 
 import functools
+import ipaddress
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -109,10 +111,79 @@ def _kwok_ready(state: State, count: int) -> bool:
     return len(ready) >= count
 
 
+# -- the sandbox: the node that runs pods for real ------------------------------------------
+SANDBOX_NODE = "sandbox"
+RELAY_PORT = 6443  # injector/sandbox/nodeobjects.py: the relay to the API server in the node ns
+
+
+def sandbox_dir(state: State) -> Path:
+    return state.dir / f"node-{SANDBOX_NODE}"
+
+
+def _start_sandbox(journal: Journal, state: State, count: int) -> list[Proc]:
+    """``python -m injector.sandbox.node run``: one node, the sandbox's pods in network
+    namespaces of their own (injector/sandbox/node.py says what it does). Its credentials: the
+    node's (``system:node:sandbox``), kube-proxy's (``system:kube-proxy``, which reaches the API
+    server through the node's relay on 127.0.0.1:6443 inside the node namespace), and the
+    kubelet API's serving certificate for the node's address. The admin kubeconfig is for the
+    ``kubernetes`` Service's endpoint alone (the API server's job, off here). ``down`` stops it
+    by PID, then runs its ``cleanup``, which removes whatever namespaces it left."""
+    if count != 1:
+        raise ValueError("--node sandbox: the sandbox is one node")
+    issuer = pki.load_ca(state.pki, "ca")
+    node_credentials(journal, state, SANDBOX_NODE)
+    node_ip = str(ipaddress.ip_network(state.sandbox_pod_cidr).network_address + 1)
+    pki.issue_serving(journal, state.pki, f"kubelet-{SANDBOX_NODE}", issuer,
+                      cn=f"system:node:{SANDBOX_NODE}", dns=[SANDBOX_NODE], ips=[node_ip])
+    pki.issue_client(journal, state.pki, "kube-proxy", issuer, cn="system:kube-proxy")
+    kubeconfigs = {}
+    for user, server, name in (
+        (f"node-{SANDBOX_NODE}", state.api_url, f"node-{SANDBOX_NODE}"),
+        ("kube-proxy", f"https://127.0.0.1:{RELAY_PORT}", "kube-proxy"),
+    ):
+        kubeconfigs[name] = journal.write_file(state.pki / f"{name}.kubeconfig", pki.kubeconfig(
+            server=server, ca_file=state.pki / "ca.crt", user=user,
+            cert_file=state.pki / f"{user}.crt", key_file=state.pki / f"{user}.key"), mode=0o600)
+    where = sandbox_dir(state)
+    journal.make_dir(where)
+    python = sys.executable  # the venv's: it has meshinject (cluster.py up runs in it)
+    journal.write("undo", argv=[python, "-m", "injector.sandbox.node", "cleanup",
+                                "--state-dir", str(where)])
+    argv = [
+        python, "-m", "injector.sandbox.node", "run", f"--name={SANDBOX_NODE}",
+        f"--state-dir={where}", f"--kubeconfig={kubeconfigs[f'node-{SANDBOX_NODE}']}",
+        f"--admin-kubeconfig={state.kubeconfig}", f"--api-port={state.ports.apiserver}",
+        f"--pod-cidr={state.sandbox_pod_cidr}", f"--cluster-cidr={state.cluster_cidr}",
+        f"--serving-cert={state.pki / f'kubelet-{SANDBOX_NODE}.crt'}",
+        f"--serving-key={state.pki / f'kubelet-{SANDBOX_NODE}.key'}",
+        f"--client-ca={state.pki / 'ca.crt'}", f"--kube-proxy={state.binary('kube-proxy')}",
+        f"--kube-proxy-kubeconfig={kubeconfigs['kube-proxy']}",
+        f"--egress-socket={state.egress_socket}",
+    ]
+    if state.token_refresh_seconds:
+        argv.append(f"--token-refresh-seconds={state.token_refresh_seconds:g}")
+    return [journal.spawn("sandbox", argv, log=state.logs / "sandbox-node.log")]
+
+
+def _ready(node: dict[str, object]) -> bool:
+    status = node.get("status") or {}
+    assert isinstance(status, dict)
+    return any(c.get("type") == "Ready" and c.get("status") == "True"
+               for c in status.get("conditions") or [])
+
+
+def _sandbox_ready(state: State, count: int) -> bool:
+    try:
+        return _ready(api.call(state, "GET", f"/api/v1/nodes/{SANDBOX_NODE}"))
+    except api.ApiError:
+        return False
+
+
 AGENTS: dict[str, NodeAgent] = {
     "kwok": NodeAgent("kwok", "kwok: fake nodes whose pods go Running at once",
                       _start_kwok, _kwok_ready),
-    # "sandbox": the node agent that runs pods for real in network namespaces (issue 12)
+    "sandbox": NodeAgent("sandbox", "the sandbox: a node that runs pods in network namespaces",
+                         _start_sandbox, _sandbox_ready),
 }
 
 

@@ -52,6 +52,7 @@ class State:
     install_dir: str = ""  # what `kubectl apply -k` was given (delete -k it to uninstall)
     nodes: list[str] = field(default_factory=list)  # node agents asked for
     cert_check_seconds: float = 60.0
+    token_refresh_seconds: float = 0.0  # the sandbox node renews tokens this soon (tests)
 
     # -- derived paths ---------------------------------------------------------------------
     @property
@@ -74,6 +75,11 @@ class State:
     @property
     def injector_dir(self) -> Path:
         return self.dir / "injector"
+
+    @property
+    def egress_socket(self) -> Path:
+        """Where the API server's ``cluster`` egress goes: the sandbox node's CONNECT proxy."""
+        return self.dir / "egress.sock"
 
     @property
     def api_url(self) -> str:
