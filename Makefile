@@ -28,9 +28,10 @@ demo: setup
 	$(VENV)/bin/meshinject demo
 
 # the local Kubernetes cluster (scripts/cluster/): builds its binaries once (cached), then starts
-# etcd, the API server, controller-manager, scheduler and the injector; .cluster/kubeconfig
+# etcd, the API server, controller-manager, scheduler, the injector and the sandbox node (which
+# runs the mesh's control plane and your pods); .cluster/kubeconfig
 cluster-up: setup
-	$(PY) scripts/cluster/cluster.py up
+	$(PY) scripts/cluster/cluster.py up --node sandbox
 
 cluster-down:
 	python3 scripts/cluster/cluster.py down

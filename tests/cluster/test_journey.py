@@ -1,40 +1,30 @@
-"""The user's journey as the README tells it, as far as it goes without a node.
+"""The user's journey as the README tells it, on the real cluster with the sandbox as its node.
 
-Label a namespace, ``kubectl apply -f`` a Deployment, ``kubectl get pods`` (Pending, since no node
-runs them, but stored with mesh-init and mesh-proxy), then ``meshinject inspect`` and ``meshinject
-check`` against the real API server: check must find the webhook usable, registered by URL, and
-its serving certificate naming the URL's host (127.0.0.1, an IP SAN).
+Label a namespace, ``kubectl apply`` Deployments, and the pods are stored with mesh-init and
+mesh-proxy, bound to the sandbox node, run there (mesh-init's rules in each pod's namespace,
+Envoy getting its config from the control plane's two replicas, which run on the same node
+with their ServiceAccount's token) and become Ready. A request from one injected pod to
+another's Service goes through both proxies: Envoy's own counters move by exactly the requests
+made, on the caller's outbound cluster and on the callee's inbound listener, and the callee's
+app sees the request come from its proxy (127.0.0.6). Then ``kubectl logs``, ``meshinject
+inspect`` (ready, current, xDS synced) and ``meshinject check``, as a user runs them.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import subprocess
-import time
-from pathlib import Path
 
 import pytest
 
-from mesh.contract import INIT_NAME, PROXY_NAME
+from mesh.contract import INIT_NAME, INJECT, NAMESPACE_ENABLED, PROXY_NAME
+from tests.support import meshapp
 from tests.support.paths import MESHINJECT
 from tests.support.realcluster import LocalCluster, names
 
 pytestmark = pytest.mark.cluster
-APP = """\
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: web}
-spec:
-  replicas: 2
-  selector: {matchLabels: {app: web}}
-  template:
-    metadata: {labels: {app: web}}
-    spec:
-      containers:
-        - name: web
-          image: nginx:1.27
-          ports: [{containerPort: 80}]
-"""
+REQUESTS = 3
 
 
 def meshinject(cluster: LocalCluster, *args: str) -> subprocess.CompletedProcess[str]:
@@ -42,34 +32,62 @@ def meshinject(cluster: LocalCluster, *args: str) -> subprocess.CompletedProcess
                           capture_output=True, text=True, timeout=60, check=False)
 
 
-def test_label_apply_get_inspect_check(cluster: LocalCluster, tmp_path: Path) -> None:
+def test_label_apply_run_on_the_node_call_through_both_proxies_logs_inspect_check(
+    cluster: LocalCluster,
+) -> None:
     with cluster.namespace("shop") as ns:
-        cluster.kubectl("label", "namespace", ns, "meshinject.io/inject=enabled")
-        (tmp_path / "app.yaml").write_text(APP)
-        cluster.kubectl("apply", "-n", ns, "-f", str(tmp_path / "app.yaml"))
-        deadline = time.monotonic() + 30
-        while len(pods := json.loads(cluster.kubectl(
-                "get", "pods", "-n", ns, "-o", "json").stdout)["items"]) < 2:
-            assert time.monotonic() < deadline, "the Deployment made no pods"
-            time.sleep(0.2)
-        table = cluster.kubectl("get", "pods", "-n", ns).stdout.splitlines()
-        assert [line.split()[1:3] for line in table[1:]] == [["0/2", "Pending"]] * 2, table
+        cluster.kubectl("label", "namespace", ns, f"{INJECT}={NAMESPACE_ENABLED}")
+        meshapp.deploy(cluster, ns)
+        pods = meshapp.pods(cluster, ns)
         for pod in pods:
             assert names(pod["spec"]["initContainers"]) == [INIT_NAME, PROXY_NAME]
+            assert pod["spec"]["nodeName"] == "sandbox"
+            assert ipaddress.ip_address(pod["status"]["podIP"]) in ipaddress.ip_network(
+                "198.18.0.0/24")
+        table = cluster.kubectl("get", "pods", "-n", ns).stdout.splitlines()
+        assert [line.split()[1:3] for line in table[1:]] == [["2/2", "Running"]] * 3, table
+
+        web = meshapp.pods(cluster, ns, "web")[0]["metadata"]["name"]
+        catalogs = [p["metadata"]["name"] for p in meshapp.pods(cluster, ns, "catalog")]
+        before = {p: meshapp.stats(cluster, ns, p) for p in [web, *catalogs]}
+        for _ in range(REQUESTS):
+            answer = json.loads(meshapp.proxy_get(cluster, ns, web, 8080, "/"))
+            assert answer == {"service": "frontend", "backends": {"catalog": 200}}
+        after = {p: meshapp.stats(cluster, ns, p) for p in [web, *catalogs]}
+
+        def moved(pod: str, name: str, **labels: str) -> float:
+            return (meshapp.counter(after[pod], name, **labels)
+                    - meshapp.counter(before[pod], name, **labels))
+
+        # web's proxy: each request came in on its inbound listener and went out, on its
+        # outbound listener, to the catalog Service's cluster; the catalogs' proxies took
+        # exactly those in (their readiness probes are TCP: no HTTP request of their own)
+        requests = "envoy_http_downstream_rq_total"
+        assert moved(web, requests, envoy_http_conn_manager_prefix="inbound_http") == REQUESTS
+        assert moved(web, requests, envoy_http_conn_manager_prefix="outbound_http") == REQUESTS
+        assert moved(web, meshapp.cluster_stat(ns, "upstream_rq_total"),
+                     envoy_cluster_name="outbound|80||catalog") == REQUESTS
+        assert sum(moved(c, requests, envoy_http_conn_manager_prefix="inbound_http")
+                   for c in catalogs) == REQUESTS
+
+        web_log = cluster.kubectl("logs", "-n", ns, web, "-c", "web").stdout
+        assert web_log.count("call catalog:80/items -> 200") >= REQUESTS, web_log
+        served = "".join(cluster.kubectl("logs", "-n", ns, c, "-c", "catalog").stdout
+                         for c in catalogs)
+        assert served.count("127.0.0.6 GET /items -> 200") >= REQUESTS, served
+        proxy_log = cluster.kubectl("logs", "-n", ns, web, "-c", PROXY_NAME)
+        assert proxy_log.returncode == 0
 
         inspected = meshinject(cluster, "inspect", "-n", ns)
         assert inspected.returncode == 0, inspected.stdout + inspected.stderr
-        assert "2 pods, 2 injected, 0 missing a proxy, 0 out of date" in inspected.stdout
+        rows = {line.split()[1]: line.split()[2:] for line in inspected.stdout.splitlines()
+                if line.startswith(ns)}
+        assert sorted(rows) == sorted([web, *catalogs])
+        for row in rows.values():
+            assert row[:7] == ["yes", "ready", "native", "REDIRECT", "0", "current", "synced"]
+        assert "3 pods, 3 injected, 0 missing a proxy, 0 out of date" in inspected.stdout
 
-        checked = meshinject(cluster, "check", "-n", ns)
+        checked = meshinject(cluster, "check", web, "-n", ns)
         assert checked.returncode == 0, checked.stdout + checked.stderr
-        out = checked.stdout
-        assert "webhook meshinject: 2 entries, caBundle set on all" in out
-        assert "verifies against the caBundle, names 127.0.0.1, 365 days left" in out
-        assert f"injector: called at {cluster.injector_url} (clientConfig.url)" in out
-
-        one = pods[0]["metadata"]["name"]
-        explained = meshinject(cluster, "check", one, "-n", ns)
-        assert explained.returncode == 0, explained.stdout
-        assert f"pod {ns}/{one}: injected, as it should be" in explained.stdout
-        assert "webhook     namespace.meshinject.io selects this pod" in explained.stdout
+        assert f"pod {ns}/{web}: injected, as it should be" in checked.stdout
+        assert "proxy ready, 0 restarts" in checked.stdout

@@ -1,25 +1,24 @@
 """Upgrade: a changed mesh config makes the running pods STALE; a rollout makes them current.
 
-What ``inspect`` reads here is real: the pods as the API server stored them (the injector's
-status annotation with its config hash, and the init containers it added) and the ConfigMap
-installed from ``manifests/``. What it cannot show without a node: whether a proxy is ready
-(no kubelet reports container statuses, so the PROXY column is ``?``). Without a node no pod
-becomes available either, so a rolling update that keeps availability would wait forever; the
-Deployment uses ``Recreate``, which a rollout restart then carries through.
+The pods really run (``examples/shop.yaml`` on the sandbox node): before the change every proxy
+is ready, current and synced with the control plane; after it, ``inspect`` shows them STALE
+(their status annotation records the config hash they were injected with); ``kubectl rollout
+restart`` replaces them, rolling (each new pod Ready before an old one goes), with pods the
+restarted injector renders from the new config.
 """
 
 from __future__ import annotations
 
 import json
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import yaml
 
 from mesh.contract import CONFIG_KEY, CONFIGMAP, INJECT, NAMESPACE_ENABLED
+from tests.support import meshapp
 from tests.support.paths import MESHINJECT
 from tests.support.realcluster import NS, LocalCluster
 
@@ -37,16 +36,7 @@ def inspect(cluster: LocalCluster, ns: str) -> tuple[int, dict[str, list[str]], 
 
 
 def pods_of(cluster: LocalCluster, ns: str) -> list[str]:
-    out = cluster.kubectl("get", "pods", "-n", ns, "-l", "app=web", "-o", "json").stdout
-    return sorted(p["metadata"]["name"] for p in json.loads(out)["items"]
-                  if not p["metadata"].get("deletionTimestamp"))
-
-
-def wait_for(what: str, check: Callable[[], bool], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"not within {timeout} s: {what}"
-        time.sleep(0.2)
+    return sorted(p["metadata"]["name"] for p in meshapp.pods(cluster, ns))
 
 
 @pytest.fixture
@@ -66,37 +56,37 @@ def test_a_changed_mesh_config_shows_pods_stale_until_a_rollout_restart_reinject
     cluster: LocalCluster, mesh_config: dict[str, Any]
 ) -> None:
     with cluster.namespace("upgrade", labels={INJECT: NAMESPACE_ENABLED}) as ns:
-        cluster.kubectl("create", "deployment", "web", "-n", ns, "--image=nginx:1.27",
-                        "--replicas=2")
-        cluster.kubectl("patch", "deployment", "web", "-n", ns, "--type=merge", "-p",
-                        '{"spec": {"strategy": {"type": "Recreate", "rollingUpdate": null}}}')
-        wait_for("2 pods", lambda: len(pods_of(cluster, ns)) == 2)
+        meshapp.deploy(cluster, ns)
         first = pods_of(cluster, ns)
         code, rows, out = inspect(cluster, ns)
         assert code == 0, out
-        # no control plane runs without a node: every proxy NOT CONNECTED
-        assert [rows[p] for p in first] == [["yes", "?", "native", "REDIRECT", "0", "current",
-                                             "NOT", "CONNECTED", "-"]] * 2
+        assert [rows[p][:7] for p in first] == [
+            ["yes", "ready", "native", "REDIRECT", "0", "current", "synced"]] * 3, out
 
         changed = json.loads(json.dumps(mesh_config))
         changed["proxy"]["concurrency"] = 2
         patch = json.dumps({"data": {CONFIG_KEY: yaml.safe_dump(changed)}})
         cluster.kubectl("patch", "configmap", CONFIGMAP, "-n", NS, "--type=merge", "-p", patch)
         code, rows, out = inspect(cluster, ns)
-        assert [rows[p][5] for p in first] == ["STALE", "STALE"], out
+        assert [rows[p][5] for p in first] == ["STALE"] * 3, out
         assert "STALE: injected under an older mesh config: restart to re-inject" in out
 
         # the injector reads its config at start: it is restarted on the new one, as
         # `kubectl -n meshinject-system rollout restart deploy/meshinject` would
         cluster.injector("restart")
-        cluster.kubectl("rollout", "restart", "deployment/web", "-n", ns)
+        cluster.kubectl("rollout", "restart", "deployment/web", "deployment/catalog", "-n", ns)
+        for name in ("web", "catalog"):
+            cluster.kubectl("rollout", "status", f"deployment/{name}", "-n", ns,
+                            "--timeout=180s", timeout=200)
 
-        def replaced() -> bool:
-            now = pods_of(cluster, ns)
-            return len(now) == 2 and not set(now) & set(first)
+        def replaced() -> bool:  # and the old ones gone, not only terminating (preStop)
+            out = cluster.kubectl("get", "pods", "-n", ns, "-o", "json").stdout
+            now = json.loads(out)["items"]
+            return (len(now) == 3 and not {p["metadata"]["name"] for p in now} & set(first)
+                    and all(meshapp.ready(p) for p in now))
 
-        wait_for("2 new pods", replaced)
+        meshapp.wait_for("3 new Ready pods, the old ones gone", replaced, timeout=120)
         code, rows, out = inspect(cluster, ns)
         assert code == 0, out
-        assert [rows[p][5] for p in pods_of(cluster, ns)] == ["current", "current"], out
+        assert [rows[p][5:7] for p in pods_of(cluster, ns)] == [["current", "synced"]] * 3, out
         assert "STALE" not in out

@@ -4,15 +4,17 @@
 ``shop`` and ``legacy``; ``reports`` created before ``shop`` was labelled (so the webhook never
 saw it); ``payments`` created while the injector ran an older mesh config (changed in its
 ConfigMap, the injector restarted on it, then both put back); the rest created through the
-webhook, which injects or skips each as its selectors and the policy say. What no node is here
-to report, the status a kubelet would write (a proxy ready or not, its restarts), is patched in
-as the kubelet would, through the pods' ``status`` subresource.
+webhook, which injects or skips each as its selectors and the policy say. They are never bound
+to a node (their scheduler is one nobody runs): the states inspect and check tell apart (a
+proxy ready or not, its restarts) are patched in as a kubelet would write them, through the
+pods' ``status`` subresource, so each case holds still. Pods that really run on the sandbox
+node are :func:`tests.support.meshapp`'s.
 
-:func:`seed_fake_proxy` is for what the real cluster cannot show yet: whatever is read through
-the API server's pod proxy, which needs a pod IP the API server can reach (a node agent's job):
-a proxy's live counters, and each control plane replica's ``/debug/proxies`` (the XDS and
-VERSION columns, NACK lines) and ``/debug/config`` (``proxy-config``). The fake API server
-serves canned answers for them.
+:func:`seed_fake_proxy` is for the one thing the real cluster cannot be made to show: a proxy
+that refused its config (a NACK, which needs a config Envoy refuses; the control plane derives
+none from anything a user can write). The fake API server's pod proxy answers for a control
+plane replica whose ``/debug/proxies`` lists one. ``STATS`` is a proxy's counters for the pure
+summary's test.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from mesh.settings import MeshConfig, config_from_yaml
 from tests.support import kustomize
 from tests.support.fakeserver import Running
 from tests.support.kustomize import one
-from tests.support.realcluster import NS, LocalCluster
+from tests.support.realcluster import NS, UNSCHEDULED, LocalCluster
 
 Obj = dict[str, Any]
 ENABLED = {"meshinject.io/inject": "enabled"}
@@ -67,6 +69,7 @@ def _pod(name: str, *, labels: Obj | None = None, annotations: Obj | None = None
 
 
 def _create(cluster: LocalCluster, ns: str, pod: Obj) -> None:
+    pod = {**pod, "spec": {**pod["spec"], "schedulerName": UNSCHEDULED}}
     with cluster.api() as api:
         api.post(f"/api/v1/namespaces/{ns}/pods", json=pod).raise_for_status()
 
@@ -172,7 +175,7 @@ def unseed(cluster: LocalCluster) -> None:
             api.delete(f"/api/v1/namespaces/{ns}")
 
 
-# -- the fake, for what is read through the pod proxy -------------------------------------
+# -- the fake, for a NACK --------------------------------------------------------------------
 def _injected(pod: Obj, config: MeshConfig, *, ready: bool = True, restarts: int = 0) -> Obj:
     annotations = pod["metadata"].get("annotations") or {}
     out = render(copy.deepcopy(pod), config=config,
@@ -188,9 +191,8 @@ def _injected(pod: Obj, config: MeshConfig, *, ready: bool = True, restarts: int
 
 
 def seed_fake_proxy(fake: Running) -> MeshConfig:
-    """Three injected pods of ``shop`` (web synced, payments NACKing, cart not connected), web's
-    proxy answering :15090/stats/prometheus, and one control plane replica answering
-    ``/debug/proxies`` and ``/debug/config`` through the pod proxy."""
+    """Three injected pods of ``shop`` (web synced, payments NACKing, cart not connected) and
+    one control plane replica answering ``/debug/proxies`` through the pod proxy."""
     api = fake.api
     configmap = one(kustomize.render(), "ConfigMap", "meshinject-config")
     api.put(copy.deepcopy(configmap))
@@ -201,15 +203,12 @@ def seed_fake_proxy(fake: Running) -> MeshConfig:
     api.put(_injected(_pod("web-6d4b9-x2x9q"), config))
     api.put(_injected(_pod("payments-7b5d-qq7zn"), config))
     api.put(_injected(_pod("cart-5f7c8-k8d2m"), config, ready=False, restarts=3))
-    api.proxied[("shop", "web-6d4b9-x2x9q:15090", "/stats/prometheus")] = STATS
     replica = _pod("meshinject-controlplane-5d8-0",
                    labels={"app.kubernetes.io/name": "meshinject-controlplane"})
     replica["metadata"]["namespace"] = NS
     api.put(replica)
     api.proxied[(NS, "meshinject-controlplane-5d8-0:15014", "/debug/proxies")] = json.dumps(
         PROXIES)
-    api.proxied[(NS, "meshinject-controlplane-5d8-0:15014", "/debug/config")] = json.dumps(
-        CONFIG)
     return config
 
 
@@ -226,16 +225,6 @@ def _sync(pod: str, *, nack: str | None = None, behind: bool = False) -> Obj:
     return {"node": f"sidecar~{pod}", "namespace": "shop", "pod": pod,
             "serviceAccount": "default", "connectedAt": 1764633600.0, "problem": None,
             "types": types}
-
-
-# what /debug/config answers (the fake ignores the query: every pod gets this)
-CONFIG = {
-    "Cluster": {"outbound|80||web.shop.svc.cluster.local": {"type": "EDS", "lbPolicy":
-                                                             "ROUND_ROBIN"}},
-    "ClusterLoadAssignment": {"outbound|80||web.shop.svc.cluster.local": {"endpoints": []}},
-    "Listener": {"outbound": {"name": "outbound"}},
-    "RouteConfiguration": {"outbound|80||web.shop.svc.cluster.local": {"virtualHosts": []}},
-}
 
 
 # web is synced, payments refused its last listener, the injected-but-unready cart is not

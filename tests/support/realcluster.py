@@ -1,9 +1,10 @@
 """The real local cluster for the ``cluster`` tests: brought up once per run, down at the end.
 
 ``scripts/cluster/cluster.py`` (what ``make cluster-up`` runs) starts it in ``.cluster-test/`` on
-ports 26501-26505 and 26543, apart from a cluster the user keeps in ``.cluster/``; the tests get a
-:class:`LocalCluster` to drive it: the admin's API client and kubectl, the injector's own
-credentials, its /metrics, and stopping and starting it. Each test works in namespaces of its
+ports 26501-26505 and 26543, with the sandbox node (``--node sandbox``), apart from a cluster
+the user keeps in ``.cluster/``; the tests get a :class:`LocalCluster` to drive it: the admin's
+API client and kubectl, the injector's own credentials, its /metrics, and stopping and starting
+it. Each test works in namespaces of its
 own (:meth:`LocalCluster.namespace`), so the tests share one cluster without seeing each other.
 
 The binaries come from ``build.sh``'s cache. ``make test`` starts their build in the background
@@ -40,6 +41,8 @@ STATE_DIR = REPO / ".cluster-test"
 PORT_BASE = 26500
 BUILD_BOUND = 3000  # build.sh's own bound (MESHINJECT_BUILD_TIMEOUT)
 CERT_CHECK_SECONDS = 1.0  # the rotation test waits for the injector's cert store to notice
+TOKEN_REFRESH_SECONDS = 15.0  # the sandbox node renews projected tokens this soon (a test sees it)
+UNSCHEDULED = "meshinject-tests-no-scheduler"  # a scheduler nobody runs: the pod stays Pending
 NS, SECRET, HOOK, ACCOUNT = "meshinject-system", "meshinject-certs", "meshinject", "meshinject"
 
 Obj = dict[str, Any]
@@ -119,8 +122,9 @@ def session(say: Any) -> Iterator[LocalCluster]:
     # whatever a killed earlier run left in .cluster-test/ (processes, namespaces) goes first
     _cluster_py("down", check=False)
     try:
-        out = _cluster_py("up", "--port-base", str(PORT_BASE),
-                          "--cert-check-seconds", str(CERT_CHECK_SECONDS))
+        out = _cluster_py("up", "--port-base", str(PORT_BASE), "--node", "sandbox",
+                          "--cert-check-seconds", str(CERT_CHECK_SECONDS),
+                          "--token-refresh-seconds", str(TOKEN_REFRESH_SECONDS))
         TIMINGS.up = time.monotonic() - t0
         TIMINGS.lines = [line for line in out.stdout.splitlines() if line.startswith("[")]
         yield LocalCluster.load(STATE_DIR)
@@ -249,8 +253,11 @@ def names(containers: list[Obj] | None) -> list[str]:
 
 
 def simple_pod(name: str, *, labels: dict[str, str] | None = None, **spec: Any) -> Obj:
+    """A pod for what admission does to it: its ``schedulerName`` is one nobody runs, so it is
+    stored and never bound to the sandbox node (hundreds are created by some tests)."""
     return {
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": name, "labels": {"app": name, **(labels or {})}},
-        "spec": {"containers": [{"name": "app", "image": "nginx:1.27"}], **spec},
+        "spec": {"containers": [{"name": "app", "image": "nginx:1.27"}],
+                 "schedulerName": UNSCHEDULED, **spec},
     }

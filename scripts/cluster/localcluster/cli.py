@@ -125,6 +125,22 @@ def _fresh_up(args: argparse.Namespace, bin_dir: str) -> None:
             f"(pid {sched.pid}) running {time.monotonic() - started:.1f} s after their start "
             f"({time.monotonic() - waited:.1f} s of it after the injector was up)")
         nodes.start_all(journal, state, state.nodes, say)
+        _wait_controlplane(state)
+
+
+def _wait_controlplane(state: State) -> None:
+    """With the sandbox node, the mesh's control plane runs in the cluster: up returns once
+    its replicas are ready (a proxy started before would only wait for it)."""
+    from localcluster import api, install, nodes
+
+    if nodes.SANDBOX_NODE not in [spec.partition("=")[0] for spec in state.nodes]:
+        return
+    t0 = time.monotonic()
+    api.wait_for("the mesh control plane ready on the sandbox node",
+                 lambda: install.controlplane_ready(state) is not None, timeout=120)
+    ready = install.controlplane_ready(state) or (0, 0)
+    say(f"{'control plane':<24} {install.CONTROLPLANE} {ready[0]}/{ready[1]} ready on the "
+        f"sandbox node in {time.monotonic() - t0:4.1f} s")
 
 
 def _install(journal: Journal, state: State, *, fresh: bool) -> None:

@@ -193,3 +193,18 @@ def injector_ready(state: State) -> bool:
         return False
     ctx = ssl.create_default_context(cadata=bundle.decode())
     return api.healthy(state.ports.injector, "/readyz", ctx=ctx)
+
+
+CONTROLPLANE = "meshinject-controlplane"
+
+
+def controlplane_ready(state: State) -> tuple[int, int] | None:
+    """(ready, wanted) replicas of the mesh's control plane once all are ready, else None."""
+    try:
+        found = api.call(state, "GET", f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments/"
+                         f"{CONTROLPLANE}")
+    except api.ApiError:
+        return None
+    wanted = int((found.get("spec") or {}).get("replicas", 1))
+    ready = int((found.get("status") or {}).get("readyReplicas") or 0)
+    return (ready, wanted) if ready >= wanted else None
