@@ -7,7 +7,7 @@
   sent, the version ACKed, whether that is the latest, and any NACK with Envoy's message;
 - ``/debug/endpoints``: every Service's ready addresses, as this replica applied them;
 - ``/debug/config?namespace=NS&pod=POD``: the listeners, clusters, routes and endpoints that
-  pod's proxy is given, as JSON (``meshinject proxy-config`` prints it).
+  pod's proxy is given, as JSON (``meshinject proxy-config`` prints it); never its secrets.
 
 GET only, one request per connection: a debugging port, not a web server.
 """
@@ -23,7 +23,7 @@ import orjson
 
 from controlplane.grpc.ads import AdsServer, short_type
 from controlplane.metrics import ControlPlaneMetrics
-from controlplane.runtime import Runtime, Subscriber
+from controlplane.runtime import Runtime
 
 log = logging.getLogger("meshinject.debug")
 Reply = tuple[int, str, bytes]
@@ -62,18 +62,12 @@ class DebugServer:
 
     def _config(self, query: dict[str, list[str]]) -> Reply:
         namespace, pod = query.get("namespace", [""])[0], query.get("pod", [""])[0]
-        probe = Subscriber(workload=(namespace, pod), wake=lambda: None)
-        self.runtime.attach(probe)
-        try:
-            sets = self.runtime.sets_for(probe)
-            if sets is None:
-                why = probe.problem or "unknown pod"
-                return 404, "application/json", orjson.dumps({"error": why})
-            out = {short_type(t): {n: r.body for n, r in sorted(s.items.items())}
-                   for t, s in sets.items()}
-            return 200, "application/json", orjson.dumps(out)
-        finally:
-            self.runtime.detach(probe)
+        sets = self.runtime.preview((namespace, pod))
+        if isinstance(sets, str):
+            return 404, "application/json", orjson.dumps({"error": sets or "unknown pod"})
+        out = {short_type(t): {n: r.body for n, r in sorted(s.items.items())}
+               for t, s in sets.items()}
+        return 200, "application/json", orjson.dumps(out)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:

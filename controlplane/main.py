@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import logging
 import shutil
 import signal
 import sys
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,10 +39,10 @@ from controlplane.metrics import ControlPlaneMetrics
 from controlplane.registry.file import FileRegistry
 from controlplane.registry.kube import KubeRegistry
 from controlplane.runtime import Runtime
-from mesh.contract import CONTROLPLANE_DEBUG_PORT, INJECTOR_NAMESPACE, XDS_PORT
-from mesh.errors import MeshError, UsageError
+from controlplane.secrets import SecretIssuer, union
+from mesh.contract import CONTROLPLANE_DEBUG_PORT, INJECTOR_NAMESPACE, TRUST_DOMAIN, XDS_PORT
+from mesh.errors import MeshError, SettingsError, UsageError
 from mesh.kube.client import Kube
-from mesh.pki import certs
 
 log = logging.getLogger("meshinject.controlplane")
 
@@ -71,7 +73,14 @@ def parser() -> argparse.ArgumentParser:
                    help="an extra DNS name for the serving certificate (repeat)")
     p.add_argument("--serving-ip", action="append", default=[], metavar="IP",
                    help="an IP address for the serving certificate (repeat)")
-    p.add_argument("--trust-domain", default="cluster.local", help="default cluster.local")
+    p.add_argument("--trust-domain", default=TRUST_DOMAIN, help=f"default {TRUST_DOMAIN}")
+    p.add_argument("--svid-hours", type=float, default=24.0, metavar="HOURS",
+                   help="how long a proxy's certificate is valid; renewed at half (default 24)")
+    p.add_argument("--ca-poll", type=float, default=2.0, metavar="SECONDS",
+                   help="how often --ca-dir is checked for a new CA (default 2)")
+    p.add_argument("--rotation-settle", type=float, default=2.0, metavar="SECONDS",
+                   help="a root rotation's least wait between its steps, for the proxies of "
+                        "other replicas (default 2)")
     p.add_argument("--debounce", type=float, default=0.05, metavar="SECONDS",
                    help="wait this long for more changes before pushing (default 0.05)")
     p.add_argument("--registry-poll", type=float, default=0.1, metavar="SECONDS",
@@ -90,14 +99,21 @@ def _split(address: str, flag: str) -> tuple[str, int]:
 
 def _mesh_ca(args: argparse.Namespace, kube: Kube | None) -> MeshCA:
     if args.ca_dir:
-        root = Path(args.ca_dir)
-        try:
-            return MeshCA(certs.CertPair((root / "ca.crt").read_bytes(),
-                                         (root / "ca.key").read_bytes()))
-        except OSError as err:
-            raise UsageError(f"--ca-dir {root}: {err.strerror}") from err
+        return ca_from_dir(Path(args.ca_dir))
     assert kube is not None
     return castore.load_or_create(kube, namespace=args.namespace, trust_domain=args.trust_domain)
+
+
+def ca_from_dir(root: Path) -> MeshCA:
+    """The CA in a directory (the sandbox's, the tests'): the files a Secret would hold."""
+    try:
+        files = {p.name: p.read_bytes() for p in root.iterdir() if p.is_file()}
+    except OSError as err:
+        raise UsageError(f"--ca-dir {root}: {err.strerror}") from err
+    try:
+        return MeshCA.from_files(files, where=f"--ca-dir {root}")
+    except SettingsError as err:
+        raise UsageError(str(err)) from err
 
 
 def _authenticator(args: argparse.Namespace, kube: Kube | None,
@@ -127,8 +143,10 @@ async def serve(args: argparse.Namespace) -> int:
     host, port = _split(args.listen, "--listen")
     debug_host, debug_port = _split(args.debug_listen, "--debug-listen")
     kube = None if args.registry_file else Kube.connect(kubeconfig=args.kubeconfig)
-    runtime = Runtime(debounce=args.debounce)
+    runtime = Runtime(debounce=args.debounce, trust_domain=args.trust_domain)
     ca = _mesh_ca(args, kube)
+    issuer = SecretIssuer(ca, runtime, lifetime=dt.timedelta(hours=args.svid_hours),
+                          settle=args.rotation_settle)
     authenticator = _authenticator(args, kube, runtime)
     cert_dir = Path(tempfile.mkdtemp(prefix="meshinject-cp-"))
     stop_threads = threading.Event()
@@ -146,14 +164,23 @@ async def serve(args: argparse.Namespace) -> int:
         debug = await DebugServer(runtime=runtime, ads=ads, metrics=metrics).start(
             host=debug_host, port=debug_port)
         registry: FileRegistry | KubeRegistry
+        rotations = CaRotations(issuer, kube)
+        tasks = [asyncio.create_task(runtime.run()), asyncio.create_task(issuer.keep_fresh())]
         if args.registry_file:
             registry = FileRegistry(args.registry_file, interval=args.registry_poll)
         else:
             assert kube is not None
             registry = KubeRegistry(kube, config_namespace=args.namespace)
             threading.Thread(target=castore.keep_published, name="publish-root", daemon=True,
-                             args=(kube, ca.bundle(), stop_threads)).start()
-        tasks = [asyncio.create_task(runtime.run()), asyncio.create_task(registry.run(runtime))]
+                             args=(kube, lambda: issuer.bundle, stop_threads)).start()
+            threading.Thread(target=castore.watch_secret, name="watch-ca", daemon=True,
+                             kwargs={"kube": kube, "namespace": args.namespace,
+                                     "on_change": rotations.threadsafe(), "stop": stop_threads}
+                             ).start()
+        if args.ca_dir:
+            tasks.append(asyncio.create_task(rotations.poll_dir(Path(args.ca_dir),
+                                                                interval=args.ca_poll)))
+        tasks.append(asyncio.create_task(registry.run(runtime)))
         print(f"meshinject-controlplane: xDS on {host}:{port}, debug on {debug_host}:"
               f"{debug_port}", flush=True)
         stopping = asyncio.Event()
@@ -175,6 +202,49 @@ async def serve(args: argparse.Namespace) -> int:
     finally:
         stop_threads.set()
         shutil.rmtree(cert_dir, ignore_errors=True)
+
+
+class CaRotations:
+    """A changed CA (its directory's files, or its Secret) rotates every proxy to it, one
+    rotation at a time. The xDS server keeps the certificate it started with: proxies verify it
+    against the root file they loaded when they started (see docs/security.md)."""
+
+    def __init__(self, issuer: SecretIssuer, kube: Kube | None) -> None:
+        self.issuer = issuer
+        self.kube = kube
+        self.lock = asyncio.Lock()
+
+    async def apply(self, new: MeshCA) -> None:
+        async with self.lock:
+            if new == self.issuer.ca:
+                return
+            if self.kube is not None:  # the mounted roots: both while the proxies move
+                await asyncio.to_thread(castore.publish_all, self.kube,
+                                        union(self.issuer.bundle, new.bundle()))
+            await self.issuer.rotate(new)
+            if self.kube is not None:
+                await asyncio.to_thread(castore.publish_all, self.kube, new.bundle())
+
+    def threadsafe(self) -> Callable[[MeshCA], None]:
+        """``apply`` for a watch thread to call."""
+        loop = asyncio.get_running_loop()
+
+        def from_thread(new: MeshCA) -> None:
+            loop.call_soon_threadsafe(lambda: loop.create_task(self.apply(new)))
+        return from_thread
+
+    async def poll_dir(self, root: Path, *, interval: float) -> None:
+        last = self.issuer.ca
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                found = ca_from_dir(root)
+            except UsageError as err:
+                log.error("the CA in %s cannot be used; keeping the current one: %s", root, err)
+                continue
+            if found != last:
+                last = found
+                await self.apply(found)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,7 +20,8 @@ SYSTEM_NAMESPACES = ("kube-system", "kube-public", "kube-node-lease")
 # -- annotation prefixes ----------------------------------------------------------------------
 TRAFFIC = "traffic.meshinject.io/"  # what mesh-init captures
 PROXY = "proxy.meshinject.io/"  # the proxy container and its L7 policy
-OUR_PREFIXES = (TRAFFIC, PROXY)
+SECURITY = "security.meshinject.io/"  # mutual TLS and authorization
+OUR_PREFIXES = (TRAFFIC, PROXY, SECURITY)
 
 # traffic.meshinject.io/*
 EXCLUDE_INBOUND_PORTS = TRAFFIC + "exclude-inbound-ports"
@@ -60,6 +61,9 @@ FAULT_ABORT = PROXY + "fault-abort"
 ACCESS_LOG = PROXY + "access-log"
 DRAIN_TIME = PROXY + "drain-time"
 PROTOCOL_DETECTION_TIMEOUT = PROXY + "protocol-detection-timeout"
+
+# security.meshinject.io/*: a pod annotation or a namespace label, strict or permissive
+MTLS_MODE = SECURITY + "mtls"
 
 # every key under our prefixes that meshinject reads: anything else there is a typo to warn about
 KNOWN_ANNOTATIONS = tuple(sorted(
@@ -112,6 +116,18 @@ CA_CONFIGMAP = "meshinject-ca-root"  # the mesh's root, published in every meshe
 # the downward-API variables the bootstrap's node identity is expanded from
 POD_NAME_ENV, POD_NAMESPACE_ENV, POD_IP_ENV, SERVICE_ACCOUNT_ENV = (
     "POD_NAME", "POD_NAMESPACE", "POD_IP", "SERVICE_ACCOUNT")
+
+# -- identity, mutual TLS and authorization --------------------------------------------------
+TRUST_DOMAIN = "cluster.local"  # default; identities are spiffe://<domain>/ns/<ns>/sa/<sa>
+SVID_SECRET = "default"  # the SDS secret with a proxy's own certificate and key
+TRUST_BUNDLE_SECRET = "ROOTCA"  # the SDS secret with the roots every proxy trusts
+# the SNI a proxy sends when it opens mutual TLS to another proxy: the server's proxy tells mesh
+# traffic (which it terminates) from an app's own TLS (which it passes on) by this suffix
+MTLS_SNI_SUFFIX = ".mtls.meshinject.internal"
+ACCESS_POLICY_GROUP = "security.meshinject.io"
+ACCESS_POLICY_VERSION = "v1alpha1"
+ACCESS_POLICY_KIND = "AccessPolicy"
+ACCESS_POLICY_PLURAL = "accesspolicies"
 
 # -- the installation (manifests/) ----------------------------------------------------------
 INJECTOR_NAMESPACE = "meshinject-system"

@@ -15,6 +15,7 @@ traceback still shows the cause while callers need to know only this module.
     +-- ManifestError        an offline manifest: which document, of what kind
     +-- ReviewError          an AdmissionReview we cannot parse (HTTP 400)
     +-- SettingsError        the mesh config: which field
+    +-- PolicyError          an AccessPolicy: every problem, each naming its field
     +-- UsageError           a command-line flag or combination
     +-- KubeError            a Kubernetes API call (status 0: no answer)
     |   +-- NotFound         404
@@ -100,6 +101,16 @@ class ReviewError(MeshError):
 
 class SettingsError(MeshError):
     """The mesh configuration cannot be used; the message names the field (and the file)."""
+
+
+class PolicyError(MeshError):
+    """An AccessPolicy that cannot be enforced as written; one line per problem, each naming
+    the field (``spec.allow[0].from.serviceAccounts[1]``) and its value."""
+
+    def __init__(self, name: str, problems: list[str]) -> None:
+        self.name = name
+        self.problems = problems
+        super().__init__(f"AccessPolicy {name}: " + "; ".join(problems))
 
 
 class UsageError(MeshError):

@@ -154,8 +154,8 @@ def bench(args: argparse.Namespace) -> int:
     (work / "token.pub").write_bytes(key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
     ca = MeshCA.create(trust_domain="cluster.local")
-    (work / "ca.crt").write_bytes(ca.root.cert_pem)
-    (work / "ca.key").write_bytes(ca.root.key_pem)
+    (work / "ca.crt").write_bytes(ca.signer.cert_pem)
+    (work / "ca.key").write_bytes(ca.signer.key_pem)
     registry = work / "registry.json"
     extra: dict[int, list[str]] = {}
     write_registry(registry, services=args.services, proxies=args.proxies, extra=extra)

@@ -77,7 +77,9 @@ class Stream:
         self.closed = False
         self._wakeup = asyncio.Event()
         self.subscriber = Subscriber(workload=(identity.namespace, identity.pod_name),
-                                     wake=self._wakeup.set)
+                                     wake=self._wakeup.set,
+                                     service_account=identity.service_account,
+                                     pod_uid=identity.pod_uid)
 
     def wake(self) -> None:
         self._wakeup.set()
@@ -100,6 +102,7 @@ class Stream:
                 state.nack = (state.version, message)
             else:
                 state.acked = request.version_info
+                self.subscriber.acked[type_url] = request.version_info
                 state.nack = None
                 started = self.runtime.stats.change_times.get(state.generation)
                 if started is not None:
@@ -174,11 +177,16 @@ class Stream:
     def status(self) -> dict[str, Any]:
         """What ``/debug/proxies`` and ``inspect`` show for this proxy."""
         latest = self.runtime.sets_for(self.subscriber) or {}
+        sub = self.subscriber
         return {
             "node": self.node_id,
             "namespace": self.identity.namespace,
             "pod": self.identity.pod_name,
             "serviceAccount": self.identity.service_account,
+            "identity": self.identity.spiffe_id(self.runtime.trust_domain),
+            "certificate": {"expires": sub.expires_at, "renews": sub.renew_at}
+            if sub.expires_at else {"problem": sub.identity_problem},
+            "mtls": sub.view.key.security.mode if sub.view is not None else None,
             "connectedAt": self.connected_at,
             "problem": self.subscriber.problem,
             "types": {

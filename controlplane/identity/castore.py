@@ -12,14 +12,14 @@ import base64
 import contextlib
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from controlplane.identity.ca import MeshCA
 from mesh.contract import CA_CONFIGMAP, CA_FILE, SYSTEM_NAMESPACES
-from mesh.errors import Conflict, KubeError, NotFound
+from mesh.errors import Conflict, KubeError, NotFound, SettingsError
 from mesh.kube.client import Kube
 from mesh.kube.watch import list_watch
-from mesh.pki import certs
 
 log = logging.getLogger("meshinject.ca")
 ROOT_SECRET = "meshinject-ca"
@@ -33,17 +33,21 @@ def load_or_create(kube: Kube, *, namespace: str, trust_domain: str) -> MeshCA:
         ca = MeshCA.create(trust_domain=trust_domain)
         body = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
                 "metadata": {"name": ROOT_SECRET, "namespace": namespace},
-                "data": {"ca.crt": base64.b64encode(ca.root.cert_pem).decode(),
-                         "ca.key": base64.b64encode(ca.root.key_pem).decode()}}
+                "data": {k: base64.b64encode(v).decode() for k, v in ca.files().items()}}
         try:
             kube.request("POST", path, body=body)
             log.info("made the mesh root in secret %s/%s", namespace, ROOT_SECRET)
             return ca
         except Conflict:
             secret = kube.request("GET", f"{path}/{ROOT_SECRET}")
-    data = secret.get("data") or {}
-    return MeshCA(certs.CertPair(base64.b64decode(data.get("ca.crt", "")),
-                                 base64.b64decode(data.get("ca.key", ""))))
+    return from_secret(secret)
+
+
+def from_secret(secret: dict[str, Any]) -> MeshCA:
+    """The CA a Secret holds (our layout or cert-manager's)."""
+    meta = secret.get("metadata") or {}
+    data = {k: base64.b64decode(v) for k, v in (secret.get("data") or {}).items()}
+    return MeshCA.from_files(data, where=f"secret {meta.get('namespace')}/{meta.get('name')}")
 
 
 def _configmap(namespace: str, bundle: bytes) -> dict[str, Any]:
@@ -68,15 +72,16 @@ def publish(kube: Kube, namespace: str, bundle: bytes) -> None:
         kube.request("PUT", f"{path}/{CA_CONFIGMAP}", body=body)
 
 
-def keep_published(kube: Kube, bundle: bytes, stop: threading.Event) -> None:
-    """Publish to every namespace, now and as namespaces come (blocking; run in a thread)."""
+def keep_published(kube: Kube, bundle: Callable[[], bytes], stop: threading.Event) -> None:
+    """Publish the current ``bundle()`` to every namespace, now and as namespaces come
+    (blocking; run in a thread). A rotation calls :func:`publish_all` for the ones there."""
     def each(namespace: dict[str, Any]) -> None:
         meta = namespace.get("metadata") or {}
         name = str(meta.get("name") or "")
         if not name or name in SYSTEM_NAMESPACES or meta.get("deletionTimestamp"):
             return
         try:
-            publish(kube, name, bundle)
+            publish(kube, name, bundle())
         except KubeError as err:
             log.warning("cannot publish the mesh root to %s: %s", name, err)
 
@@ -89,3 +94,40 @@ def keep_published(kube: Kube, bundle: bytes, stop: threading.Event) -> None:
             each(obj)
 
     list_watch(kube, "/api/v1/namespaces", stop=stop, on_list=on_list, on_event=on_event)
+
+
+def publish_all(kube: Kube, bundle: bytes) -> None:
+    """Publish ``bundle`` to every namespace now (blocking)."""
+    listed = kube.request("GET", "/api/v1/namespaces")
+    for item in listed.get("items") or []:
+        meta = item.get("metadata") or {}
+        name = str(meta.get("name") or "")
+        if name and name not in SYSTEM_NAMESPACES and not meta.get("deletionTimestamp"):
+            try:
+                publish(kube, name, bundle)
+            except KubeError as err:
+                log.warning("cannot publish the mesh root to %s: %s", name, err)
+
+
+def watch_secret(kube: Kube, *, namespace: str, on_change: Callable[[MeshCA], None],
+                 stop: threading.Event) -> None:
+    """Call ``on_change`` with the CA whenever the Secret changes to one that can be used (a
+    user plugging in their own signer, or rotating the root); blocking, run in a thread."""
+    def seen(secret: dict[str, Any]) -> None:
+        try:
+            on_change(from_secret(secret))
+        except SettingsError as err:
+            log.error("the mesh CA secret changed to one that cannot be used; keeping the "
+                      "current CA: %s", err)
+
+    def on_list(items: list[dict[str, Any]]) -> None:
+        for item in items:
+            seen(item)
+
+    def on_event(kind: str, obj: dict[str, Any]) -> None:
+        if kind != "DELETED":
+            seen(obj)
+
+    list_watch(kube, f"/api/v1/namespaces/{namespace}/secrets", stop=stop,
+               query={"fieldSelector": f"metadata.name={ROOT_SECRET}"},
+               on_list=on_list, on_event=on_event)

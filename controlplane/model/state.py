@@ -12,10 +12,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
-from controlplane.model.values import Endpoint, Key, Service, Workload
+from controlplane.model.values import Endpoint, Key, Namespace, Service, Workload
 from mesh.settings import MeshConfig
 
-Kind = Literal["service", "endpoints", "workload", "config"]
+Kind = Literal["service", "endpoints", "workload", "namespace", "config"]
 
 
 @dataclass(frozen=True)
@@ -24,7 +24,7 @@ class Change:
 
     kind: Kind
     key: Key = ("", "")
-    value: Service | tuple[Endpoint, ...] | Workload | MeshConfig | None = None
+    value: Service | tuple[Endpoint, ...] | Workload | Namespace | MeshConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,7 @@ class MeshState:
     services: Mapping[Key, Service] = field(default_factory=dict)
     endpoints: Mapping[Key, tuple[Endpoint, ...]] = field(default_factory=dict)
     workloads: Mapping[Key, Workload] = field(default_factory=dict)
+    namespaces: Mapping[Key, Namespace] = field(default_factory=dict)  # key ("", name)
 
 
 @dataclass(frozen=True)
@@ -43,20 +44,25 @@ class Dirty:
     services: frozenset[Key] = frozenset()
     endpoints: frozenset[Key] = frozenset()
     workloads: frozenset[Key] = frozenset()
+    namespaces: frozenset[Key] = frozenset()
 
     def __bool__(self) -> bool:
-        return bool(self.config or self.services or self.endpoints or self.workloads)
+        return bool(self.config or self.services or self.endpoints or self.workloads
+                    or self.namespaces)
 
 
 def apply(state: MeshState, changes: Iterable[Change]) -> tuple[MeshState, Dirty]:
     """The state after ``changes``, and what really changed (equal values are no change)."""
     services, endpoints, workloads = dict(state.services), dict(state.endpoints), dict(
         state.workloads)
+    namespaces = dict(state.namespaces)
     config = state.config
-    touched: dict[Kind, set[Key]] = {"service": set(), "endpoints": set(), "workload": set()}
+    touched: dict[Kind, set[Key]] = {"service": set(), "endpoints": set(), "workload": set(),
+                                     "namespace": set()}
     config_changed = False
     tables: dict[Kind, dict[Key, object]] = {
-        "service": services, "endpoints": endpoints, "workload": workloads}  # type: ignore[dict-item]
+        "service": services, "endpoints": endpoints, "workload": workloads,  # type: ignore[dict-item]
+        "namespace": namespaces}  # type: ignore[dict-item]
     for change in changes:
         if change.kind == "config":
             new = change.value if isinstance(change.value, MeshConfig) else MeshConfig()
@@ -71,12 +77,13 @@ def apply(state: MeshState, changes: Iterable[Change]) -> tuple[MeshState, Dirty
             table[change.key] = change.value
             touched[change.kind].add(change.key)
     new_state = replace(state, config=config, services=services, endpoints=endpoints,
-                        workloads=workloads)
+                        workloads=workloads, namespaces=namespaces)
     dirty = Dirty(config_changed, frozenset(touched["service"]),
-                  frozenset(touched["endpoints"]), frozenset(touched["workload"]))
+                  frozenset(touched["endpoints"]), frozenset(touched["workload"]),
+                  frozenset(touched["namespace"]))
     return new_state, dirty
 
 
 def merge(a: Dirty, b: Dirty) -> Dirty:
     return Dirty(a.config or b.config, a.services | b.services, a.endpoints | b.endpoints,
-                 a.workloads | b.workloads)
+                 a.workloads | b.workloads, a.namespaces | b.namespaces)

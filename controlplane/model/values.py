@@ -74,7 +74,21 @@ class Workload:
     labels: tuple[tuple[str, str], ...] = ()
     annotations: tuple[tuple[str, str], ...] = ()
     container_ports: tuple[int, ...] = ()
+    # (port, path) of the kubelet's HTTP and gRPC probes: under STRICT mutual TLS they are the
+    # only plaintext requests the pod's proxy still lets in
+    probes: tuple[tuple[int, str], ...] = ()
 
     @property
     def key(self) -> Key:
         return (self.namespace, self.name)
+
+    def spiffe_id(self, trust_domain: str) -> str:
+        return f"spiffe://{trust_domain}/ns/{self.namespace}/sa/{self.service_account}"
+
+
+@dataclass(frozen=True)
+class Namespace:
+    """A namespace's labels: its mutual TLS mode is one of them."""
+
+    name: str
+    labels: tuple[tuple[str, str], ...] = ()

@@ -2,11 +2,11 @@
 it changes.
 
 The sandbox's supervisor is the sandbox's API server: it writes the Services, EndpointSlices
-(readiness from its probes), Pods and the mesh ConfigMap it runs, replacing the file in one
-rename. This registry polls the file's identity every ``interval`` and reports what changed,
-object by object (an unchanged object is not converted again, so a big file with one edit
-costs its parse and little more), so the control plane runs the same translation against the
-sandbox as against a cluster.
+(readiness from its probes), Pods, Namespaces and the mesh ConfigMap it runs, replacing the
+file in one rename. This registry polls the file's identity every ``interval`` and reports
+what changed, object by object (an unchanged object is not converted again, so a big file with
+one edit costs its parse and little more), so the control plane runs the same translation
+against the sandbox as against a cluster.
 """
 
 from __future__ import annotations
@@ -83,6 +83,9 @@ class FileRegistry:
                 for version in (obj, old.get((kind, namespace, name))):
                     if version is not None:
                         owners.add(objects.slice_owner(version))
+            elif kind == "Namespace":
+                changes.append(Change("namespace", ("", name),
+                                      objects.namespace(obj) if obj else None))
             elif kind == "ConfigMap":
                 changes.append(Change("config", value=objects.mesh_config(obj)))
         if owners:

@@ -1,4 +1,5 @@
-"""The cluster's registry: list+watch Services, EndpointSlices, Pods and the mesh ConfigMap.
+"""The cluster's registry: list+watch Services, EndpointSlices, Pods, Namespaces and the mesh
+ConfigMap.
 
 One thread per resource keeps it current (:func:`mesh.kube.watch.list_watch`, which resumes
 after any failure); each event is turned into model values here and handed to the runtime on
@@ -31,6 +32,7 @@ Obj = dict[str, Any]
 SERVICES = "/api/v1/services"
 SLICES = "/apis/discovery.k8s.io/v1/endpointslices"
 PODS = "/api/v1/pods"
+NAMESPACES = "/api/v1/namespaces"
 
 
 class KubeRegistry:
@@ -40,7 +42,8 @@ class KubeRegistry:
         self.stop = threading.Event()
         self._listed: set[str] = set()
         self._slices: dict[Key, dict[str, Obj]] = {}  # service -> slice name -> slice
-        self._known: dict[str, set[Key]] = {"service": set(), "workload": set()}
+        self._known: dict[str, set[Key]] = {"service": set(), "workload": set(),
+                                            "namespace": set()}
         self._threads: list[threading.Thread] = []
 
     async def run(self, runtime: Runtime) -> None:
@@ -51,7 +54,7 @@ class KubeRegistry:
                 runtime.submit_all(changes)
                 if listed is not None:
                     self._listed.add(listed)
-                    if len(self._listed) == 4:
+                    if len(self._listed) == len(watches):
                         runtime.synced.set()
             loop.call_soon_threadsafe(deliver)
 
@@ -60,6 +63,7 @@ class KubeRegistry:
             ("services", SERVICES, {}, self._service_list, self._service_event),
             ("endpointslices", SLICES, {}, self._slice_list, self._slice_event),
             ("pods", PODS, {}, self._pod_list, self._pod_event),
+            ("namespaces", NAMESPACES, {}, self._namespace_list, self._namespace_event),
             ("config", f"/api/v1/namespaces/{self.config_namespace}/configmaps",
              {"fieldSelector": f"metadata.name={CONFIGMAP}"}, self._config_list,
              self._config_event),
@@ -136,6 +140,23 @@ class KubeRegistry:
             return []  # a pod the mesh does not care about
         (self._known["workload"].add if value else self._known["workload"].discard)(key)
         return [Change("workload", key, value)]
+
+    # -- Namespaces -----------------------------------------------------------------------
+    def _namespace_list(self, items: list[Obj]) -> list[Change]:
+        found = {("", objects.namespace(i).name): objects.namespace(i) for i in items}
+        changes = [Change("namespace", k, v) for k, v in found.items()]
+        changes += [Change("namespace", k, None) for k in self._known["namespace"] - found.keys()]
+        self._known["namespace"] = set(found)
+        return changes
+
+    def _namespace_event(self, kind: str, obj: Obj) -> list[Change]:
+        value = objects.namespace(obj)
+        key = ("", value.name)
+        if kind == "DELETED":
+            self._known["namespace"].discard(key)
+            return [Change("namespace", key, None)]
+        self._known["namespace"].add(key)
+        return [Change("namespace", key, value)]
 
     # -- the mesh config ------------------------------------------------------------------
     def _config(self, obj: Obj | None) -> list[Change]:

@@ -8,7 +8,8 @@ Pods and the mesh ConfigMap, and the sandbox writes the same shapes to a file. P
 - EndpointSlices (several per Service) become one tuple of :class:`Endpoint`, with the slice's
   port names, so each Service port finds its target port.
 - A Pod becomes a :class:`Workload` only once injected (its status annotation says so) and once
-  it has an address.
+  it has an address; its HTTP and gRPC probes are kept as (port, path).
+- A Namespace keeps its labels (its mutual TLS mode is one).
 """
 
 from __future__ import annotations
@@ -17,7 +18,15 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from controlplane.model.state import Change, MeshState
-from controlplane.model.values import Endpoint, Key, LbPolicy, Service, ServicePort, Workload
+from controlplane.model.values import (
+    Endpoint,
+    Key,
+    LbPolicy,
+    Namespace,
+    Service,
+    ServicePort,
+    Workload,
+)
 from mesh.contract import CONFIG_KEY, LOAD_BALANCER, OUR_PREFIXES, STATUS
 from mesh.errors import SettingsError
 from mesh.settings import MeshConfig, config_from_yaml
@@ -25,6 +34,8 @@ from mesh.settings import MeshConfig, config_from_yaml
 Obj = Mapping[str, Any]
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"  # on every EndpointSlice: whose it is
 _LB = {"round-robin": "ROUND_ROBIN", "least-request": "LEAST_REQUEST"}
+_PROBES = ("readinessProbe", "livenessProbe", "startupProbe")
+GRPC_HEALTH_PATH = "/grpc.health.v1.Health/Check"  # what the kubelet's gRPC probe calls
 
 
 def key_of(obj: Obj) -> Key:
@@ -99,8 +110,37 @@ def workload(obj: Obj) -> Workload | None:
         uid=str(meta.get("uid") or ""), ip=str(status.get("podIP") or ""),
         service_account=str(spec.get("serviceAccountName") or "default"),
         labels=tuple(sorted((meta.get("labels") or {}).items())), annotations=ours,
-        container_ports=ports,
+        container_ports=ports, probes=probes(spec),
     )
+
+
+def probes(spec: Obj) -> tuple[tuple[int, str], ...]:
+    """(port, path) of every HTTP and gRPC probe of the app's containers, named ports resolved;
+    a probe with its own ``host`` goes elsewhere and is not the proxy's business."""
+    found: set[tuple[int, str]] = set()
+    for container in [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]:
+        named = {str(p.get("name")): p.get("containerPort") for p in container.get("ports") or []
+                 if p.get("name")}
+        for kind in _PROBES:
+            probe = container.get(kind) or {}
+            if (get := probe.get("httpGet")) and not get.get("host"):
+                port = named.get(str(get.get("port")), get.get("port"))
+                path = str(get.get("path") or "/")
+            elif grpc := probe.get("grpc"):
+                port, path = grpc.get("port"), GRPC_HEALTH_PATH
+            else:
+                continue
+            if isinstance(port, str) and port.isdigit():
+                port = int(port)
+            if isinstance(port, int):
+                found.add((port, path.split("?", 1)[0]))
+    return tuple(sorted(found))
+
+
+def namespace(obj: Obj) -> Namespace:
+    meta = obj.get("metadata") or {}
+    return Namespace(str(meta.get("name") or ""),
+                     tuple(sorted((str(k), str(v)) for k, v in (meta.get("labels") or {}).items())))
 
 
 def mesh_config(obj: Obj | None) -> MeshConfig:
@@ -133,6 +173,7 @@ def changes(objects: Iterable[Obj], *, previous: MeshState | None = None
     services: dict[Key, Service] = {}
     slices: list[Obj] = []
     workloads: dict[Key, Workload] = {}
+    namespaces: dict[Key, Namespace] = {}
     config = MeshConfig()
     for obj in objects:
         kind = obj.get("kind")
@@ -142,17 +183,22 @@ def changes(objects: Iterable[Obj], *, previous: MeshState | None = None
             slices.append(obj)
         elif kind == "Pod" and (pod := workload(obj)) is not None:
             workloads[pod.key] = pod
+        elif kind == "Namespace":
+            found_ns = namespace(obj)
+            namespaces[("", found_ns.name)] = found_ns
         elif kind == "ConfigMap":
             config = mesh_config(obj)
     eps = {k: endpoints(v) for k, v in grouped_slices(slices).items()}
-    state = MeshState(config=config, services=services, endpoints=eps, workloads=workloads)
+    state = MeshState(config=config, services=services, endpoints=eps, workloads=workloads,
+                      namespaces=namespaces)
     old = previous or MeshState()
     out: list[Change] = []
     if state.config != old.config:
         out.append(Change("config", value=state.config))
     for kind, new_table, old_table in (("service", services, old.services),
                                        ("endpoints", eps, old.endpoints),
-                                       ("workload", workloads, old.workloads)):
+                                       ("workload", workloads, old.workloads),
+                                       ("namespace", namespaces, old.namespaces)):
         for k in new_table.keys() | old_table.keys():
             if new_table.get(k) != old_table.get(k):
                 out.append(Change(kind, k, new_table.get(k)))  # type: ignore[arg-type]

@@ -13,21 +13,26 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from controlplane.model.values import Service, Workload
+from controlplane.model.values import Key, Namespace, Service, Workload
+from controlplane.translate.inbound import PERMISSIVE, InboundSecurity, inbound_listener
 from controlplane.translate.outbound import outbound
+from mesh.contract import MTLS_MODE
 from mesh.envoy import capture
 from mesh.envoy import http as envoy_http
 from mesh.envoy.base import Json
 from mesh.overrides.pod import PodOverrides, parse_overrides
+from mesh.overrides.values import MtlsMode
 from mesh.settings import MeshConfig
 
 LISTENER = "type.googleapis.com/envoy.config.listener.v3.Listener"
 CLUSTER = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 ROUTE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
 ENDPOINT = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+SECRET = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
 # the order a push goes out in: clusters before the endpoints they wait for, listeners before
-# the routes they name, so Envoy never holds a reference to something it was not sent
-TYPE_ORDER = (CLUSTER, ENDPOINT, LISTENER, ROUTE)
+# the routes they name, so Envoy never holds a reference to something it was not sent; the
+# secrets the clusters and listeners name right after them (Envoy warms both until they come)
+TYPE_ORDER = (CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET)
 
 
 @dataclass(frozen=True)
@@ -47,23 +52,44 @@ def overrides_of(workload: Workload, *, config: MeshConfig) -> PodOverrides:
     return parse_overrides(dict(workload.annotations), config=config)
 
 
-def view_key(workload: Workload, *, config: MeshConfig) -> PodOverrides:
-    """What of a workload its resources depend on (today: its overrides alone)."""
-    return overrides_of(workload, config=config)
+@dataclass(frozen=True)
+class ViewKey:
+    """What of a workload its listeners, clusters and routes depend on: proxies with equal
+    keys (the pods of one Deployment, usually) share one translation."""
+
+    overrides: PodOverrides
+    security: InboundSecurity = PERMISSIVE
+
+
+def mtls_mode(overrides: PodOverrides, namespace: Namespace | None) -> MtlsMode:
+    """The pod's own annotation, else its namespace's label, else PERMISSIVE."""
+    if overrides.mtls is not None:
+        return overrides.mtls
+    label = dict(namespace.labels).get(MTLS_MODE, "") if namespace else ""
+    return "STRICT" if label.strip().upper() == "STRICT" else "PERMISSIVE"
+
+
+def view_key(workload: Workload, *, config: MeshConfig,
+             namespaces: Mapping[Key, Namespace] | None = None) -> ViewKey:
+    overrides = overrides_of(workload, config=config)
+    namespace = (namespaces or {}).get(("", workload.namespace))
+    return ViewKey(overrides, InboundSecurity(mtls_mode(overrides, namespace), workload.probes))
 
 
 def translate(
-    services: Iterable[Service], *, overrides: PodOverrides
+    services: Iterable[Service], *, overrides: PodOverrides,
+    security: InboundSecurity = PERMISSIVE,
+    identities: Mapping[Key, tuple[str, ...]] | None = None,
+    direct: Mapping[Key, tuple[tuple[str, str, int], ...]] | None = None,
 ) -> ProxyResources:
     """The listeners, clusters and routes of a proxy with these overrides."""
     policy = overrides.traffic
-    out = outbound(services, policy=policy)
+    out = outbound(services, policy=policy, identities=identities, direct=direct)
     extras = capture.l7_extras(overrides, "outbound")
     extras["chains"] = [*out.chains, *extras["chains"]]
     listeners = {
         "outbound": capture.direction_listener("outbound", overrides=overrides, **extras),
-        "inbound": capture.direction_listener(
-            "inbound", overrides=overrides, **capture.l7_extras(overrides, "inbound")),
+        "inbound": inbound_listener(overrides, security),
     }
     clusters = {c["name"]: c for c in (*capture.passthrough_clusters(),
                                         *envoy_http.clusters(policy))}

@@ -82,7 +82,7 @@ def _gather(kube: Kube, namespace: str | None, config: MeshConfig) -> list[PodFa
 
 def _row(f: PodFacts, sync: xds.ProxySync | None) -> list[str]:
     if not f.injected:
-        return [f.namespace, f.name, f.injected_column, "-", "-", "-", "-", "-", "-", "-"]
+        return [f.namespace, f.name, f.injected_column, "-", "-", "-", "-", "-", "-", "-", "-"]
     ready = {True: "ready", False: "NOT READY", None: "?"}[f.proxy_ready]
     fresh = {True: "current", False: "STALE", None: "?"}[f.up_to_date]
     return [
@@ -96,6 +96,7 @@ def _row(f: PodFacts, sync: xds.ProxySync | None) -> list[str]:
         fresh,
         sync.state if sync else "NOT CONNECTED",
         sync.version if sync else "-",
+        sync.mtls if sync else "-",
     ]
 
 
@@ -107,7 +108,7 @@ def show_table(kube: Kube, namespace: str | None, *, config: MeshConfig, out: Te
         return 0
     synced, unanswered = xds.proxies(kube)
     header = ["NAMESPACE", "POD", "INJECTED", "PROXY", "SIDECAR", "CAPTURE", "RESTARTS", "CONFIG",
-              "XDS", "VERSION"]
+              "XDS", "VERSION", "MTLS"]
     rows = [header, *(_row(f, synced.get((f.namespace, f.name))) for f in facts)]
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     for r in rows:
@@ -209,6 +210,8 @@ def show_pod(kube: Kube, namespace: str, name: str, *, config: MeshConfig, out: 
               + "".join(f"; {line}" for line in unanswered), file=out)
     else:
         print(f"  xds         {sync.state}, config {sync.version}, on {sync.replica}", file=out)
+        print(f"  identity    {sync.identity or '-'}, mtls {sync.mtls}", file=out)
+        print(f"  certificate {sync.certificate}", file=out)
         for kind, t in sorted(sync.types.items()):
             mark = "current" if t.get("current") else f"latest {t.get('latest', '?')}"
             print(f"    {kind:<22}  acked {t.get('acked') or '-'}, {mark}", file=out)

@@ -8,6 +8,7 @@ needs no port-forward. A replica that does not answer is reported, not fatal.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 from collections.abc import Mapping
@@ -50,10 +51,31 @@ class ProxySync:
             else "syncing"
 
     @property
+    def mtls(self) -> str:
+        return str(self.status.get("mtls") or "-")
+
+    @property
+    def identity(self) -> str:
+        return str(self.status.get("identity") or "")
+
+    @property
+    def certificate(self) -> str:
+        """When the proxy's certificate expires and is renewed (UTC), or why it has none."""
+        cert = self.status.get("certificate") or {}
+        if not cert.get("expires"):
+            return f"NONE: {cert.get('problem') or 'not issued yet'}"
+        return (f"expires {_utc(float(cert['expires']))}, renewed "
+                f"{_utc(float(cert.get('renews') or 0))}")
+
+    @property
     def version(self) -> str:
         """A short name for the config the proxy runs: a hash of the versions it ACKed."""
         acked = "".join(f"{k}={t.get('acked', '')};" for k, t in sorted(self.types.items()))
         return hashlib.sha256(acked.encode()).hexdigest()[:8] if acked else "-"
+
+
+def _utc(epoch: float) -> str:
+    return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
 def replicas(kube: Kube, *, namespace: str = INJECTOR_NAMESPACE) -> list[str]:

@@ -72,14 +72,15 @@ def capture_listener(
     *,
     name: str,
     port: int,
-    passthrough: Json,
+    passthrough: Json | None,
     overrides: PodOverrides,
     listener_filters: Sequence[Json] = (),
     chains: Sequence[Json] = (),
     options: Mapping[str, Any] | None = None,
 ) -> Json:
     """A capture listener: loop guard for its own port first, then ``chains`` (the L7 module's
-    HTTP chains, after its ``listener_filters``), then ``passthrough`` as the default chain."""
+    HTTP chains, after its ``listener_filters``), then ``passthrough`` as the default chain
+    (None: no default, a connection no chain matches is closed)."""
     listener: Json = {
         "name": name,
         **any_address(port),
@@ -92,9 +93,11 @@ def capture_listener(
             "filter_chain_match": {"destination_port": port},
             "filters": [tcp_proxy(stat_prefix=f"{name}_loop", cluster=BLACKHOLE)],
         }, *chains],
-        "default_filter_chain": {"name": f"{name}-passthrough", "filters": [passthrough]},
         **(options or {}),
     }
+    if passthrough is not None:
+        listener["default_filter_chain"] = {"name": f"{name}-passthrough",
+                                            "filters": [passthrough]}
     if overrides.capture.interception_mode == "TPROXY":
         listener["transparent"] = True
     return listener

@@ -21,6 +21,7 @@ Pure: plain dicts in, plain dicts out.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 from mesh.contract import INBOUND_SOURCE4, INBOUND_SOURCE6, NOT_DELIVERED_HEADER
@@ -210,11 +211,15 @@ def route_config(policy: TrafficPolicy, *, direction: Direction) -> Json:
 
 def http_connection_manager(
     policy: TrafficPolicy, *, direction: Direction, rds: str | None = None,
-    stat_prefix: str | None = None,
+    stat_prefix: str | None = None, first_filters: Sequence[Json] = (),
+    peer_identity: bool = False,
 ) -> Json:
     """The HTTP connection manager of a capture listener's HTTP chain: the direction's catch-all
-    route inline, or the route configuration ``rds`` names, fetched over xDS."""
-    filters: list[Json] = []
+    route inline, or the route configuration ``rds`` names, fetched over xDS. ``first_filters``
+    run before everything else (authorization); ``peer_identity`` (a mutual TLS chain) tells
+    the app who called in ``x-forwarded-client-cert``, which is otherwise removed, so no
+    caller can claim an identity by sending the header itself."""
+    filters: list[Json] = list(first_filters)
     if direction == "inbound" and (policy.fault_delay or policy.fault_abort):
         filters.append(_fault_filter(policy.fault_delay, policy.fault_abort))
     filters.append({
@@ -240,6 +245,9 @@ def http_connection_manager(
         hcm["access_log"] = [access_log(direction)]
     if direction == "inbound":
         hcm["local_reply_config"] = not_delivered_reply()
+        if peer_identity:
+            hcm["forward_client_cert_details"] = "SANITIZE_SET"
+            hcm["set_current_client_cert_details"] = {"uri": True}
     return {"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}
 
 
@@ -253,12 +261,14 @@ def not_delivered_reply() -> Json:
     }]}
 
 
-def http_filter_chain(policy: TrafficPolicy, *, direction: Direction) -> Json:
+def http_filter_chain(policy: TrafficPolicy, *, direction: Direction,
+                      first_filters: Sequence[Json] = ()) -> Json:
     """The chain for connections the inspector recognised as HTTP; the rest stay TCP."""
     return {
         "name": f"{direction}_http",
         "filter_chain_match": {"application_protocols": list(HTTP_PROTOCOLS)},
-        "filters": [http_connection_manager(policy, direction=direction)],
+        "filters": [http_connection_manager(policy, direction=direction,
+                                            first_filters=first_filters)],
     }
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from mesh.contract import NOT_DELIVERED_HEADER
-from mesh.envoy import http
+from mesh.envoy import http, tls
 from mesh.envoy.base import (
     ADS_SOURCE,
     HTTP_PROTOCOL_OPTIONS,
@@ -37,12 +37,15 @@ class LbEndpoint:
     address: str
     port: int
     health: Health = "HEALTHY"
+    meshed: bool = False  # its pod has a proxy: called over mutual TLS
 
 
 def eds_cluster(
-    name: str, *, policy: TrafficPolicy, lb_policy: str = "ROUND_ROBIN"
+    name: str, *, policy: TrafficPolicy, lb_policy: str = "ROUND_ROBIN",
+    sni: str = "", identities: Sequence[str] = (),
 ) -> Json:
-    """A Service port's cluster: endpoints over EDS, the client's breakers and ejection."""
+    """A Service port's cluster: endpoints over EDS, the client's breakers and ejection; with
+    ``sni``, mutual TLS to the endpoints that are in the mesh, expecting ``identities``."""
     cluster: Json = {
         "name": name,
         "type": "EDS",
@@ -64,6 +67,28 @@ def eds_cluster(
     if policy.outlier_consecutive_5xx:
         # never eject them all: with every endpoint failing, trying one is better than none
         cluster["outlier_detection"] = http.outlier_detection(policy, max_percent=50)
+    if sni:
+        cluster["transport_socket_matches"] = tls.mesh_socket_matches(
+            sni_name=sni, identities=identities)
+    return cluster
+
+
+def direct_cluster(name: str, *, policy: TrafficPolicy, sni: str,
+                   identities: Sequence[str]) -> Json:
+    """Calls to pods of a headless Service that have a proxy: wherever the app dialled, over
+    mutual TLS expecting the Service's identities; the client's breakers and ejection."""
+    cluster: Json = {
+        "name": name,
+        "type": "ORIGINAL_DST",
+        "lb_policy": "CLUSTER_PROVIDED",
+        "connect_timeout": "5s",
+        "circuit_breakers": http.circuit_breakers(policy),
+        "typed_extension_protocol_options": eds_cluster(name, policy=policy)[
+            "typed_extension_protocol_options"],
+        "transport_socket": tls.upstream_socket(sni_name=sni, identities=identities),
+    }
+    if policy.outlier_consecutive_5xx:
+        cluster["outlier_detection"] = http.outlier_detection(policy, max_percent=100)
     return cluster
 
 
@@ -72,15 +97,17 @@ def load_assignment(name: str, endpoints: Sequence[LbEndpoint]) -> Json:
     return {
         "cluster_name": name,
         "endpoints": [{
-            "lb_endpoints": [
-                {
-                    "endpoint": {"address": socket_address(e.address, e.port)},
-                    "health_status": e.health,
-                }
-                for e in endpoints
-            ],
+            "lb_endpoints": [_lb_endpoint(e) for e in endpoints],
         }] if endpoints else [],
     }
+
+
+def _lb_endpoint(endpoint: LbEndpoint) -> Json:
+    found: Json = {"endpoint": {"address": socket_address(endpoint.address, endpoint.port)},
+                   "health_status": endpoint.health}
+    if endpoint.meshed:
+        found["metadata"] = tls.mesh_endpoint_metadata()
+    return found
 
 
 def route(name: str, *, cluster: str, domains: Sequence[str], policy: TrafficPolicy) -> Json:
@@ -130,6 +157,12 @@ def filter_chains(
 def cluster_name(hostname: str, port: int) -> str:
     """``outbound|80||web.shop.svc.cluster.local``, the name Istio users know from their stats."""
     return f"outbound|{port}||{hostname}"
+
+
+def direct_cluster_name(hostname: str, port: int) -> str:
+    """``outbound|5432|direct|db.shop.svc.cluster.local``: a headless Service's pods, dialled
+    one by one."""
+    return f"outbound|{port}|direct|{hostname}"
 
 
 def route_name(hostname: str, port: int) -> str:

@@ -33,6 +33,7 @@ from mesh.contract import (
     INCLUDE_OUTBOUND_IP_RANGES,
     INCLUDE_OUTBOUND_PORTS,
     INTERCEPTION_MODE,
+    MTLS_MODE,
     OUR_PREFIXES,
     PROMETHEUS_PORT,
     PROXY_CONCURRENCY,
@@ -50,9 +51,11 @@ from mesh.overrides.traffic import TrafficPolicy, parse_traffic_policy
 from mesh.overrides.values import (
     CPU,
     MEMORY,
+    MtlsMode,
     Problems,
     by_mesh_init,
     parse_bool,
+    parse_mtls_mode,
     parse_ports,
     parse_quantity,
 )
@@ -86,6 +89,9 @@ class PodOverrides:
     # the L7 policy (timeouts, retries, breakers, faults, telemetry, drain), validated here
     # with the rest so a bad value denies the pod at admission
     traffic: TrafficPolicy = dataclasses.field(default_factory=TrafficPolicy)
+    # security.meshinject.io/mtls: STRICT or PERMISSIVE for this pod alone; None leaves it to
+    # the AccessPolicies that select it, then its namespace's label, then PERMISSIVE
+    mtls: MtlsMode | None = None
 
     def __hash__(self) -> int:
         # the sidecars are cached per overrides: hash what sets them apart cheaply (the
@@ -238,6 +244,7 @@ def _parse_ours(ours: tuple[tuple[str, str], ...], config: MeshConfig) -> PodOve
     capture = capture_overrides(annotations, config=config, problems=problems)
     resources = _resources(annotations, proxy.resources, problems)
     traffic = problems.take(TrafficPolicy(), parse_traffic_policy, annotations, config=config)
+    mtls = read(MTLS_MODE, None, parse_mtls_mode)
     problems.raise_any()
     return PodOverrides(
         capture=capture,
@@ -248,6 +255,7 @@ def _parse_ours(ours: tuple[tuple[str, str], ...], config: MeshConfig) -> PodOve
         native=native,
         traffic=traffic,
         proxy_annotations=ours,
+        mtls=mtls,
     )
 
 

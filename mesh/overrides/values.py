@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from initcontainer import config as capture_config
 from initcontainer.config import ConfigError, PortRange
@@ -83,6 +83,20 @@ def parse_ports(name: str, value: str, *, example: str) -> tuple[PortRange, ...]
         return capture_config.parse_ports(name, value)
     except ConfigError as err:
         raise AnnotationError(name, value, f"expected ports like {example} ({err.why})") from err
+
+
+MtlsMode = Literal["STRICT", "PERMISSIVE"]
+
+
+def parse_mtls_mode(name: str, value: str) -> MtlsMode:
+    """``strict`` or ``permissive`` (any case): whether plaintext from outside the mesh is
+    refused or still accepted."""
+    text = value.strip().upper()
+    if text == "STRICT":
+        return "STRICT"
+    if text == "PERMISSIVE":
+        return "PERMISSIVE"
+    raise AnnotationError(name, value, 'expected "strict" or "permissive"')
 
 
 def parse_quantity(name: str, value: str, *, pattern: re.Pattern[str], example: str) -> str:

@@ -42,8 +42,9 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
     )
 
 
-def generate_ca(common_name: str, *, days: int = 3650) -> CertPair:
-    """A self-signed CA that may sign serving certificates only (path length 0)."""
+def generate_ca(common_name: str, *, days: int = 3650, path_length: int | None = 0) -> CertPair:
+    """A self-signed CA; by default it may sign end-entity certificates only (path length 0),
+    ``path_length=None`` for a root that signs intermediates."""
     key = _new_key()
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     now = dt.datetime.now(dt.UTC)
@@ -56,7 +57,7 @@ def generate_ca(common_name: str, *, days: int = 3650) -> CertPair:
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - _BACKDATE)
         .not_valid_after(now + dt.timedelta(days=days))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
         .add_extension(
             x509.KeyUsage(
                 digital_signature=True,
@@ -117,6 +118,71 @@ def generate_serving_cert(
         .sign(ca_key, hashes.SHA256())
     )
     return CertPair(cert.public_bytes(serialization.Encoding.PEM), _key_pem(key))
+
+
+def issue_svid(
+    ca: CertPair, *, spiffe_id: str, lifetime: dt.timedelta, chain: bytes = b"",
+    now: dt.datetime | None = None,
+) -> CertPair:
+    """A workload's X.509 SVID: its SPIFFE ID as the only subjectAltName (a URI), usable both
+    to serve and to call (mutual TLS), signed by ``ca``. ``chain`` (the signer's own
+    certificate and any intermediates, when the signer is not a root) is appended to the
+    certificate so a peer holding only the root can build the path."""
+    ca_cert = x509.load_pem_x509_certificate(ca.cert_pem)
+    ca_key = serialization.load_pem_private_key(ca.key_pem, password=None)
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+        raise ValueError("the CA key must be an ECDSA key")
+    key = _new_key()
+    moment = now or dt.datetime.now(dt.UTC)
+    ca_ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(moment - _BACKDATE)
+        .not_valid_after(moment + lifetime)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(
+            digital_signature=True, content_commitment=False, key_encipherment=True,
+            data_encipherment=False, key_agreement=False, key_cert_sign=False, crl_sign=False,
+            encipher_only=False, decipher_only=False), critical=True)
+        # a SPIFFE SVID has an empty subject, so its SAN is critical
+        .add_extension(x509.SubjectAlternativeName(
+            [x509.UniformResourceIdentifier(spiffe_id)]), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
+                                              ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    return CertPair(cert.public_bytes(serialization.Encoding.PEM) + chain, _key_pem(key))
+
+
+def uri_sans(cert_pem: bytes) -> list[str]:
+    """The URI subjectAltNames of the (first) certificate: a SVID's SPIFFE ID."""
+    cert = x509.load_pem_x509_certificate(cert_pem)
+    try:
+        found = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return []
+    return list(found.get_values_for_type(x509.UniformResourceIdentifier))
+
+
+def issuer_of(cert_pem: bytes) -> str:
+    """The (first) certificate's issuer, as RFC 4514 text."""
+    return x509.load_pem_x509_certificate(cert_pem).issuer.rfc4514_string()
+
+
+def serial_of(cert_pem: bytes) -> str:
+    """The (first) certificate's serial number in lower-case hex, as Envoy's /certs shows it."""
+    return f"{x509.load_pem_x509_certificate(cert_pem).serial_number:x}"
+
+
+def subject_of(cert_pem: bytes) -> str:
+    return x509.load_pem_x509_certificate(cert_pem).subject.rfc4514_string()
 
 
 def not_after(cert_pem: bytes) -> dt.datetime:

@@ -38,7 +38,7 @@ class World:
         pair = ca.serving(namespace="meshinject-system", ips=("127.0.0.1",))
         (tmp / "tls.crt").write_bytes(pair.cert_pem)
         (tmp / "tls.key").write_bytes(pair.key_pem)
-        self.root = ca.root.cert_pem
+        self.root = ca.signer.cert_pem
         self.tmp = tmp
         self.runtime = Runtime(debounce=0.01, max_delay=0.05)
         self.metrics = ControlPlaneMetrics()

@@ -77,3 +77,22 @@ def test_a_whole_list_gives_the_changes_from_the_last_one() -> None:
     assert none == [] and same == state
     _, gone = objects.changes([], previous=state)
     assert [(c.kind, c.key, c.value) for c in gone] == [("service", ("shop", "web"), None)]
+
+
+def test_a_pods_http_and_grpc_probes_are_kept_with_named_ports_resolved() -> None:
+    spec = {"containers": [{
+        "name": "app", "ports": [{"name": "http", "containerPort": 8080}],
+        "readinessProbe": {"httpGet": {"path": "/ready?full=1", "port": "http"}},
+        "livenessProbe": {"httpGet": {"port": 8080}},
+        "startupProbe": {"grpc": {"port": 9090}}}, {
+        "name": "side",
+        "readinessProbe": {"tcpSocket": {"port": 7000}},
+        "livenessProbe": {"httpGet": {"path": "/x", "port": 80, "host": "example.org"}}}]}
+    assert objects.probes(spec) == ((8080, "/"), (8080, "/ready"),
+                                    (9090, "/grpc.health.v1.Health/Check"))
+
+
+def test_a_namespace_keeps_its_labels() -> None:
+    found = objects.namespace({"metadata": {"name": "shop", "labels": {
+        "security.meshinject.io/mtls": "strict"}}})
+    assert found.name == "shop" and dict(found.labels) == {"security.meshinject.io/mtls": "strict"}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from controlplane.model.state import Change
-from controlplane.model.values import Endpoint, Service, ServicePort, Workload
+from controlplane.model.values import Endpoint, Namespace, Service, ServicePort, Workload
 from controlplane.runtime import Runtime, Subscriber
 from controlplane.translate.proxy import CLUSTER, ENDPOINT, LISTENER
 from mesh import contract
@@ -107,3 +107,38 @@ def test_changes_are_debounced_into_one_rebuild() -> None:
         return rt.stats.rebuilds
 
     assert asyncio.run(scenario()) == 1
+
+
+def test_an_endpoint_that_gains_a_proxy_is_called_over_mutual_tls_expecting_its_identity() -> None:
+    rt = runtime(Change("service", WEB.key, WEB), Change("endpoints", WEB.key, eps("198.18.0.7")),
+                 Change("workload", ("shop", "a"), pod("a")))
+    sub, _ = attach(rt, "a")
+    before = rt.sets_for(sub)
+    assert before is not None
+    assignment = before[ENDPOINT].items[CLUSTER_NAME].body
+    assert "metadata" not in assignment["endpoints"][0]["lb_endpoints"][0]  # plain TCP to it
+    server = Workload("shop", "web-1", ip="198.18.0.7", service_account="web")
+    rt.submit(Change("workload", server.key, server))
+    rt.flush()
+    after = rt.sets_for(sub)
+    assert after is not None
+    endpoint = after[ENDPOINT].items[CLUSTER_NAME].body["endpoints"][0]["lb_endpoints"][0]
+    assert endpoint["metadata"]["filter_metadata"]["envoy.transport_socket_match"] == {
+        "tlsMode": "mesh"}
+    tls = after[CLUSTER].items[CLUSTER_NAME].body["transport_socket_matches"][0][
+        "transport_socket"]["typed_config"]["common_tls_context"]["combined_validation_context"]
+    assert tls["default_validation_context"]["match_typed_subject_alt_names"] == [
+        {"san_type": "URI", "matcher": {"exact": "spiffe://cluster.local/ns/shop/sa/web"}}]
+
+
+def test_a_namespace_label_makes_its_pods_strict_and_a_pod_annotation_overrides_it() -> None:
+    rt = runtime(Change("service", WEB.key, WEB), Change("workload", ("shop", "a"), pod("a")),
+                 Change("workload", ("shop", "b"), pod("b", **{contract.MTLS_MODE: "permissive"})))
+    a, woken = attach(rt, "a")
+    b, _ = attach(rt, "b")
+    assert a.view is not None and a.view.key.security.mode == "PERMISSIVE"
+    rt.submit(Change("namespace", ("", "shop"),
+                     Namespace("shop", ((contract.MTLS_MODE, "strict"),))))
+    rt.flush()
+    assert woken and a.view is not None and a.view.key.security.mode == "STRICT"
+    assert b.view is not None and b.view.key.security.mode == "PERMISSIVE"

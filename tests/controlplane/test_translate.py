@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from controlplane.model.values import Endpoint, Service, ServicePort
 from controlplane.translate import endpoints
+from controlplane.translate.inbound import PERMISSIVE, InboundSecurity
 from controlplane.translate.proxy import CLUSTER, LISTENER, ROUTE, translate
 from mesh import contract
 from mesh.envoy import capture
@@ -25,10 +26,15 @@ HEADLESS = Service("shop", "cache", None, (ServicePort(6379, "redis"),))
 WEB_CLUSTER = "outbound|80||web.shop.svc.cluster.local"
 
 
+WEB_ID = "spiffe://cluster.local/ns/shop/sa/web"
+
+
 def resources(annotations: dict[str, str] | None = None,
-              services: tuple[Service, ...] = (WEB, DB, HEADLESS)) -> dict[str, dict[str, object]]:
+              services: tuple[Service, ...] = (WEB, DB, HEADLESS),
+              security: InboundSecurity = PERMISSIVE) -> dict[str, dict[str, object]]:
     overrides = parse_overrides(annotations or {}, config=CONFIG)
-    return translate(services, overrides=overrides).by_type()
+    return translate(services, overrides=overrides, security=security,
+                     identities={WEB.key: (WEB_ID,)}).by_type()
 
 
 def test_the_resources_of_a_small_mesh_match_their_golden(
@@ -38,7 +44,8 @@ def test_the_resources_of_a_small_mesh_match_their_golden(
     eds = {**endpoints.assignments(WEB, [
         Endpoint("198.18.0.21", (("http", 8080),)),
         Endpoint("198.18.0.22", (("http", 8080),), ready=False, serving=True, terminating=True),
-        Endpoint("198.18.0.23", (("http", 8080),), ready=False, serving=False)])}
+        Endpoint("198.18.0.23", (("http", 8080),), ready=False, serving=False),
+        Endpoint("198.18.0.24", (("http", 8080),))], meshed={"198.18.0.21", "198.18.0.22"})}
     text = json.dumps({"resources": {k.rsplit(".", 1)[-1]: v for k, v in found.items()},
                        "endpoints": eds}, indent=1, sort_keys=True) + "\n"
     golden("controlplane/small-mesh.json", text)
@@ -107,3 +114,82 @@ def test_tproxy_mode_makes_the_capture_listeners_transparent() -> None:
 def test_the_same_overrides_give_the_same_resources() -> None:
     assert resources() == resources()
     assert resources({contract.TIMEOUT: "1s"}) != resources()
+
+
+def _chains(security: InboundSecurity) -> dict[str, object]:
+    listener = resources(security=security)[LISTENER]["inbound"]
+    return {c["name"]: c for c in listener["filter_chains"]}  # type: ignore[index]
+
+
+def test_mutual_tls_is_taken_first_and_plaintext_still_passes_when_permissive() -> None:
+    listener = resources()[LISTENER]["inbound"]
+    names = [c["name"] for c in listener["filter_chains"]]  # type: ignore[index]
+    assert names == ["inbound-loop-guard", "inbound-mtls-http", "inbound-mtls-tcp",
+                     "inbound_http"]
+    assert listener["default_filter_chain"]["name"] == "inbound-passthrough"  # type: ignore[index]
+    mtls = _chains(PERMISSIVE)["inbound-mtls-http"]
+    assert mtls["filter_chain_match"]["server_names"] == [  # type: ignore[index]
+        "*" + contract.MTLS_SNI_SUFFIX]
+    tls = mtls["transport_socket"]["typed_config"]  # type: ignore[index]
+    assert tls["require_client_certificate"] is True
+    hcm = mtls["filters"][0]["typed_config"]  # type: ignore[index]
+    assert hcm["forward_client_cert_details"] == "SANITIZE_SET"  # the app learns who called
+    plain = _chains(PERMISSIVE)["inbound_http"]["filters"][0]["typed_config"]  # type: ignore[index]
+    assert "forward_client_cert_details" not in plain  # default SANITIZE: no forged header
+
+
+def test_strict_lets_in_only_mutual_tls_and_the_kubelets_probes() -> None:
+    strict = InboundSecurity("STRICT", probes=((8080, "/healthz"),))
+    listener = resources(security=strict)[LISTENER]["inbound"]
+    assert "default_filter_chain" not in listener  # any other plaintext: closed
+    probe_chain = _chains(strict)["inbound_http"]
+    rbac = probe_chain["filters"][0]["typed_config"]["http_filters"][0]  # type: ignore[index]
+    assert rbac["typed_config"]["rules"]["policies"]["kubelet-probes"]["permissions"] == [
+        {"and_rules": {"rules": [{"destination_port": 8080},
+                                 {"url_path": {"path": {"exact": "/healthz"}}}]}}]
+    bare = InboundSecurity("STRICT")
+    assert list(_chains(bare)) == ["inbound-loop-guard", "inbound-mtls-http", "inbound-mtls-tcp"]
+
+
+def test_a_services_cluster_uses_mutual_tls_to_meshed_endpoints_expecting_their_identity() -> None:
+    cluster = resources()[CLUSTER][WEB_CLUSTER]
+    match = cluster["transport_socket_matches"][0]  # type: ignore[index]
+    assert match["match"] == {"tlsMode": "mesh"}
+    tls = match["transport_socket"]["typed_config"]
+    assert tls["sni"] == "80.web.shop.svc.cluster.local" + contract.MTLS_SNI_SUFFIX
+    assert tls["common_tls_context"]["combined_validation_context"][
+        "default_validation_context"]["match_typed_subject_alt_names"] == [
+        {"san_type": "URI", "matcher": {"exact": WEB_ID}}]
+    assert "transport_socket" not in cluster  # the rest of its endpoints: plain TCP
+
+
+def test_every_resource_of_every_mode_fits_its_protobuf_type() -> None:
+    """What Envoy would refuse is caught here, not by a proxy: the control plane converts each
+    resource with the same code before pushing it."""
+    from controlplane.cache.snapshot import Resource
+    from controlplane.grpc.convert import Converter
+
+    converter = Converter()
+    for security in (PERMISSIVE, InboundSecurity("STRICT"),
+                     InboundSecurity("STRICT", probes=((8080, "/healthz"), (9090, "/ready")))):
+        for type_url, found in resources(security=security).items():
+            for name, body in found.items():
+                converter.framed(type_url, Resource.of(name, body))  # raises if it does not fit
+
+
+def test_a_headless_services_pods_in_the_mesh_are_called_directly_over_mutual_tls() -> None:
+    overrides = parse_overrides({}, config=CONFIG)
+    found = translate((WEB, HEADLESS), overrides=overrides,
+                      identities={HEADLESS.key: ("spiffe://cluster.local/ns/shop/sa/cache",)},
+                      direct={HEADLESS.key: (("redis", "198.18.0.31", 6379),)}).by_type()
+    chains = [c for c in found[LISTENER]["outbound"]["filter_chains"]  # type: ignore[index]
+              if c["name"].startswith("cache.")]
+    assert [c["name"] for c in chains] == ["cache.shop:198.18.0.31:6379-tcp"]  # redis: TCP
+    assert chains[0]["filter_chain_match"] == {
+        "destination_port": 6379,
+        "prefix_ranges": [{"address_prefix": "198.18.0.31", "prefix_len": 32}]}
+    cluster = found[CLUSTER]["outbound|6379|direct|cache.shop.svc.cluster.local"]
+    assert cluster["type"] == "ORIGINAL_DST"  # type: ignore[index]
+    tls = cluster["transport_socket"]["typed_config"]["common_tls_context"]  # type: ignore[index]
+    assert tls["combined_validation_context"]["default_validation_context"][
+        "match_typed_subject_alt_names"][0]["matcher"]["exact"].endswith("/sa/cache")

@@ -79,6 +79,7 @@ def test_a_good_one_reaches_the_proxy_over_xds(
     found = objects.workload({**template, "metadata": {
         **template["metadata"], "name": "web-1", "namespace": "shop"}})
     assert found is not None
-    resources = translate((), overrides=view_key(found, config=MeshConfig()))
+    key = view_key(found, config=MeshConfig())
+    resources = translate((), overrides=key.overrides, security=key.security)
     text = orjson.dumps(resources.by_type()).decode()
     assert "envoy.filters.http.fault" in text and '"num_retries":3' in text

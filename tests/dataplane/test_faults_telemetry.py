@@ -15,7 +15,7 @@ from mesh.contract import (
     FAULT_DELAY,
     PROTOCOL_DETECTION_TIMEOUT,
 )
-from tests.support.lab import PY, SERVER_IP, Mesh
+from tests.support.lab import NAMESPACE, PY, SERVER_IP, Mesh
 from tests.support.spec import boot
 
 pytestmark = [pytest.mark.netns, pytest.mark.envoy, pytest.mark.slow]
@@ -50,18 +50,46 @@ def test_a_delay_fault_slows_the_chosen_requests(mesh: Mesh) -> None:
     assert result["p50"] >= 0.15
 
 
-def banner(mesh: Mesh, port: int) -> tuple[float, str, str]:
-    out = mesh.client.ns.run([PY, "-c", BANNER_CLIENT, SERVER_IP, str(port)]).stdout.split("\n")
+def banner(mesh: Mesh, port: int, *, address: str = SERVER_IP) -> tuple[float, str, str]:
+    out = mesh.client.ns.run([PY, "-c", BANNER_CLIENT, address, str(port)]).stdout.split("\n")
     return float(out[0]), out[1], out[2]
 
 
-def test_a_server_first_protocol_on_an_opaque_port_answers_immediately(mesh: Mesh) -> None:
+def test_a_server_first_protocol_on_an_opaque_port_answers_at_once_over_mutual_tls(
+    mesh: Mesh,
+) -> None:
+    """A meshed client calls through the Service: its proxy opens mutual TLS, whose first
+    bytes are the client's, so the server's proxy need not wait for the app's client."""
     with_log = boot(**{ACCESS_LOG: "on"})
     mesh.start(with_log, with_log)
     mesh.server.start_upstream(3306, "--banner")
-    waited, first, echo = banner(mesh, 3306)
+    mesh.control.service(name="db", namespace=NAMESPACE, cluster_ip="198.19.7.33",
+                         ports=[("mysql", 3306, 3306)], endpoints=[SERVER_IP])
+    # the two pods share one link and no default route: give the virtual address one, as a
+    # pod's default route would (the proxy captures the connection before it goes anywhere)
+    mesh.client.ns.run(["ip", "route", "add", "198.19.7.33", "via", SERVER_IP])
+    deadline = time.monotonic() + 5
+    while "198.18.5.2:3306" not in mesh.client.admin("/clusters"):
+        assert time.monotonic() < deadline, "the client's proxy never learned the Service"
+        time.sleep(0.05)
+    waited, first, echo = banner(mesh, 3306, address="198.19.7.33")
     assert first.startswith("220 hello") and echo == "echo hi"
     assert waited < 0.2, waited
+    stats = mesh.server.stats("listener.0.0.0.0_15006.ssl.handshake")
+    assert stats["listener.0.0.0.0_15006.ssl.handshake"] == 1  # it was mutual TLS
+
+
+def test_a_plaintext_server_first_client_waits_only_the_detection_timeout(mesh: Mesh) -> None:
+    """From outside the mesh (here: straight to the pod's address, which no Service names)
+    the connection is plaintext, and a PERMISSIVE proxy must see whether it is TLS before it
+    can choose: it waits for the client's first bytes up to the detection timeout, then goes
+    on as TCP (docs/security.md). STRICT would refuse it instead."""
+    with_log = boot(**{ACCESS_LOG: "on"})
+    mesh.start(with_log, boot(**{ACCESS_LOG: "on", PROTOCOL_DETECTION_TIMEOUT: "100ms"}))
+    mesh.server.start_upstream(3306, "--banner")
+    waited, first, echo = banner(mesh, 3306)
+    assert first.startswith("220 hello") and echo == "echo hi"
+    assert 0.09 < waited < 0.4, waited
     tcp = mesh.client.stats("cluster.outbound-passthrough.upstream_cx_total")
     assert tcp["cluster.outbound-passthrough.upstream_cx_total"] == 1
     time.sleep(1.2)  # logged when the connection closes, flushed each second

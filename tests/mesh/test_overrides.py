@@ -205,3 +205,16 @@ def test_a_single_bad_value_keeps_its_own_message_and_type() -> None:
         parse_overrides({P + "retries": "many", P + "cpu": "1"}, config=CONFIG)
     assert not isinstance(caught.value, PodErrors)
     assert str(caught.value).startswith(f'annotation {P}retries="many" is invalid: ')
+
+
+@pytest.mark.parametrize(("value", "mode"), [("strict", "STRICT"), (" Permissive ", "PERMISSIVE")])
+def test_the_mtls_annotation_sets_the_pods_own_mode(value: str, mode: str) -> None:
+    assert parse_overrides({"security.meshinject.io/mtls": value}, config=CONFIG).mtls == mode
+    assert parse_overrides({}, config=CONFIG).mtls is None  # left to policies and namespace
+
+
+def test_a_bad_mtls_annotation_is_refused_naming_it_and_the_choices() -> None:
+    with pytest.raises(AnnotationError) as refused:
+        parse_overrides({"security.meshinject.io/mtls": "on"}, config=CONFIG)
+    assert 'security.meshinject.io/mtls="on"' in str(refused.value)
+    assert '"strict" or "permissive"' in str(refused.value)

@@ -52,19 +52,22 @@ class Pod:
         return self.ns.name
 
     def start(self, spec: Spec, *, control: LabControl, with_control_plane: bool = True,
-              ports: tuple[int, ...] = ()) -> None:
+              ports: tuple[int, ...] = (), service_account: str = "default",
+              probes: tuple[tuple[int, str], ...] = ()) -> None:
         """mesh-init with the spec's args (as root), its control plane (unless told not to),
         then Envoy with its args (``$(VAR)`` expanded as the kubelet does) as its uid/gid, with
         its token and the mesh root mounted where the pod has them; returns once Envoy is
         LIVE (configured), or at once without a control plane."""
         self.ns.run([INIT, *spec.init_args])
         uid = control.register_pod(name=self.name, namespace=NAMESPACE, ip=self.ip,
-                                   annotations=spec.annotations, ports=ports)
-        mounts = control.pod_files(name=self.name, namespace=NAMESPACE, uid=uid)
+                                   annotations=spec.annotations, ports=ports,
+                                   service_account=service_account, probes=probes)
+        mounts = control.pod_files(name=self.name, namespace=NAMESPACE, uid=uid,
+                                   service_account=service_account)
         if with_control_plane:
             self.start_control_plane(control)
         env = {POD_NAME_ENV: self.name, POD_NAMESPACE_ENV: NAMESPACE, POD_IP_ENV: self.ip,
-               SERVICE_ACCOUNT_ENV: "default"}
+               SERVICE_ACCOUNT_ENV: service_account}
         log = str(self.logdir / f"envoy-{self.ns.name}.log")
         self.proxy = self.spawn(self.ns, [envoy_path(), *expand_args(spec.proxy_args, env)],
                                 uid=spec.uid, gid=spec.gid, log_path=log, mounts=mounts)
@@ -151,6 +154,7 @@ class Lab:
     spawn: Spawn
     logdir: Path
     control: LabControl
+    node: netns.Netns | None = None  # star()'s, where every pod's link ends
 
     def ns(self, role: str) -> netns.Netns:
         ns = netns.create(role)
@@ -163,7 +167,7 @@ class Lab:
     def star(self, pods: dict[str, str]) -> dict[str, Pod]:
         """Pods (role -> address, each in a /24 of its own) around a node namespace that routes
         between them, as a cluster's node does; returns them by role."""
-        node = self.ns("l7node")
+        node = self.node = self.ns("l7node")
         node.run(["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"])
         made = {}
         for role, ip in pods.items():

@@ -223,8 +223,10 @@ def _sync(pod: str, *, nack: str | None = None, behind: bool = False) -> Obj:
         types["Listener"].update(latest="5", sent="5", current=False,
                                  nack={"version": "5", "message": nack})
     return {"node": f"sidecar~{pod}", "namespace": "shop", "pod": pod,
-            "serviceAccount": "default", "connectedAt": 1764633600.0, "problem": None,
-            "types": types}
+            "serviceAccount": "default", "identity": "spiffe://cluster.local/ns/shop/sa/default",
+            "certificate": {"expires": 1764720000.0, "renews": 1764676800.0},
+            "mtls": "STRICT" if nack else "PERMISSIVE",
+            "connectedAt": 1764633600.0, "problem": None, "types": types}
 
 
 # web is synced, payments refused its last listener, the injected-but-unready cart is not

@@ -58,10 +58,11 @@ class LabControl:
         (self.pki / "token.pub").write_bytes(self.key.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
         ca = MeshCA.create(trust_domain="cluster.local")
-        (self.pki / "ca.crt").write_bytes(ca.root.cert_pem)
-        (self.pki / "ca.key").write_bytes(ca.root.key_pem)
+        (self.pki / "ca.crt").write_bytes(ca.signer.cert_pem)
+        (self.pki / "ca.key").write_bytes(ca.signer.key_pem)
         self.registry = root / "registry.json"
         self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self.args: list[str] = []  # more flags for every control plane started from here
         self.write()
 
     # -- what the cluster would hold --------------------------------------------------------
@@ -87,14 +88,21 @@ class LabControl:
         self.write()
 
     def register_pod(self, *, name: str, namespace: str, ip: str, annotations: dict[str, str],
-                     service_account: str = "default", ports: Sequence[int] = ()) -> str:
-        """An injected pod, as the registry shows it; returns its uid."""
+                     service_account: str = "default", ports: Sequence[int] = (),
+                     probes: Sequence[tuple[int, str]] = ()) -> str:
+        """An injected pod, as the registry shows it (``probes``: its app's HTTP readiness
+        probes as (port, path)); returns its uid."""
         uid = str(uuid.uuid4())
+        app: dict[str, Any] = {"name": "app", "ports": [{"containerPort": p} for p in ports]}
+        if probes:
+            port, path = probes[0]
+            app["readinessProbe"] = {"httpGet": {"port": port, "path": path}}
+        for port, path in probes[1:2]:
+            app["livenessProbe"] = {"httpGet": {"port": port, "path": path}}
         self.put({"apiVersion": "v1", "kind": "Pod",
                   "metadata": {"name": name, "namespace": namespace, "uid": uid,
                                "annotations": {STATUS: "{}", **annotations}},
-                  "spec": {"serviceAccountName": service_account, "containers": [
-                      {"name": "app", "ports": [{"containerPort": p} for p in ports]}]},
+                  "spec": {"serviceAccountName": service_account, "containers": [app]},
                   "status": {"podIP": ip}})
         self.write()
         return uid
@@ -161,7 +169,7 @@ class LabControl:
                           "--token-key", str(self.pki / "token.pub"),
                           "--ca-dir", str(self.pki), "--listen", f"{address}:{XDS_PORT}",
                           "--debug-listen", f"{address}:{CONTROLPLANE_DEBUG_PORT}",
-                          *ips, "--debounce", "0.02"],
+                          *ips, "--debounce", "0.02", *self.args],
                      log_path=str(log))
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:

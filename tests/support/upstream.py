@@ -4,7 +4,8 @@ Run as a script inside a test namespace. Behaviour by flags, so one file serves 
 ``--fail-every 3`` answers every third request 503, ``--status 503`` always, ``--delay-ms`` waits
 before answering, ``--banner`` speaks first on connect (like SMTP or MySQL) and echoes a line.
 ``--reset-after-read`` reads each request and then resets the connection without an answer (an
-app that crashed while handling it), ``--header NAME:VALUE`` adds a header to every answer.
+app that crashed while handling it), ``--header NAME:VALUE`` adds a header to every answer,
+``--echo-header NAME`` answers with the request's header NAME as ``x-echo-NAME``.
 ``GET /_count`` reports how many other requests arrived (to count upstream attempts).
 """
 
@@ -30,10 +31,13 @@ async def _http(state: State, reader: asyncio.StreamReader, writer: asyncio.Stre
             lines = head.decode("latin-1").split("\r\n")
             path = lines[0].split(" ")[1]
             length = 0
+            echoed = ""
             for line in lines[1:]:
                 name, _, value = line.partition(":")
                 if name.strip().lower() == "content-length":
                     length = int(value)
+                if name.strip().lower() in args.echo_header:
+                    echoed += f"x-echo-{name.strip().lower()}: {value.strip()}\r\n"
             if length:
                 await reader.readexactly(length)
             if path == "/_count":
@@ -49,7 +53,7 @@ async def _http(state: State, reader: asyncio.StreamReader, writer: asyncio.Stre
                 if args.fail_every and state.count % args.fail_every == 0:
                     status = 503
                 body = b"x" * args.body_bytes
-            extra = "".join(f"{h.replace(':', ': ', 1)}\r\n" for h in args.header)
+            extra = "".join(f"{h.replace(':', ': ', 1)}\r\n" for h in args.header) + echoed
             writer.write(
                 f"HTTP/1.1 {status} X\r\n{extra}content-length: {len(body)}\r\n\r\n".encode()
                 + body
@@ -92,6 +96,7 @@ async def main() -> None:
     parser.add_argument("--banner", action="store_true")
     parser.add_argument("--reset-after-read", action="store_true")
     parser.add_argument("--header", action="append", default=[])
+    parser.add_argument("--echo-header", action="append", default=[], type=str.lower)
     args = parser.parse_args()
     state = State(args)
 

@@ -117,11 +117,11 @@ def test_inspect_lists_every_pod_of_mesh_enabled_namespaces_and_label_opt_ins(
     rows = {line.split()[1]: line.split() for line in out.splitlines()[1:] if line.count(" ") > 6}
     # no control plane replica runs (no node yet): every proxy is NOT CONNECTED
     assert rows["web-6d4b9-x2x9q"][2:] == ["yes", "ready", "native", "REDIRECT", "0", "current",
-                                          "NOT", "CONNECTED", "-"]
+                                          "NOT", "CONNECTED", "-", "-"]
     assert rows["cart-5f7c8-k8d2m"][2:] == [
-        "yes", "NOT", "READY", "native", "TPROXY", "3", "current", "NOT", "CONNECTED", "-",
+        "yes", "NOT", "READY", "native", "TPROXY", "3", "current", "NOT", "CONNECTED", "-", "-",
     ]
-    assert rows["payments-7b5d-qq7zn"][-4] == "STALE"
+    assert rows["payments-7b5d-qq7zn"][-5] == "STALE"
     assert rows["reports-68f9-bx4lp"][2] == "MISSING"
     assert rows["batch-0"][2] == "no" and rows["node-agent-9zz"][2] == "no"
     assert rows["canary-1"][2] == "yes" and "plain-1" not in rows
@@ -370,9 +370,9 @@ def test_inspect_names_a_refused_config_with_envoys_reason(
     code, out, _ = _run(capsys, "inspect", "-n", "shop", "--kubeconfig", with_nack.kubeconfig)
     assert code == 0, out
     rows = {line.split()[1]: line.split() for line in out.splitlines()[1:] if line.count(" ") > 6}
-    assert rows["web-6d4b9-x2x9q"][-2:] == ["synced", "1cf0d0dc"]
-    assert rows["payments-7b5d-qq7zn"][-2:] == ["NACK", "1cf0d0dc"]
-    assert rows["cart-5f7c8-k8d2m"][-3:] == ["NOT", "CONNECTED", "-"]
+    assert rows["web-6d4b9-x2x9q"][-3:] == ["synced", "1cf0d0dc", "PERMISSIVE"]
+    assert rows["payments-7b5d-qq7zn"][-3:] == ["NACK", "1cf0d0dc", "STRICT"]
+    assert rows["cart-5f7c8-k8d2m"][-4:] == ["NOT", "CONNECTED", "-", "-"]
     assert ("NACK: shop/payments-7b5d-qq7zn refused its config and runs its last good one: "
             "Listener version 5: Error adding/updating listener(s) inbound: malformed IP "
             "address: 10.0.0.256") in out
