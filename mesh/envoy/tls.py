@@ -54,20 +54,21 @@ def sni(hostname: str, port: int) -> str:
 
 def upstream_socket(*, sni_name: str, identities: Sequence[str]) -> Json:
     """The client side: our SVID, the peer verified against the roots and, when any are given,
-    its SPIFFE ID against ``identities``."""
-    validation: Json = {"validation_context_sds_secret_config": sds(TRUST_BUNDLE_SECRET)}
+    its SPIFFE ID against ``identities``. With identities the SDS roots and the SAN matchers go
+    in a combined context; without, the SDS roots alone: Envoy refuses (NACKs) a combined
+    context whose default half is missing."""
+    context: Json = {"tls_params": _TLS13,
+                     "tls_certificate_sds_secret_configs": [sds(SVID_SECRET)]}
+    roots = sds(TRUST_BUNDLE_SECRET)
     if identities:
-        validation["default_validation_context"] = {"match_typed_subject_alt_names": [
-            {"san_type": "URI", "matcher": {"exact": i}} for i in sorted(identities)]}
+        context["combined_validation_context"] = {
+            "validation_context_sds_secret_config": roots,
+            "default_validation_context": {"match_typed_subject_alt_names": [
+                {"san_type": "URI", "matcher": {"exact": i}} for i in sorted(identities)]}}
+    else:
+        context["validation_context_sds_secret_config"] = roots
     return {"name": "envoy.transport_sockets.tls", "typed_config": {
-        "@type": UPSTREAM_TLS,
-        "sni": sni_name,
-        "common_tls_context": {
-            "tls_params": _TLS13,
-            "tls_certificate_sds_secret_configs": [sds(SVID_SECRET)],
-            "combined_validation_context": validation,
-        },
-    }}
+        "@type": UPSTREAM_TLS, "sni": sni_name, "common_tls_context": context}}
 
 
 def mesh_socket_matches(*, sni_name: str, identities: Sequence[str]) -> list[Json]:
