@@ -20,6 +20,8 @@ from mesh.errors import KubeError
 from mesh.kube.client import Kube
 
 Key = tuple[str, str]
+# what every proxy subscribes to before it can serve; a proxy in the mesh asks for Secret too
+CONFIG_TYPES = frozenset({"Cluster", "ClusterLoadAssignment", "Listener", "RouteConfiguration"})
 
 
 @dataclass(frozen=True)
@@ -41,14 +43,15 @@ class ProxySync:
 
     @property
     def state(self) -> str:
-        """NACK, synced (every type ACKed at its latest version) or syncing."""
+        """NACK, synced (the four config types and any other it asked for, its secrets, each
+        ACKed at its latest version) or syncing."""
         if self.nacks:
             return "NACK"
         if self.status.get("problem"):
             return "NO CONFIG"
         kinds = self.types
-        return "synced" if len(kinds) == 4 and all(t.get("current") for t in kinds.values()) \
-            else "syncing"
+        return "synced" if set(kinds) >= CONFIG_TYPES and all(
+            t.get("current") for t in kinds.values()) else "syncing"
 
     @property
     def mtls(self) -> str:

@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from injector import cli
+from injector.cluster import xds
 from injector.cluster.inspect import summarize_stats
 from mesh.contract import WEBHOOK_NAME
 from tests.support import livecluster, meshapp
@@ -209,6 +210,21 @@ def test_check_without_a_cluster_exits_2_with_the_reason(
 ) -> None:
     code, _, err = _run(capsys, "check", "-n", "shop", "--kubeconfig", str(tmp_path / "none"))
     assert code == 2 and "cannot load Kubernetes credentials" in err
+
+
+@pytest.mark.parametrize(("kinds", "state"), [
+    (("Cluster", "ClusterLoadAssignment", "Listener", "RouteConfiguration", "Secret"), "synced"),
+    (("Cluster", "ClusterLoadAssignment", "Listener", "RouteConfiguration"), "synced"),
+    (("Cluster", "Listener", "Secret"), "syncing"),  # still asking for its routes, endpoints
+])
+def test_a_proxy_is_synced_once_it_acked_every_type_it_asked_for(
+    kinds: tuple[str, ...], state: str
+) -> None:
+    types = {k: {"acked": "1", "latest": "1", "current": True} for k in kinds}
+    assert xds.ProxySync("cp-0", {"types": types}).state == state
+    if state == "synced":
+        types[kinds[-1]]["current"] = False  # one type behind
+        assert xds.ProxySync("cp-0", {"types": types}).state == "syncing"
 
 
 def test_stats_summary_skips_zero_counters() -> None:
