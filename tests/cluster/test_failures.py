@@ -204,7 +204,7 @@ def test_a_certificate_renewed_while_pods_are_created_refuses_none(
             while served_certificate(cluster.injector_port) == before:
                 assert time.monotonic() < deadline, "the injector never served a renewed cert"
                 time.sleep(0.1)
-            swapped_at = load.created
+            swapped_at, handshakes_at_swap = load.created, load.handshakes
             time.sleep(2.0)  # keep creating through the caBundle and the API server's caches
         finally:
             load.done.set()
@@ -212,7 +212,10 @@ def test_a_certificate_renewed_while_pods_are_created_refuses_none(
                 worker.join(timeout=30)
     assert load.refused == [], f"{len(load.refused)} refused, first: {load.refused[:1]}"
     assert swapped_at >= 20 and load.created > swapped_at, (swapped_at, load.created)
-    assert load.handshakes >= 50, load.handshakes
+    # fresh handshakes on both sides of the swap (each reads the caBundle from the API server
+    # first, so how many fit in the time depends on how busy the machine is)
+    assert handshakes_at_swap >= 10 and load.handshakes - handshakes_at_swap >= 10, (
+        handshakes_at_swap, load.handshakes)
     now = served_certificate(cluster.injector_port)
     bundle = x509.load_pem_x509_certificates(cluster.ca_bundle())
     x509.load_der_x509_certificate(now).verify_directly_issued_by(bundle[0])
