@@ -6,8 +6,10 @@ Envoy getting its config from the control plane's two replicas, which run on the
 with their ServiceAccount's token) and become Ready. A request from one injected pod to
 another's Service goes through both proxies: Envoy's own counters move by exactly the requests
 made, on the caller's outbound cluster and on the callee's inbound listener, and the callee's
-app sees the request come from its proxy (127.0.0.6). Then ``kubectl logs``, ``meshinject
-inspect`` (ready, current, xDS synced) and ``meshinject check``, as a user runs them.
+app sees the request come from its proxy (127.0.0.6); between the proxies it is mutual TLS
+(the caller's mtls socket and TLS handshakes, the callee's inbound TLS chain). Then ``kubectl
+logs``, ``meshinject inspect`` (ready, current, xDS synced, each pod's SPIFFE ID and mTLS mode)
+and ``meshinject check``, as a user runs them.
 """
 
 from __future__ import annotations
@@ -59,16 +61,32 @@ def test_label_apply_run_on_the_node_call_through_both_proxies_logs_inspect_chec
             return (meshapp.counter(after[pod], name, **labels)
                     - meshapp.counter(before[pod], name, **labels))
 
-        # web's proxy: each request came in on its inbound listener and went out, on its
-        # outbound listener, to the catalog Service's cluster; the catalogs' proxies took
-        # exactly those in (their readiness probes are TCP: no HTTP request of their own)
+        # web's proxy: each request came in on its inbound listener (plaintext: the API
+        # server's pod proxy is not in the mesh) and went out, on its outbound listener, to the
+        # catalog Service's cluster; the catalogs' proxies took exactly those in on their
+        # mutual-TLS chain and none on the plaintext one (their readiness probes are TCP)
         requests = "envoy_http_downstream_rq_total"
         assert moved(web, requests, envoy_http_conn_manager_prefix="inbound_http") == REQUESTS
         assert moved(web, requests, envoy_http_conn_manager_prefix="outbound_http") == REQUESTS
         assert moved(web, meshapp.cluster_stat(ns, "upstream_rq_total"),
                      envoy_cluster_name="outbound|80||catalog") == REQUESTS
-        assert sum(moved(c, requests, envoy_http_conn_manager_prefix="inbound_http")
+        assert sum(moved(c, requests, envoy_http_conn_manager_prefix="inbound_mtls_http")
                    for c in catalogs) == REQUESTS
+        assert sum(moved(c, requests, envoy_http_conn_manager_prefix="inbound_http")
+                   for c in catalogs) == 0
+        # ... over mutual TLS: every connection web's proxy opened to a catalog made a TLS
+        # handshake (the cluster's mtls socket: its endpoints have proxies), and the catalogs'
+        # proxies took each of them on their inbound listener's TLS chain (nothing else speaks
+        # TLS to them)
+        catalog = {"envoy_cluster_name": "outbound|80||catalog"}
+        opened = moved(web, meshapp.cluster_stat(ns, "upstream_cx_total"), **catalog)
+        assert opened >= 1
+        assert moved(web, meshapp.cluster_stat(ns, "ssl_handshake"), **catalog) == opened
+        assert meshapp.counter(after[web], meshapp.cluster_stat(ns, "ssl_connection_error"),
+                               **catalog) == 0
+        inbound = {"envoy_listener_address": "0.0.0.0_15006"}
+        tls_in = sum(moved(c, "envoy_listener_ssl_handshake", **inbound) for c in catalogs)
+        assert tls_in == opened, [s for s in after[catalogs[0]] if "ssl" in s[0]]
 
         web_log = cluster.kubectl("logs", "-n", ns, web, "-c", "web").stdout
         assert web_log.count("call catalog:80/items -> 200") >= REQUESTS, web_log
@@ -85,7 +103,15 @@ def test_label_apply_run_on_the_node_call_through_both_proxies_logs_inspect_chec
         assert sorted(rows) == sorted([web, *catalogs])
         for row in rows.values():
             assert row[:7] == ["yes", "ready", "native", "REDIRECT", "0", "current", "synced"]
+            assert row[-1] == "PERMISSIVE"  # the namespace's mode: no label says otherwise
         assert "3 pods, 3 injected, 0 missing a proxy, 0 out of date" in inspected.stdout
+        for pod in [web, *catalogs]:
+            one = meshinject(cluster, "inspect", "-n", ns, pod)
+            assert one.returncode == 0, one.stdout + one.stderr
+            assert (f"  identity    spiffe://cluster.local/ns/{ns}/sa/default, mtls PERMISSIVE"
+                    in one.stdout.splitlines()), one.stdout
+            assert any(line.startswith("  certificate expires ")
+                       for line in one.stdout.splitlines()), one.stdout
 
         checked = meshinject(cluster, "check", web, "-n", ns)
         assert checked.returncode == 0, checked.stdout + checked.stderr
