@@ -104,6 +104,10 @@ NOT_DELIVERED_HEADER = "meshinject-not-delivered"
 
 # -- what the proxy needs to reach the control plane ------------------------------------------
 XDS_PORT = 15012  # the control plane's xDS (gRPC over TLS)
+# the xDS types every proxy subscribes to before it serves (short names, as /debug/proxies
+# lists them); a proxy in the mesh subscribes to Secret too
+XDS_CONFIG_TYPES = frozenset({"Cluster", "ClusterLoadAssignment", "Listener",
+                              "RouteConfiguration"})
 CONTROLPLANE_DEBUG_PORT = 15014  # its /metrics, /debug/proxies, /debug/config
 TOKEN_AUDIENCE = "meshinject"  # the projected ServiceAccount token the proxy presents
 TOKEN_VOLUME = "meshinject-token"

@@ -15,13 +15,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from mesh.contract import CONTROLPLANE_APP_LABEL, CONTROLPLANE_DEBUG_PORT, INJECTOR_NAMESPACE
+from mesh.contract import (
+    CONTROLPLANE_APP_LABEL,
+    CONTROLPLANE_DEBUG_PORT,
+    INJECTOR_NAMESPACE,
+    XDS_CONFIG_TYPES,
+)
 from mesh.errors import KubeError
 from mesh.kube.client import Kube
 
 Key = tuple[str, str]
-# what every proxy subscribes to before it can serve; a proxy in the mesh asks for Secret too
-CONFIG_TYPES = frozenset({"Cluster", "ClusterLoadAssignment", "Listener", "RouteConfiguration"})
 
 
 @dataclass(frozen=True)
@@ -50,7 +53,7 @@ class ProxySync:
         if self.status.get("problem"):
             return "NO CONFIG"
         kinds = self.types
-        return "synced" if set(kinds) >= CONFIG_TYPES and all(
+        return "synced" if set(kinds) >= XDS_CONFIG_TYPES and all(
             t.get("current") for t in kinds.values()) else "syncing"
 
     @property

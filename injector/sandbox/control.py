@@ -26,7 +26,12 @@ from injector.sandbox import network, nssocket
 from injector.sandbox.model import NODE_ADDRESS, ContainerPlan, PodPlan, Probe, SandboxPlan
 from injector.sandbox.progress import plural
 from injector.sandbox.state import StateDir, same_process
-from mesh.contract import CONTROLPLANE_DEBUG_PORT, READINESS_PATH, READINESS_PORT
+from mesh.contract import (
+    CONTROLPLANE_DEBUG_PORT,
+    READINESS_PATH,
+    READINESS_PORT,
+    XDS_CONFIG_TYPES,
+)
 from mesh.errors import SandboxError
 
 READINESS = (READINESS_PORT, READINESS_PATH)
@@ -209,8 +214,10 @@ def mesh_lag(state: StateDir, plan: SandboxPlan, pods: dict[str, Any]) -> str | 
                           by_address[a].key) or {}))
         if applied.get(f"{service.namespace}/{service.name}", []) != want:
             return f"Service {service.namespace}/{service.name}'s endpoints are not applied yet"
+    # every type it subscribed to (the config's four, and its secrets) ACKed at the latest
     current = {(p["namespace"], p["pod"]) for p in connected
-               if all(t["current"] for t in p["types"].values()) and len(p["types"]) == 4}
+               if all(t["current"] for t in p["types"].values())
+               and set(p["types"]) >= XDS_CONFIG_TYPES}
     for pod in plan.pods:
         if pod.injected and (pod.namespace, pod.name) not in current:
             return f"pod {pod.key}'s proxy has not ACKed its latest config"

@@ -84,11 +84,12 @@ def summarize(counters: dict[str, int], entries: list[dict[str, object]]) -> Tra
             attempts = str(entry.get("upstream_attempts"))
             t.attempts_out[authority] += int(attempts) if attempts.isdigit() else 1
     if not t.requests_in:  # no access log: fall back on the HTTP counters, by code
-        prefix = "http.inbound_http.downstream_rq_"
-        for name, value in counters.items():
-            tail = name[len(prefix):]
-            if name.startswith(prefix) and tail.isdigit() and value:
-                t.requests_in[tail] += value
+        # plaintext and mutual TLS (from another proxy) come in on HTTP managers of their own
+        for prefix in ("http.inbound_http.downstream_rq_", "http.inbound_mtls_http.downstream_rq_"):
+            for name, value in counters.items():
+                tail = name[len(prefix):]
+                if name.startswith(prefix) and tail.isdigit() and value:
+                    t.requests_in[tail] += value
     return t
 
 

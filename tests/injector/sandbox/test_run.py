@@ -95,8 +95,9 @@ def test_pod_to_pod_traffic_by_service_name_passes_both_proxies(
 
     # every app connection went through the client's outbound listener
     assert grew("client", stats.OUTBOUND_LISTENER + "downstream_cx_total") >= 2 * CALLS
-    # every request reached a server's proxy (over connections the client's proxy pools)
-    inbound = "http.inbound_http.downstream_rq_total"
+    # every request reached a server's proxy (over connections the client's proxy pools), on
+    # its mutual-TLS chain: both ends have proxies
+    inbound = "http.inbound_mtls_http.downstream_rq_total"
     served = grew("hello-0", inbound) + grew("hello-1", inbound)
     assert served == 2 * CALLS
     # balanced per request over the Service's two endpoints: round robin, half each
