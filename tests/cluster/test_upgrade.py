@@ -86,7 +86,17 @@ def test_a_changed_mesh_config_shows_pods_stale_until_a_rollout_restart_reinject
                     and all(meshapp.ready(p) for p in now))
 
         meshapp.wait_for("3 new Ready pods, the old ones gone", replaced, timeout=120)
-        code, rows, out = inspect(cluster, ns)
-        assert code == 0, out
-        assert [rows[p][5:7] for p in pods_of(cluster, ns)] == [["current", "synced"]] * 3, out
+        seen: list[str] = []
+
+        def synced() -> bool:  # the old pods' endpoints going is one more push to ACK
+            code, rows, out = inspect(cluster, ns)
+            seen[:] = [out]
+            return code == 0 and [rows[p][5:7] for p in pods_of(cluster, ns)] == [
+                ["current", "synced"]] * 3
+
+        try:
+            meshapp.wait_for("the new pods current and synced", synced, timeout=30, every=1)
+        except AssertionError as err:
+            raise AssertionError(f"{err}:\n{seen[0]}") from None
+        out = seen[0]
         assert "STALE" not in out
