@@ -52,6 +52,14 @@ def mesh_config(cluster: LocalCluster) -> Iterator[dict[str, Any]]:
         cluster.injector("restart")
 
 
+def cluster_inspect_pod(cluster: LocalCluster, ns: str, pod: str) -> str:
+    """``meshinject inspect -n NS POD``: which xDS type a proxy has not ACKed, for a failure."""
+    proc = subprocess.run([str(MESHINJECT), "inspect", "-n", ns, pod, "--kubeconfig",
+                           cluster.kubeconfig], capture_output=True, text=True, timeout=60,
+                          check=False)
+    return proc.stdout + proc.stderr
+
+
 def test_a_changed_mesh_config_shows_pods_stale_until_a_rollout_restart_reinjects_them(
     cluster: LocalCluster, mesh_config: dict[str, Any]
 ) -> None:
@@ -97,6 +105,7 @@ def test_a_changed_mesh_config_shows_pods_stale_until_a_rollout_restart_reinject
         try:
             meshapp.wait_for("the new pods current and synced", synced, timeout=30, every=1)
         except AssertionError as err:
-            raise AssertionError(f"{err}:\n{seen[0]}") from None
+            one = cluster_inspect_pod(cluster, ns, pods_of(cluster, ns)[0])
+            raise AssertionError(f"{err}:\n{seen[0]}\n{one}") from None
         out = seen[0]
         assert "STALE" not in out
