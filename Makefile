@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 APT_PACKAGES := iptables iproute2 procps util-linux wrk hey curl nftables
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint clean e2e
+.PHONY: setup demo test lint clean e2e cluster-up cluster-down cluster-build
 
 setup: $(STAMP)
 
@@ -27,7 +27,22 @@ e2e: setup
 demo: setup
 	$(VENV)/bin/meshinject demo
 
-test: lint
+# the local Kubernetes cluster (scripts/cluster/): builds its binaries once (cached), then starts
+# etcd, the API server, controller-manager, scheduler, the injector and the sandbox node (which
+# runs the mesh's control plane and your pods); .cluster/kubeconfig
+cluster-up: setup
+	$(PY) scripts/cluster/cluster.py up --node sandbox
+
+cluster-down:
+	python3 scripts/cluster/cluster.py down
+
+# start the cluster binaries' build now (niced, detached) so it overlaps lint and the suite;
+# the cluster tests, run last, wait for it (they skip where Go is missing)
+cluster-build:
+	@if command -v go >/dev/null; then nice -n 10 scripts/cluster/build.sh --background; \
+	else echo "no Go on PATH: the cluster tests will skip"; fi
+
+test: cluster-build lint
 	$(VENV)/bin/pytest
 
 lint: setup

@@ -175,7 +175,10 @@ class Stream:
             await self._wakeup.wait()
 
     def status(self) -> dict[str, Any]:
-        """What ``/debug/proxies`` and ``inspect`` show for this proxy."""
+        """What ``/debug/proxies`` and ``inspect`` show for this proxy. A type is current when
+        the proxy ACKed the last response and nothing it subscribes to changed since: a named
+        type's set (routes, endpoints) moves on with other proxies' names too, which this
+        proxy is never sent, so its version alone is not the test."""
         latest = self.runtime.sets_for(self.subscriber) or {}
         sub = self.subscriber
         return {
@@ -193,7 +196,9 @@ class Stream:
                 short_type(t): {
                     "sent": s.version, "acked": s.acked,
                     "latest": latest[t].version if t in latest else "",
-                    "current": t in latest and s.acked == latest[t].version,
+                    "current": t in latest and s.acked == s.version and (
+                        s.acked == latest[t].version
+                        or (s.sent_set is latest[t] and not s.pending)),
                     "nack": {"version": s.nack[0], "message": s.nack[1]} if s.nack else None,
                     "pushes": s.pushes,
                 }

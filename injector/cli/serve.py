@@ -30,7 +30,8 @@ def run(args: argparse.Namespace) -> int:
         tls_cert=args.tls_cert, tls_key=args.tls_key, self_signed=args.self_signed,
         dns_names=tuple(args.dns_name), cert_secret=args.cert_secret,
         webhook_config=args.webhook_config, service_name=args.service_name,
-        cert_dir=args.cert_dir,
+        cert_dir=args.cert_dir, extra_sans=tuple(args.extra_san),
+        cert_check_seconds=args.cert_check_seconds,
     )
     try:
         config = load_config(args.config)
@@ -76,6 +77,21 @@ def register(subparsers: Any, name: str) -> None:
         metavar="NAME",
         default="meshinject",
         help="the webhook's Service, for the certificate's names (--cert-secret)",
+    )
+    p.add_argument(
+        "--extra-san",
+        action="append",
+        default=[],
+        metavar="NAME|IP",
+        help="another name for the certificate (--cert-secret), e.g. 127.0.0.1 when the webhook "
+        "is registered by clientConfig.url on this host; an IP address becomes an IP SAN",
+    )
+    p.add_argument(
+        "--cert-check-seconds",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="how often the cert store re-reads its Secret to renew or follow it (default 60)",
     )
     p.add_argument(
         "--cert-dir",

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Mapping
 from typing import TextIO
+from urllib.parse import urlsplit
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -74,17 +75,32 @@ def webhook_report(kube: Kube, *, config: MeshConfig) -> tuple[bool, list[str], 
     ok = len(bundles) == 1
     if not ok:
         lines.append("  entries carry different caBundles: one of them is stale")
-    service = (entries[0].get("clientConfig") or {}).get("service") or {}
-    host = f"{service.get('name')}.{service.get('namespace')}.svc"
+    client_config = entries[0].get("clientConfig") or {}
+    url = client_config.get("url")
+    host = _webhook_host(client_config)
     try:
         ok = _certificates(kube, config, base64.b64decode(bundles.pop()), host, lines) and ok
     except ValueError as err:
         ok = False
         lines.append(f"  a certificate is not valid PEM: {err}")
+    if url:
+        # registered by URL (a local cluster: the injector is a process beside the API
+        # server), so no pod of the injector's namespace is what answers
+        lines.append(f"  injector: called at {url} (clientConfig.url), not through its pods")
+        return ok, lines, hook
     ready, total = _injector_pods(kube, config.injector_namespace)
     ok = ok and ready > 0
     lines.append(f"  injector: {ready}/{total} pods ready in {config.injector_namespace}")
     return ok, lines, hook
+
+
+def _webhook_host(client_config: Obj) -> str:
+    """The name the API server checks the serving certificate for: the Service's
+    ``name.namespace.svc``, or the host of ``clientConfig.url``."""
+    if url := client_config.get("url"):
+        return urlsplit(str(url)).hostname or str(url)
+    service = client_config.get("service") or {}
+    return f"{service.get('name')}.{service.get('namespace')}.svc"
 
 
 def _days_left(days: float) -> str:
@@ -112,12 +128,14 @@ def _certificates(
 
 
 def _dns_names(pem: bytes) -> list[str]:
+    """The names a client may reach the certificate's holder by: DNS names, then IPs."""
     cert = x509.load_pem_x509_certificate(pem)
     try:
         sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
         return []
-    return list(sans.get_values_for_type(x509.DNSName))
+    ips = [str(a) for a in sans.get_values_for_type(x509.IPAddress)]
+    return list(sans.get_values_for_type(x509.DNSName)) + ips
 
 
 def _serving_cert(kube: Kube, namespace: str) -> tuple[bytes | None, str]:

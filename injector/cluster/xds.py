@@ -46,7 +46,8 @@ class ProxySync:
 
     @property
     def state(self) -> str:
-        """NACK, synced (every type ACKed at its latest version) or syncing."""
+        """NACK, synced (the four config types and any other it asked for, its secrets, each
+        ACKed at its latest version) or syncing."""
         if self.nacks:
             return "NACK"
         if self.status.get("problem"):

@@ -105,3 +105,45 @@ def resolve_argv(
             "machine; the sandbox runs a container's command as a local program"
         )
     return [program, *(expand(c, env) for c in command[1:]), *(expand(a, env) for a in args)]
+
+
+# -- the sandbox node: images as the cluster names them ------------------------------------
+# What the sandbox knows of an image without pulling it: the entrypoint and default args of
+# meshinject's own images (docker/), and that Envoy's runs envoy. Their programs are this
+# environment's; no other program is run for them.
+KNOWN_IMAGES: dict[str, tuple[list[str], list[str]]] = {
+    "ghcr.io/meshinject/meshinject": (["meshinject"], ["serve", "--help"]),
+    "ghcr.io/meshinject/mesh-init": ([INIT_COMMAND], []),
+    "envoyproxy/envoy": ([PROXY_COMMAND], []),
+    "docker.io/envoyproxy/envoy": ([PROXY_COMMAND], []),
+}
+
+
+def node_argv(container: Mapping[str, Any], *, env: Mapping[str, str]) -> list[str]:
+    """The argv a pod's container runs on the sandbox node, as a container runtime would make
+    it: ``command`` replaces the image's entrypoint and ``args`` its default arguments, each
+    with ``$(VAR)`` expanded. A known image's programs are meshinject's own; any other image
+    runs its ``command`` when that is a program on this machine. Anything else raises
+    SandboxError, which the node reports as the container's ErrImagePull."""
+    image = str(container.get("image", ""))
+    command = [expand(str(c), env) for c in container.get("command") or []]
+    args = [expand(str(a), env) for a in container.get("args") or []]
+    known = KNOWN_IMAGES.get(_repository(image))
+    if known is not None:
+        entry, default = known
+        argv = (command or entry) + (args if container.get("args") is not None or command
+                                     else default)
+        own = tools_dir() / Path(argv[0]).name
+        if not own.exists():
+            raise SandboxError(f"image not runnable in the sandbox: {image}: its program "
+                               f"{argv[0]!r} is not in {tools_dir()}")
+        return [str(own), *argv[1:]]
+    if not command:
+        raise SandboxError(
+            f"image not runnable in the sandbox: {image} has no command the sandbox can run "
+            "(it has no images: give the container a command that is a program here)")
+    program = _which(command[0])
+    if program is None:
+        raise SandboxError(f"image not runnable in the sandbox: {image}: command "
+                           f"{command[0]!r} is not a program on this machine")
+    return [program, *command[1:], *args]

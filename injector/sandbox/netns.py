@@ -65,10 +65,11 @@ class Netns:
 
     def argv(
         self, cmd: Sequence[str], *, uid: int | None = None, gid: int | None = None,
-        mounts: Sequence[tuple[str, str]] = (),
+        mounts: Sequence[tuple[str, str]] = (), writable: Sequence[str] = (),
     ) -> list[str]:
         """The command line that runs ``cmd`` inside the namespace, optionally as uid/gid, with
-        ``mounts`` (host directory, path in the container) bound read-only.
+        ``mounts`` (host directory, path in the container) bound read-only, but for the paths
+        in ``writable`` (an emptyDir), bound read-write.
 
         ``setpriv --reuid`` alone keeps gid 0 and root's groups, so a gid-owner rule would not
         match: the gid is always set and the supplementary groups cleared. The mounts are made
@@ -80,8 +81,8 @@ class Netns:
         if mounts:
             script = "set -e; " + "".join(
                 f'mkdir -p "${{{2 * i + 2}}}"; mount --bind "${{{2 * i + 1}}}" "${{{2 * i + 2}}}"; '
-                f'mount -o remount,bind,ro "${{{2 * i + 2}}}"; '
-                for i in range(len(mounts))
+                + ("" if m[1] in writable else f'mount -o remount,bind,ro "${{{2 * i + 2}}}"; ')
+                for i, m in enumerate(mounts)
             ) + f"shift {2 * len(mounts)}; exec \"$@\""
             prefix += ["sh", "-c", script, "sh", *(p for m in mounts for p in m)]
         if uid is not None or gid is not None:

@@ -12,6 +12,9 @@ resolves to its first pod. ``ip netns exec`` bind-mounts ``/etc/netns/<ns>/hosts
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+from typing import Any
+
 from injector.sandbox.model import NODE_ADDRESS, PodPlan, SandboxPlan, ServicePlan
 
 CHAIN = "MESHINJECT-SERVICES"
@@ -89,3 +92,23 @@ def nat_rules(plan: SandboxPlan) -> str:
                     f"-j DNAT --to-destination {endpoint}:{port.target_port}"
                 )
     return "\n".join([*nat, "COMMIT", *refuse, "COMMIT"]) + "\n"
+
+
+# -- the sandbox node: the cluster's Services ---------------------------------------------
+def cluster_hosts(services: Iterable[Mapping[str, Any]], *, namespace: str, pod_ip: str,
+                  hostname: str) -> str:
+    """``/etc/hosts`` for a pod on the sandbox node: what a cluster's DNS would answer for each
+    Service with a ClusterIP (``name`` in its own namespace, ``name.ns``, ``name.ns.svc``,
+    ``name.ns.svc.cluster.local``), and the pod's own name, as a kubelet writes it. Headless
+    and ExternalName Services have no ClusterIP and are not listed."""
+    lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback",
+             f"{pod_ip}\t{hostname}"]
+    for service in sorted(services, key=lambda s: (s["metadata"].get("namespace", ""),
+                                                   s["metadata"]["name"])):
+        ip = (service.get("spec") or {}).get("clusterIP")
+        if not ip or ip == "None":
+            continue
+        name, ns = service["metadata"]["name"], service["metadata"].get("namespace", "")
+        full = [f"{name}.{ns}", f"{name}.{ns}.svc", f"{name}.{ns}.svc.cluster.local"]
+        lines.append(f"{ip}\t{' '.join(([name] if ns == namespace else []) + full)}")
+    return "\n".join(lines) + "\n"

@@ -32,6 +32,8 @@ class CertSource:
     webhook_config: str = "meshinject"
     service_name: str = "meshinject"
     cert_dir: str | None = None
+    extra_sans: tuple[str, ...] = ()
+    cert_check_seconds: float = 60.0
 
 
 def self_signed(cert_dir: Path, extra_dns: tuple[str, ...] | list[str]) -> tuple[Path, Path, Path]:
@@ -56,6 +58,8 @@ def _from_secret(source: CertSource, stop: threading.Event) -> tuple[Path, Path]
         raise UsageError(f"--cert-secret {source.cert_secret!r}: expected NAMESPACE/NAME")
     if not source.cert_dir:
         raise UsageError("--cert-secret needs --cert-dir, where the server reads its files")
+    if source.cert_check_seconds <= 0:
+        raise UsageError(f"--cert-check-seconds {source.cert_check_seconds:g}: must be above 0")
     from injector.webhook import certstore  # here: it pulls in the Kubernetes client
 
     opts = certstore.CertStoreOptions(
@@ -64,6 +68,8 @@ def _from_secret(source: CertSource, stop: threading.Event) -> tuple[Path, Path]
         webhook_name=source.webhook_config,
         service_name=source.service_name,
         cert_dir=source.cert_dir,
+        extra_sans=source.extra_sans,
+        check_seconds=source.cert_check_seconds,
     )
     certstore.bootstrap(opts)
     threading.Thread(
@@ -78,6 +84,8 @@ def cert_files(source: CertSource, stop: threading.Event) -> tuple[Path, Path]:
              bool(source.cert_secret)]
     if sum(modes) != 1:
         raise UsageError("give exactly one of --tls-cert/--tls-key, --self-signed, --cert-secret")
+    if source.extra_sans and not source.cert_secret:
+        raise UsageError("--extra-san goes with --cert-secret (--self-signed takes --dns-name)")
     if source.self_signed:
         where = Path(source.cert_dir or tempfile.mkdtemp(prefix="meshinject-certs-"))
         if not source.cert_dir:

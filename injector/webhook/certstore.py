@@ -6,13 +6,15 @@ is the election: the first ``POST`` wins, the others get 409 and read the winner
 The CA lives ten years, the serving certificate one, reissued by the same CA when a third of its
 life is left (so the caBundle stays); an old CA is replaced and the bundle carries both until the
 old one expires, so replicas still serving the old chain stay trusted meanwhile. Each replica
-copies tls.crt/tls.key into ``--cert-dir`` when the Secret's differ (key first, each by atomic
-rename); the server's reloading SSL context picks them up without a restart.
+makes sure the caBundle holds the Secret's CA, then copies tls.crt/tls.key into ``--cert-dir``
+when the Secret's differ (key first, each by atomic rename); the server's reloading SSL context
+picks them up without a restart.
 """
 
 from __future__ import annotations
 
 import base64
+import ipaddress
 import logging
 import os
 import tempfile
@@ -49,6 +51,9 @@ class CertStoreOptions:
     cert_days: int = 365
     renew_fraction: float = 1 / 3
     check_seconds: float = 60.0
+    # names beyond the Service's: where a webhook is registered by ``clientConfig.url`` (a
+    # local cluster calls https://127.0.0.1:PORT/mutate), the certificate must name that host
+    extra_sans: tuple[str, ...] = ()
     kube: Kube | None = field(default=None, compare=False, repr=False)
 
 
@@ -62,6 +67,8 @@ class Bundle:
     tls_key: bytes
     ca_previous: bytes = b""
     resource_version: str = ""
+    # a Secret's type is immutable: one made by hand as Opaque is renewed as Opaque
+    secret_type: str = "kubernetes.io/tls"
 
     def ca_bundle(self, *, now: datetime | None = None) -> bytes:
         """What the API server must trust: the CA, plus the previous one until it expires."""
@@ -71,28 +78,48 @@ class Bundle:
 
 
 def dns_names(opts: CertStoreOptions) -> list[str]:
-    """Every name the API server may use for the Service (it uses ``svc.ns.svc``)."""
+    """Every name the API server may use for the Service (it uses ``svc.ns.svc``), then the
+    extra DNS names."""
     svc, ns = opts.service_name, opts.namespace
-    return [svc, f"{svc}.{ns}", f"{svc}.{ns}.svc", f"{svc}.{ns}.svc.cluster.local"]
+    names = [svc, f"{svc}.{ns}", f"{svc}.{ns}.svc", f"{svc}.{ns}.svc.cluster.local"]
+    return names + [n for n in opts.extra_sans if not _is_ip(n) and n not in names]
+
+
+def ip_addresses(opts: CertStoreOptions) -> list[str]:
+    """The extra names that are IP addresses (they go in as IP SANs: a client connecting to
+    https://127.0.0.1 checks an IP entry, never a DNS one)."""
+    return [str(ipaddress.ip_address(n)) for n in opts.extra_sans if _is_ip(n)]
+
+
+def _is_ip(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
 
 
 # -- the Secret <-> Bundle ------------------------------------------------------------------
 class BadSecret(KubeError):
-    """The Secret exists but cannot be used (keys missing, not PEM); it is reissued in place."""
+    """The Secret exists but cannot be used (keys missing, not PEM); it is reissued in place,
+    keeping its type (the API server refuses to change it)."""
 
-    def __init__(self, message: str, *, resource_version: str) -> None:
+    def __init__(self, message: str, *, resource_version: str, secret_type: str) -> None:
         super().__init__(message)
         self.resource_version = resource_version
+        self.secret_type = secret_type
 
 
 def _from_secret(secret: Obj) -> Bundle:
     data = secret.get("data") or {}
     meta = secret.get("metadata", {})
     version = str(meta.get("resourceVersion", ""))
+    kind = str(secret.get("type") or "Opaque")
     missing = [k for k in SECRET_KEYS if not data.get(k)]
     if missing:
         raise BadSecret(
-            f"secret {meta.get('name')} lacks {', '.join(missing)}", resource_version=version
+            f"secret {meta.get('name')} lacks {', '.join(missing)}",
+            resource_version=version, secret_type=kind,
         )
 
     def raw(key: str) -> bytes:
@@ -104,10 +131,10 @@ def _from_secret(secret: Obj) -> Bundle:
     except ValueError as err:
         raise BadSecret(
             f"secret {meta.get('name')}: {key} is not a PEM certificate ({err})",
-            resource_version=version,
+            resource_version=version, secret_type=kind,
         ) from err
     ca_crt, ca_key, tls_crt, tls_key = (raw(k) for k in SECRET_KEYS)
-    return Bundle(ca_crt, ca_key, tls_crt, tls_key, raw("ca-previous.crt"), version)
+    return Bundle(ca_crt, ca_key, tls_crt, tls_key, raw("ca-previous.crt"), version, kind)
 
 
 def _to_secret(opts: CertStoreOptions, bundle: Bundle) -> Obj:
@@ -123,7 +150,7 @@ def _to_secret(opts: CertStoreOptions, bundle: Bundle) -> Obj:
     return {
         "apiVersion": "v1",
         "kind": "Secret",
-        "type": "kubernetes.io/tls",
+        "type": bundle.secret_type,
         "metadata": metadata,
         "data": encoded,
     }
@@ -132,7 +159,9 @@ def _to_secret(opts: CertStoreOptions, bundle: Bundle) -> Obj:
 # -- issuing and judging certificates -------------------------------------------------------
 def _issue(opts: CertStoreOptions, *, ca: certs.CertPair | None, previous: bytes) -> Bundle:
     ca = ca or certs.generate_ca(f"meshinject-ca.{opts.namespace}", days=opts.ca_days)
-    serving = certs.generate_serving_cert(ca, dns_names=dns_names(opts), days=opts.cert_days)
+    serving = certs.generate_serving_cert(
+        ca, dns_names=dns_names(opts), ip_addresses=ip_addresses(opts), days=opts.cert_days
+    )
     return Bundle(ca.cert_pem, ca.key_pem, serving.cert_pem, serving.key_pem, previous)
 
 
@@ -143,8 +172,9 @@ def _nearly_expired(pem: bytes, *, fraction: float, now: datetime | None) -> boo
 
 
 def _serving_fits(opts: CertStoreOptions, bundle: Bundle) -> bool:
-    """The serving cert was signed by this CA and names this Service (a renamed Service or a
-    hand-edited Secret gets a fresh certificate rather than a webhook nobody can call)."""
+    """The serving cert was signed by this CA and names this Service and the extra names (a
+    renamed Service, a new ``--extra-san`` or a hand-edited Secret gets a fresh certificate
+    rather than a webhook nobody can call)."""
     cert = x509.load_pem_x509_certificate(bundle.tls_crt)
     ca = x509.load_pem_x509_certificate(bundle.ca_crt)
     try:
@@ -152,7 +182,9 @@ def _serving_fits(opts: CertStoreOptions, bundle: Bundle) -> bool:
         sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except (ValueError, TypeError, x509.ExtensionNotFound, InvalidSignature):
         return False
-    return set(dns_names(opts)) <= set(sans.get_values_for_type(x509.DNSName))
+    ips = {str(a) for a in sans.get_values_for_type(x509.IPAddress)}
+    has_dns = set(dns_names(opts)) <= set(sans.get_values_for_type(x509.DNSName))
+    return has_dns and set(ip_addresses(opts)) <= ips
 
 
 def renewal(
@@ -170,7 +202,7 @@ def renewal(
         )
     else:
         return None
-    return replace(fresh, resource_version=bundle.resource_version)
+    return replace(fresh, resource_version=bundle.resource_version, secret_type=bundle.secret_type)
 
 
 # -- the API-facing steps -------------------------------------------------------------------
@@ -183,7 +215,10 @@ def find_or_create(kube: Kube, opts: CertStoreOptions) -> Bundle:
         pass
     except BadSecret as err:
         log.warning("%s: replacing it with a fresh CA and certificate", err)
-        fresh = replace(_issue(opts, ca=None, previous=b""), resource_version=err.resource_version)
+        fresh = replace(
+            _issue(opts, ca=None, previous=b""),
+            resource_version=err.resource_version, secret_type=err.secret_type,
+        )
         return renew_to(kube, opts, fresh)
     fresh = _issue(opts, ca=None, previous=b"")
     try:
@@ -274,12 +309,17 @@ def write_files(cert_dir: str | Path, bundle: Bundle) -> bool:
 def sync_once(
     opts: CertStoreOptions, *, kube: Kube | None = None, now: datetime | None = None
 ) -> Bundle:
-    """One full pass: find or create, renew if due, files, caBundle. Idempotent."""
+    """One full pass: find or create, renew if due, caBundle, files. Idempotent.
+
+    The caBundle before the files: the files are what the server serves, so a certificate of a
+    new CA must not be served before the API server trusts that CA (a connection it opened in
+    between would fail its handshake, and with failurePolicy Fail refuse a pod). A replica that
+    follows a Secret another renewed keeps the same order."""
     api = kube or opts.kube or Kube.connect(kubeconfig=opts.kubeconfig)
     bundle = renew_if_due(api, opts, find_or_create(api, opts), now=now)
+    ensure_ca_bundle(api, opts.webhook_name, bundle.ca_bundle(now=now))
     if write_files(opts.cert_dir, bundle):
         log.info("serving certificate written to %s", opts.cert_dir)
-    ensure_ca_bundle(api, opts.webhook_name, bundle.ca_bundle(now=now))
     return bundle
 
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build the real Kubernetes control plane (etcd, kube-apiserver,
-# kube-controller-manager, kube-scheduler, kubectl) and kwok from their
-# published Go modules, once per version, into a cache outside the repository.
+# kube-controller-manager, kube-scheduler, kubectl), kube-proxy (for the
+# sandbox node) and kwok from their published Go modules, once per version,
+# into a cache outside the repository.
 #
 # Usage: scripts/cluster/build.sh [--background] [--wait [SECONDS]]
 #        scripts/cluster/build.sh --print-bin | --stop | --repin
@@ -57,6 +58,7 @@ KUBE_PKGS=(
 	k8s.io/kubernetes/cmd/kube-controller-manager
 	k8s.io/kubernetes/cmd/kube-scheduler
 	k8s.io/kubernetes/cmd/kubectl
+	k8s.io/kubernetes/cmd/kube-proxy
 )
 ETCD_PKG=go.etcd.io/etcd/server/v3
 KWOK_PKG=sigs.k8s.io/kwok/cmd/kwok
@@ -249,11 +251,11 @@ do_build() {
 	say "downloaded $(cat "$WORK"/*.dl | grep -c '^go: downloading' || true) modules in $((SECONDS - start))s (GOMODCACHE $(du -sh "$(go env GOMODCACHE)" | cut -f1))"
 	echo "download=$((SECONDS - start))" >>"$WORK/times"
 
-	# One `go build` per module, and all four Kubernetes mains in one call so
+	# One `go build` per module, and all five Kubernetes mains in one call so
 	# the packages they share (most of them) compile once.
 	build_group kube "$GODIR/kube" -o "$OUT/" -tags "$KUBE_TAGS" \
 		-ldflags "-s -w $KUBE_LDFLAGS" "${KUBE_PKGS[@]}" \
-		-- kube-apiserver kube-controller-manager kube-scheduler kubectl
+		-- kube-apiserver kube-controller-manager kube-scheduler kubectl kube-proxy
 	build_group etcd "$GODIR/etcd" -o "$OUT/etcd" -ldflags "-s -w" "$ETCD_PKG" -- etcd
 	build_group kwok "$GODIR/kwok" -o "$OUT/kwok" -ldflags "-s -w" "$KWOK_PKG" -- kwok
 

@@ -7,6 +7,7 @@ pod's own metadata (the request carries it), so that is what the tests and the r
 from __future__ import annotations
 
 import copy
+import re
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -40,7 +41,16 @@ def _templates(doc: Obj) -> Iterator[Obj]:
         "ReplicationController",
     ) and spec.get("template"):
         template = spec["template"]
-        yield {"metadata": template.get("metadata") or {}, "spec": template["spec"]}
+        pod_spec = copy.deepcopy(template["spec"])
+        for claim in spec.get("volumeClaimTemplates") or []:
+            # the StatefulSet controller adds a volume per claim template to each pod it makes
+            # (replacing a volume of the same name, as the controller does)
+            name = (claim.get("metadata") or {}).get("name", "data")
+            volumes = [v for v in pod_spec.get("volumes") or [] if v.get("name") != name]
+            pod_spec["volumes"] = [
+                *volumes, {"name": name, "persistentVolumeClaim": {"claimName": f"{name}-0"}}
+            ]
+        yield {"metadata": template.get("metadata") or {}, "spec": pod_spec}
 
 
 def as_created(template: Obj, *, name: str) -> Obj:
@@ -57,6 +67,11 @@ def as_created(template: Obj, *, name: str) -> Obj:
     }
 
 
+def _dns_label(text: str) -> str:
+    """A name the API server takes (RFC 1123), as a controller's would be: from a file name."""
+    return re.sub(r"[^a-z0-9-]+", "-", text.lower())[:40].strip("-") or "pod"
+
+
 def corpus_pods() -> list[tuple[str, Obj]]:
     """(file:index, pod) for every pod or pod template in the corpus."""
     found: list[tuple[str, Obj]] = []
@@ -66,8 +81,8 @@ def corpus_pods() -> list[tuple[str, Obj]]:
         except yaml.YAMLError:
             continue
         for i, template in enumerate(t for d in docs for t in _templates(d)):
-            name = (template.get("metadata") or {}).get("name") or path.stem.lower()[:40]
-            found.append((f"{path.name}:{i}", as_created(template, name=str(name))))
+            name = (template.get("metadata") or {}).get("name") or path.stem
+            found.append((f"{path.name}:{i}", as_created(template, name=_dns_label(str(name)))))
     return found
 
 

@@ -38,10 +38,29 @@ def validate(bootstrap: dict[str, Any]) -> subprocess.CompletedProcess[str]:
     )
 
 
+def static_secrets(node: Any) -> Any:
+    """``node`` with every SDS reference pointing at a static secret of the same name."""
+    if isinstance(node, dict):
+        return {k: static_secrets(v) for k, v in node.items() if k != "sds_config"}
+    if isinstance(node, list):
+        return [static_secrets(v) for v in node]
+    return node
+
+
+def proxy_secrets() -> list[dict[str, Any]]:
+    """A proxy's two SDS secrets as static ones: an SVID and the root that signed it."""
+    root = certs.generate_ca("mesh-root")
+    svid = certs.issue_svid(root, spiffe_id="spiffe://cluster.local/ns/shop/sa/frontend",
+                            lifetime=dt.timedelta(hours=1))
+    return [tls.svid_secret(cert_chain=svid.cert_pem, private_key=svid.key_pem),
+            tls.bundle_secret(root.cert_pem)]
+
+
 def as_static(by_type: dict[str, dict[str, Any]],
               endpoints: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """A proxy's xDS resources as one static bootstrap, for ``envoy --mode validate``: EDS
-    clusters get their endpoints inline, RDS routes go inline into their HTTP managers."""
+    clusters get their endpoints inline, RDS routes go inline into their HTTP managers, SDS
+    secrets are static."""
     kinds = {url.rsplit(".", 1)[-1]: value for url, value in by_type.items()}
     routes = kinds.get("RouteConfiguration", {})
 
@@ -68,19 +87,8 @@ def as_static(by_type: dict[str, dict[str, Any]],
         clusters.append(cluster)
     return {"admin": {"address": {"socket_address": {"address": "127.0.0.1",
                                                      "port_value": 0}}},
-
             "static_resources": {"listeners": inline(list(kinds.get("Listener", {}).values())),
-                                 "clusters": inline(clusters), "secrets": _static_secrets()}}
-
-
-def _static_secrets() -> list[dict[str, Any]]:
-    """What the control plane sends over SDS (a throwaway root and SVID), as static secrets:
-    validate mode cannot follow an SDS reference to an ADS stream."""
-    root = certs.generate_ca("validate root")
-    svid = certs.issue_svid(root, spiffe_id="spiffe://cluster.local/ns/shop/sa/web",
-                            lifetime=dt.timedelta(hours=1))
-    return [tls.svid_secret(cert_chain=svid.cert_pem, private_key=svid.key_pem),
-            tls.bundle_secret(root.cert_pem)]
+                                 "clusters": inline(clusters), "secrets": proxy_secrets()}}
 
 
 def free_ports(count: int) -> list[int]:

@@ -1,11 +1,12 @@
-"""A small Kubernetes API server double: real paths, real JSON, real 409s.
+"""A small Kubernetes API server double, kept for one thing the real local cluster cannot do yet.
 
-No API server can run on these machines, so the code that talks to one is driven through the
-real ``kubernetes`` client against this (served over TLS by :mod:`tests.support.fakeserver`): it
-stores objects by (resource, namespace, name), stamps a ``resourceVersion`` on every write,
-refuses a create of an existing name and a write carrying a stale resourceVersion with a 409
-``Status``, applies JSON and merge patches, filters lists by label selector, answers 403 where a
-test says RBAC would, and serves pod-proxy GETs from canned text.
+``inspect POD`` reads a proxy's live counters through the API server's pod proxy
+(``pods/NAME:15090/proxy/stats/prometheus``); the real API server dials the pod's IP for that,
+and until a node agent gives pods addresses it can reach, no pod of the local cluster has one.
+So this double stores objects by (resource, namespace, name), answers GETs and lists the way the
+API server does (real paths, real JSON, 404 as a ``Status``), and serves pod-proxy GETs from
+canned text. Everything else the tests once ran against it (409s, resourceVersions, RBAC's
+403s, races) runs against the real API server now (``tests/support/realcluster.py``).
 """
 
 from __future__ import annotations
@@ -13,12 +14,9 @@ from __future__ import annotations
 import copy
 import re
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
-
-import jsonpatch
 
 Obj = dict[str, Any]
 
@@ -70,8 +68,6 @@ class FakeApi:
     objects: dict[tuple[str, str, str], Obj] = field(default_factory=dict)
     proxied: dict[tuple[str, str, str], str] = field(default_factory=dict)
     requests: list[tuple[str, str]] = field(default_factory=list)
-    hooks: list[Callable[[str, str], None]] = field(default_factory=list)
-    forbidden: set[tuple[str, str]] = field(default_factory=set)  # (method, path): RBAC says no
     lock: threading.Lock = field(default_factory=threading.Lock)
     version: int = 100
 
@@ -98,16 +94,10 @@ class FakeApi:
             found = self.objects.get((res, ns, name))
             return copy.deepcopy(found) if found else None
 
-    def count(self, method: str, fragment: str) -> int:
-        return sum(1 for m, p in self.requests if m == method and fragment in p)
-
     # -- request handling ------------------------------------------------------------------
     def handle(self, method: str, path: str, query: str, body: Any) -> tuple[int, Any]:
+        del body  # nothing is written
         self.requests.append((method, path))
-        for hook in self.hooks:
-            hook(method, path)
-        if (method, path) in self.forbidden:
-            return status(403, "Forbidden", f'cannot {method.lower()} "{path}" (RBAC)')
         if m := _NAMESPACED.match(path):
             res, ns, name, rest = m["res"], m["ns"], m["name"], m["rest"]
             if res == "pods" and rest and rest.startswith("/proxy"):
@@ -125,7 +115,7 @@ class FakeApi:
         if res not in _KINDS:
             return status(404, "NotFound", f"the server could not find resource {res}")
         with self.lock:
-            return self._crud(method, res, ns, name, query, body)
+            return self._read(method, res, ns, name, query)
 
     def _proxy(self, ns: str, name_port: str, rest: str) -> tuple[int, Any]:
         name, _, port = name_port.partition(":")
@@ -134,9 +124,8 @@ class FakeApi:
             return status(503, "ServiceUnavailable", f"error trying to reach service: {name}")
         return 200, text
 
-    def _crud(
-        self, method: str, res: str, ns: str, name: str | None, query: str, body: Any
-    ) -> tuple[int, Any]:
+    def _read(self, method: str, res: str, ns: str, name: str | None, query: str
+              ) -> tuple[int, Any]:
         api_version, kind = _KINDS[res]
         key = (res, ns, name or "")
         current = self.objects.get(key)
@@ -155,57 +144,11 @@ class FakeApi:
                 "items": items,
                 "metadata": {"resourceVersion": str(self.version)},
             }
-        if method == "POST":
-            name = body.get("metadata", {}).get("name", "")
-            key = (res, ns, name)
-            if key in self.objects:
-                return status(409, "AlreadyExists", f'{res} "{name}" already exists')
-            return 201, self._store(key, body, ns)
+        if method != "GET":
+            return status(405, "MethodNotAllowed", f"{method}: this double only reads")
         if current is None:
             return status(404, "NotFound", f'{res} "{name}" not found')
-        if method == "GET":
-            return 200, copy.deepcopy(current)
-        if method == "PUT":
-            if (
-                body.get("metadata", {}).get("resourceVersion")
-                != current["metadata"]["resourceVersion"]
-            ):
-                return _conflict(res, name)
-            return 200, self._store(key, body, ns)
-        if method == "PATCH":
-            try:
-                patched = (
-                    jsonpatch.apply_patch(current, body)
-                    if isinstance(body, list)
-                    else _merge(current, body)
-                )
-            except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as err:
-                return status(422, "Invalid", str(err))
-            if patched["metadata"].get("resourceVersion") != current["metadata"]["resourceVersion"]:
-                return _conflict(res, name)
-            return 200, self._store(key, patched, ns)
-        return status(405, "MethodNotAllowed", method)
-
-    def _store(self, key: tuple[str, str, str], body: Obj, ns: str) -> Obj:
-        obj = copy.deepcopy(body)
-        self.version += 1
-        obj.setdefault("metadata", {})["resourceVersion"] = str(self.version)
-        if ns:
-            obj["metadata"]["namespace"] = ns
-        self.objects[key] = obj
-        return copy.deepcopy(obj)
-
-
-def _merge(target: Any, patch: Any) -> Any:
-    if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    out = copy.deepcopy(target) if isinstance(target, dict) else {}
-    for k, v in patch.items():
-        if v is None:
-            out.pop(k, None)
-        else:
-            out[k] = _merge(out.get(k), v)
-    return out
+        return 200, copy.deepcopy(current)
 
 
 def status(code: int, reason: str, message: str) -> tuple[int, Obj]:
@@ -217,13 +160,3 @@ def status(code: int, reason: str, message: str) -> tuple[int, Obj]:
         "reason": reason,
         "code": code,
     }
-
-
-def _conflict(res: str, name: str | None) -> tuple[int, Obj]:
-    return status(
-        409,
-        "Conflict",
-        f'Operation cannot be fulfilled on {res} "{name}": '
-        "the object has been modified; please apply your changes to the latest version "
-        "and try again",
-    )

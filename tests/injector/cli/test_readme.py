@@ -1,8 +1,10 @@
 """The README's examples, run: every command it shows prints exactly what it shows.
 
 Offline commands (``inject``, ``check -f``) are run as a user would from the checkout. The live
-ones (``inspect``, ``check`` without ``-f``) need a cluster; the README quotes the tests' fake
-API server, so their blocks must equal the goldens those tests keep.
+ones (``inspect``, ``check`` without ``-f``) need a cluster; the README quotes the tests' local
+cluster, so their blocks must equal the goldens those tests keep. ``console`` blocks are sessions
+recorded on the local cluster (``make cluster-up``, kubectl): not run here, but their meshinject
+commands are the checkout's too.
 """
 
 from __future__ import annotations
@@ -27,10 +29,10 @@ LIVE = {  # the command the README shows -> the golden its test keeps
 }
 
 
-def shown() -> list[tuple[str, str]]:
-    """(command, the output under it) for every ``$`` line of the README's text blocks."""
+def shown(fence: str = "text") -> list[tuple[str, str]]:
+    """(command, the output under it) for every ``$`` line of the README's ``fence`` blocks."""
     found = []
-    for block in re.findall(r"^```text\n(.*?)^```", README.read_text(), flags=re.S | re.M):
+    for block in re.findall(rf"^```{fence}\n(.*?)^```", README.read_text(), flags=re.S | re.M):
         lines = block.splitlines()
         starts = [i for i, line in enumerate(lines) if line.startswith(PROMPT)]
         for n, start in enumerate(starts):
@@ -45,6 +47,13 @@ def test_the_readme_shows_commands_a_fresh_checkout_can_run() -> None:
     assert len(commands) >= 5
     bare = [c for c in commands if not c.startswith(CLI + " ")]
     assert not bare, f"after `make demo` meshinject is not on PATH: {bare}"
+
+
+def test_the_recorded_cluster_sessions_run_meshinject_from_the_checkout() -> None:
+    commands = [command for command, _ in shown("console")]
+    assert commands, "no recorded session on the local cluster"
+    ours = [c for c in commands if c.split()[0].endswith("meshinject")]
+    assert ours and all(c.startswith(CLI + " ") for c in ours), ours
 
 
 @pytest.mark.parametrize(("command", "output"), shown(), ids=[c for c, _ in shown()])

@@ -1,4 +1,6 @@
-"""Fixtures: a fake API server per test, and a Kube client configured to it by kubeconfig."""
+"""The fake API server, kept for the one view the real cluster cannot give yet: a proxy's live
+counters through the API server's pod proxy (see tests/support/fakeapi.py). Everything else in
+this directory runs against the real local cluster (the session's ``cluster`` fixture)."""
 
 from __future__ import annotations
 
@@ -7,17 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from mesh.kube.client import Kube
 from tests.support.fakeserver import Running, run_fake_api
 
 
 @pytest.fixture
 def fake(tmp_path: Path) -> Iterator[Running]:
     yield from run_fake_api(tmp_path)
-
-
-@pytest.fixture
-def kube(fake: Running) -> Iterator[Kube]:
-    api = Kube.connect(kubeconfig=fake.kubeconfig)
-    yield api
-    api.api_client.close()

@@ -1,48 +1,45 @@
-"""Renewal under load, through the real ``meshinject serve --cert-secret``: the store renews the
-Secret and rewrites the files, the running server's context follows them, and no handshake fails
-on the way (clients verify against the caBundle under the Service's name, as the API server
-does). The renewal is another replica's: a cert store in the test process, with a clock a year
-on, renews the Secret and writes the serving pair into the server's ``--cert-dir``."""
+"""Renewal under load, through the real ``meshinject serve --cert-secret`` against the real API
+server: the store renews the Secret and rewrites the files, the running server's context follows
+them, and no handshake fails on the way (clients verify against the caBundle under the Service's
+name, as the API server does). The renewal is another replica's: a cert store in the test
+process, with a clock a year on, renews the Secret and writes the serving pair into the server's
+``--cert-dir``."""
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import socket
 import ssl
 import threading
 from pathlib import Path
 
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from injector.webhook import certstore
-from tests.support.certstore import (
-    HOOK,
-    NS,
-    SVC,
-    seed_webhook,
-    serve_with_cert_secret,
-    store_options,
-)
-from tests.support.fakeserver import Running
+from tests.support.certstore import SVC, World, serve_with_cert_secret, world
+from tests.support.realcluster import LocalCluster
 
 
 def _der(pem: bytes) -> bytes:
     return x509.load_pem_x509_certificate(pem).public_bytes(serialization.Encoding.DER)
 
 
+@pytest.mark.cluster
 def test_renewal_under_load_swaps_the_served_cert_without_a_failed_handshake(
-    fake: Running, tmp_path: Path
+    cluster: LocalCluster, tmp_path: Path
 ) -> None:
-    seed_webhook(fake)
-    with serve_with_cert_secret(fake, tmp_path, "--log-level=warning") as port:
+    with world(cluster) as here:
+        _renew_under_load(here, tmp_path)
+
+
+def _renew_under_load(here: World, tmp_path: Path) -> None:
+    here.seed_webhook()
+    host = f"{SVC}.{here.namespace}.svc"
+    with serve_with_cert_secret(here, tmp_path, "--log-level=warning") as port:
         first = _der((tmp_path / "certs" / "tls.crt").read_bytes())
-        config = fake.api.get("mutatingwebhookconfigurations", "", HOOK)
-        assert config is not None
-        trust = ssl.create_default_context(
-            cadata=base64.b64decode(config["webhooks"][0]["clientConfig"]["caBundle"]).decode()
-        )
+        trust = ssl.create_default_context(cadata=here.ca_bundles()[0].decode())
         seen: set[bytes] = set()
         failures: list[str] = []
         handshakes: list[bytes] = []
@@ -53,7 +50,7 @@ def test_renewal_under_load_swaps_the_served_cert_without_a_failed_handshake(
                 try:
                     with (
                         socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
-                        trust.wrap_socket(raw, server_hostname=f"{SVC}.{NS}.svc") as tls,
+                        trust.wrap_socket(raw, server_hostname=host) as tls,
                     ):
                         peer = tls.getpeercert(binary_form=True)
                         assert peer is not None
@@ -73,7 +70,7 @@ def test_renewal_under_load_swaps_the_served_cert_without_a_failed_handshake(
             for c in clients:
                 c.start()
             later = dt.datetime.now(dt.UTC) + dt.timedelta(days=300)
-            renewed = certstore.sync_once(store_options(fake, tmp_path / "certs"), now=later)
+            renewed = certstore.sync_once(here.options(tmp_path / "certs"), now=later)
             want = _der(renewed.tls_crt)
             assert want != first
             deadline = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=10)

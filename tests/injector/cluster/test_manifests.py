@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import datetime as dt
+import copy
 import importlib
+import importlib.util
 import os
 import shlex
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +19,8 @@ import pytest
 
 from injector import cli
 from injector.core.policy import decide
-from injector.webhook import certstore
-from injector.webhook.certstore import CertStoreOptions
 from mesh.contract import SYSTEM_NAMESPACES
-from tests.support.certstore import seed_webhook
 from tests.support.deletes import object_path, recording
-from tests.support.fakeserver import Running
 from tests.support.kustomize import (
     Obj,
     injector_container,
@@ -32,7 +30,7 @@ from tests.support.kustomize import (
     render,
     render_here,
 )
-from tests.support.paths import MANIFESTS
+from tests.support.paths import MANIFESTS, REPO
 
 K8S_VERSION = "1.33"
 DOCS = render()
@@ -294,10 +292,44 @@ def test_the_cert_manager_overlay_serves_its_secret_and_drops_the_api_permission
             kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
 
 
+def test_the_local_overlay_keeps_the_base_but_registers_the_webhook_by_url() -> None:
+    """overlays/local (make cluster-up) changes the webhook's clientConfig to the URL the
+    injector process listens on, and the injector's Deployment to zero replicas; nothing else
+    (the control plane's runs on the sandbox node as the base has it)."""
+    docs = kubectl_kustomize(MANIFESTS / "overlays" / "local")
+    if docs is None:
+        pytest.skip("kubectl is not installed: cannot render the overlay's patches")
+    key = lambda d: (d["kind"], d["metadata"]["name"])  # noqa: E731
+    base, local = {key(d): d for d in DOCS}, {key(d): d for d in docs}
+    assert set(local) == set(base)
+    hook = copy.deepcopy(local[("MutatingWebhookConfiguration", "meshinject")])
+    urls = {h["clientConfig"].pop("url") for h in hook["webhooks"]}
+    base_hook = copy.deepcopy(base[("MutatingWebhookConfiguration", "meshinject")])
+    for entry in base_hook["webhooks"]:
+        assert set(entry["clientConfig"].pop("service")) == {"name", "namespace", "path", "port"}
+    assert hook == base_hook
+    spec = importlib.util.spec_from_file_location(
+        "localcluster_state", REPO / "scripts" / "cluster" / "localcluster" / "state.py")
+    assert spec is not None and spec.loader is not None
+    state = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = state  # dataclasses look their module up there
+    spec.loader.exec_module(state)
+    port = state.DEFAULT_PORT_BASE + state.INJECTOR_OFFSET
+    assert urls == {f"https://127.0.0.1:{port}/mutate"}  # what `make cluster-up` listens on
+    deployment = copy.deepcopy(local[("Deployment", "meshinject")])
+    assert deployment["spec"].pop("replicas") == 0
+    base_deployment = copy.deepcopy(DEPLOYMENT)
+    base_deployment["spec"].pop("replicas")
+    assert deployment == base_deployment
+    changed = {("MutatingWebhookConfiguration", "meshinject"), ("Deployment", "meshinject")}
+    for k in set(base) - changed:
+        assert local[k] == base[k], k
+
 
 @pytest.mark.parametrize("where", [MANIFESTS, MANIFESTS / "base",
-                                   MANIFESTS / "overlays" / "cert-manager"],
-                         ids=["manifests", "base", "cert-manager"])
+                                   MANIFESTS / "overlays" / "cert-manager",
+                                   MANIFESTS / "overlays" / "local"],
+                         ids=["manifests", "base", "cert-manager", "local"])
 def test_the_webhook_configuration_is_first_and_the_namespace_before_what_it_holds(
     where: Path
 ) -> None:
@@ -317,8 +349,9 @@ def test_the_python_renderer_keeps_kubectls_order() -> None:
     assert by_kubectl == render_here(MANIFESTS)
 
 
-@pytest.mark.parametrize("where", [MANIFESTS, MANIFESTS / "overlays" / "cert-manager"],
-                         ids=["manifests", "cert-manager"])
+@pytest.mark.parametrize("where", [MANIFESTS, MANIFESTS / "overlays" / "cert-manager",
+                                   MANIFESTS / "overlays" / "local"],
+                         ids=["manifests", "cert-manager", "local"])
 def test_kubectl_delete_k_removes_the_webhook_configuration_before_the_injector(
     where: Path, tmp_path: Path
 ) -> None:
@@ -338,30 +371,3 @@ def test_kubectl_delete_k_removes_the_webhook_configuration_before_the_injector(
     assert recorder.deleted == [object_path(d) for d in docs]
     assert recorder.deleted[0] == (
         "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/meshinject")
-
-def test_every_call_the_cert_store_makes_is_allowed_by_the_injectors_rbac(
-    fake: Running, tmp_path: Path
-) -> None:
-    args = _serve_args()
-    ns, secret = args.cert_secret.split("/")
-    seed_webhook(fake)
-    opts = CertStoreOptions(
-        namespace=ns,
-        secret_name=secret,
-        webhook_name=args.webhook_config,
-        service_name=args.service_name,
-        cert_dir=tmp_path,
-        kubeconfig=fake.kubeconfig,
-    )
-    certstore.bootstrap(opts)
-    certstore.sync_once(opts, now=dt.datetime.now(dt.UTC) + dt.timedelta(days=3000))
-    verbs = {"GET": "get", "POST": "create", "PUT": "update", "PATCH": "patch"}
-    assert {m for m, _ in fake.api.requests} == set(verbs)
-    for method, path in fake.api.requests:
-        parts = path.strip("/").split("/")
-        if parts[0] == "apis":
-            group, resource, name, where = parts[1], parts[3], parts[4], ""
-        else:
-            group, resource, where = "", parts[4], parts[3]
-            name = parts[5] if len(parts) > 5 else secret
-        assert allowed(verbs[method], group, resource, name, where), (method, path)

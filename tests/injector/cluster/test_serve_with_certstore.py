@@ -1,6 +1,8 @@
-"""The whole chain the API server relies on: ``meshinject serve --cert-secret`` (a real process)
-creates its certificates through the API, patches the caBundle, and answers an AdmissionReview
-over TLS that verifies against that caBundle under the Service's DNS name."""
+"""The whole chain the API server relies on: ``meshinject serve --cert-secret`` (a real process,
+against the real API server) creates its certificates through the API, patches the caBundle,
+and answers an AdmissionReview over TLS that verifies against that caBundle under the Service's
+DNS name (the name a cluster's API server dials; the local cluster's dials 127.0.0.1, which
+``tests/cluster`` covers)."""
 
 from __future__ import annotations
 
@@ -14,20 +16,25 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.support.certstore import NS, SVC, ca_bundles, seed_webhook, serve_with_cert_secret
-from tests.support.fakeserver import Running
+from tests.support.certstore import SVC, World, serve_with_cert_secret, world
 from tests.support.paths import MANIFESTS
+from tests.support.realcluster import LocalCluster
 
 
 @pytest.fixture
-def served(fake: Running, tmp_path: Path) -> Iterator[tuple[int, Running]]:
-    seed_webhook(fake)
+def served(cluster: LocalCluster, tmp_path: Path) -> Iterator[tuple[int, World]]:
+    with world(cluster) as here:
+        yield from _serve(here, tmp_path)
+
+
+def _serve(here: World, tmp_path: Path) -> Iterator[tuple[int, World]]:
+    here.seed_webhook()
     config = tmp_path / "mesh.yaml"
     base = yaml.safe_load((MANIFESTS / "base" / "config.yaml").read_text())
     config.write_text(base["data"]["mesh.yaml"])
-    with serve_with_cert_secret(fake, tmp_path, f"--config={config}",
+    with serve_with_cert_secret(here, tmp_path, f"--config={config}",
                                 "--log-level=warning") as port:
-        yield port, fake
+        yield port, here
 
 
 def _review() -> bytes:
@@ -53,21 +60,23 @@ def _review() -> bytes:
     ).encode()
 
 
+@pytest.mark.cluster
 def test_serve_bootstraps_its_certificates_and_answers_as_the_api_server_would_call_it(
-    served: tuple[int, Running],
+    served: tuple[int, World],
 ) -> None:
-    port, fake = served
-    bundles = ca_bundles(fake)
+    port, here = served
+    host = f"{SVC}.{here.namespace}.svc"
+    bundles = here.ca_bundles()
     assert bundles[0] and bundles[0] == bundles[1]
     trust = ssl.create_default_context(cadata=bundles[0].decode())
     body = _review()
     request = (
-        f"POST /mutate HTTP/1.1\r\nHost: {SVC}.{NS}.svc\r\nContent-Type: application/json"
+        f"POST /mutate HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json"
         f"\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
     ).encode() + body
     with (
         socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
-        trust.wrap_socket(raw, server_hostname=f"{SVC}.{NS}.svc") as tls,
+        trust.wrap_socket(raw, server_hostname=host) as tls,
     ):
         tls.sendall(request)
         answer = b""

@@ -57,3 +57,11 @@ def test_codes_read_most_frequent_first() -> None:
 
     assert stats.codes(Counter({"503": 75, "200": 300})) == "300 x 200, 75 x 503"
     assert stats.codes(Counter()) == "none"
+
+
+def test_without_an_access_log_requests_in_count_plaintext_and_mutual_tls() -> None:
+    counters = {"http.inbound_http.downstream_rq_200": 2,
+                "http.inbound_mtls_http.downstream_rq_200": 5,
+                "http.inbound_mtls_http.downstream_rq_503": 1,
+                "http.inbound_mtls_http.downstream_rq_total": 6}
+    assert dict(stats.summarize(counters, []).requests_in) == {"200": 7, "503": 1}

@@ -236,6 +236,13 @@ def test_a_cert_secret_without_a_namespace_is_refused() -> None:
     assert "--cert-secret 'webhook-certs': expected NAMESPACE/NAME" in done.stderr
 
 
+def test_extra_sans_and_the_check_interval_belong_to_the_cert_store() -> None:
+    done = serve_fails("--self-signed", "--extra-san", "127.0.0.1")
+    assert done.returncode == 2 and "--extra-san goes with --cert-secret" in done.stderr
+    done = serve_fails("--cert-secret", "ns/s", "--cert-dir", "/tmp", "--cert-check-seconds", "0")
+    assert done.returncode == 2 and "--cert-check-seconds 0: must be above 0" in done.stderr
+
+
 def test_missing_certificate_files_stop_serve_with_the_reason(tmp_path: Path) -> None:
     done = serve_fails("--tls-cert", str(tmp_path / "no.crt"), "--tls-key", str(tmp_path / "k"))
     assert done.returncode == 1

@@ -1,0 +1,3 @@
+module meshinject.local/cluster/nullwebhook
+
+go 1.26.0
