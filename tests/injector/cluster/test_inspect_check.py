@@ -386,8 +386,8 @@ def test_inspect_names_a_refused_config_with_envoys_reason(
     code, out, _ = _run(capsys, "inspect", "-n", "shop", "--kubeconfig", with_nack.kubeconfig)
     assert code == 0, out
     rows = {line.split()[1]: line.split() for line in out.splitlines()[1:] if line.count(" ") > 6}
-    assert rows["web-6d4b9-x2x9q"][-3:] == ["synced", "1cf0d0dc", "PERMISSIVE"]
-    assert rows["payments-7b5d-qq7zn"][-3:] == ["NACK", "1cf0d0dc", "STRICT"]
+    assert rows["web-6d4b9-x2x9q"][-3:] == ["synced", "4abd5a67", "PERMISSIVE"]
+    assert rows["payments-7b5d-qq7zn"][-3:] == ["NACK", "4abd5a67", "STRICT"]
     assert rows["cart-5f7c8-k8d2m"][-4:] == ["NOT", "CONNECTED", "-", "-"]
     assert ("NACK: shop/payments-7b5d-qq7zn refused its config and runs its last good one: "
             "Listener version 5: Error adding/updating listener(s) inbound: malformed IP "
