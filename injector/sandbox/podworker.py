@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -426,13 +427,26 @@ class PodWorker:
 
 
 
-def mount_order(mounts: list[tuple[str, str]]) -> list[tuple[str, str]]:
+# where the node runs every program from (this checkout, its venv): a pod's volume mounted
+# over a parent of them (an emptyDir on /tmp, with the checkout under /tmp) must not hide them
+PROGRAM_ROOTS = (str(Path(__file__).resolve().parents[2]), sys.prefix)
+
+
+def mount_order(mounts: list[tuple[str, str]], *, keep: tuple[str, ...] = PROGRAM_ROOTS
+                ) -> list[tuple[str, str]]:
     """Parents before children (a mount inside another volume lands in it), and last any
     mount that would hide where other volumes come from (an emptyDir on ``/tmp`` while the
-    node's state is under ``/tmp``)."""
+    node's state is under ``/tmp``); after them, each path of ``keep`` such a mount hid, bound
+    back where it was."""
     sources = [source for source, _ in mounts]
 
-    def hides(path: str) -> bool:
-        return any(s == path or s.startswith(path.rstrip("/") + "/") for s in sources)
+    def under(path: str, parent: str) -> bool:
+        return path == parent or path.startswith(parent.rstrip("/") + "/")
 
-    return sorted(mounts, key=lambda m: (hides(m[1]), m[1].count("/"), m[1]))
+    def hides(path: str) -> bool:
+        return any(under(s, path) for s in sources)
+
+    ordered = sorted(mounts, key=lambda m: (hides(m[1]), m[1].count("/"), m[1]))
+    hidden = [k for k in keep if any(under(k, path) for _, path in mounts)]
+    return ordered + [(k, k) for k in hidden
+                      if not any(under(k, other) for other in hidden if other != k)]

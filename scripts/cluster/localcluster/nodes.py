@@ -37,7 +37,7 @@ from pathlib import Path
 
 from localcluster import api, pki
 from localcluster.journal import Journal, Proc
-from localcluster.state import HERE, REPO, State
+from localcluster.state import HERE, State
 
 
 @dataclass(frozen=True)
@@ -118,18 +118,6 @@ RELAY_PORT = 6443  # injector/sandbox/nodeobjects.py: the relay to the API serve
 
 def sandbox_dir(state: State) -> Path:
     return state.dir / f"node-{SANDBOX_NODE}"
-
-
-def sandbox_hidden_by_tmp(repo: Path = REPO) -> str:
-    """Why the sandbox node cannot run this checkout's pods, or "": it runs a container's
-    program from this checkout, and mounts the pod's emptyDir at /tmp (the control plane's and
-    the injector's Deployments have one), which would hide a checkout under /tmp."""
-    tmp = Path("/tmp").resolve()
-    if repo.resolve().is_relative_to(tmp):
-        return (f"--node sandbox: this checkout ({repo}) is under /tmp, which the node mounts "
-                "each pod's /tmp volume over, so its pods could not run its programs (exit 127): "
-                "clone it outside /tmp")
-    return ""
 
 
 def _start_sandbox(journal: Journal, state: State, count: int) -> list[Proc]:
