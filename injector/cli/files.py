@@ -8,8 +8,9 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
+from injector.core.manifests import dump_documents
 from mesh.errors import ManifestError
 
 
@@ -60,3 +61,11 @@ def quiet_when_stdout_closes(main: Main) -> Main:
         return code
 
     return run
+
+
+def write_documents(docs: list[Any], notes: Sequence[str]) -> int:
+    """A rewritten manifest on stdout, what was said about it on stderr; exit code 0."""
+    for note in notes:
+        print(note, file=sys.stderr)
+    sys.stdout.write(dump_documents(docs))
+    return 0

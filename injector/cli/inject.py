@@ -11,8 +11,8 @@ import argparse
 import sys
 from typing import Any
 
-from injector.cli.files import read_input, source_name
-from injector.core.manifests import dump_documents, inject_documents, load_documents
+from injector.cli.files import read_input, source_name, write_documents
+from injector.core.manifests import inject_documents, load_documents
 from mesh.errors import MeshError, SettingsError
 from mesh.settings import load_config
 
@@ -36,10 +36,7 @@ def run(args: argparse.Namespace) -> int:
         docs, notes = inject_documents(docs, config=config)
     except MeshError as err:
         return fail(err)
-    for note in notes:
-        print(note, file=sys.stderr)
-    sys.stdout.write(dump_documents(docs))
-    return 0
+    return write_documents(docs, notes)
 
 
 def register(subparsers: Any, name: str) -> None:

@@ -9,12 +9,11 @@ every document could be read.
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
-from injector.cli.files import read_input
+from injector.cli.files import read_input, write_documents
 from injector.cli.inject import fail
-from injector.core.manifests import dump_documents, load_documents, uninject_documents
+from injector.core.manifests import load_documents, uninject_documents
 from mesh.errors import MeshError
 
 SUMMARY = "remove what inject added to a YAML manifest"
@@ -31,10 +30,7 @@ def run(args: argparse.Namespace) -> int:
         docs, notes = uninject_documents(load_documents(read_input(args.filename)))
     except MeshError as err:
         return fail(err)
-    for note in notes:
-        print(note, file=sys.stderr)
-    sys.stdout.write(dump_documents(docs))
-    return 0
+    return write_documents(docs, notes)
 
 
 def register(subparsers: Any, name: str) -> None:

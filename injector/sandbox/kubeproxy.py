@@ -14,27 +14,22 @@ The node agent restarts it if it exits, as a kubelet would a static pod.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
 import subprocess
-import time
 from pathlib import Path
 
 from injector.sandbox import netns, nssocket
+from injector.sandbox.restarting import RestartingProcess
 
 HEALTHZ_PORT = 10256
 
 
-class KubeProxy:
+class KubeProxy(RestartingProcess):
     def __init__(self, *, node: netns.Netns, binary: str, kubeconfig: Path, node_name: str,
                  node_ip: str, cluster_cidr: str, log: Path) -> None:
         self.node, self.binary, self.kubeconfig = node, binary, kubeconfig
         self.node_name, self.node_ip, self.cluster_cidr = node_name, node_ip, cluster_cidr
         self.log = log
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.restarts = 0
-        self._restart_at: float | None = None
+        super().__init__()
 
     def argv(self) -> list[str]:
         return [
@@ -62,26 +57,3 @@ class KubeProxy:
         except OSError:
             return False
         return code == 200
-
-    def supervise(self) -> None:
-        """Called every few ticks: restart it (after a second) if it exited."""
-        if self.proc is None or self.proc.poll() is None:
-            return
-        if self._restart_at is None:
-            self._restart_at = time.monotonic() + 1
-        elif time.monotonic() >= self._restart_at:
-            self._restart_at = None
-            self.restarts += 1
-            self.start()
-
-    def stop(self, *, timeout: float = 5) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(5)

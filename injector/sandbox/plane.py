@@ -10,9 +10,6 @@ pod.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -20,6 +17,7 @@ from pathlib import Path
 
 from injector.sandbox import apiserver, netns, nssocket
 from injector.sandbox.model import NODE_ADDRESS
+from injector.sandbox.restarting import RestartingProcess
 from injector.sandbox.state import StateDir
 from mesh.contract import CONTROLPLANE_DEBUG_PORT, XDS_PORT
 from mesh.errors import SandboxError
@@ -32,14 +30,12 @@ def program() -> str:
     return str(found) if found.exists() else PROGRAM
 
 
-class ControlPlane:
+class ControlPlane(RestartingProcess):
     def __init__(self, state: StateDir, node: netns.Netns) -> None:
         self.state = state
         self.node = node
         self.log = state.root / "controlplane.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.restarts = 0
-        self._restart_at: float | None = None
+        super().__init__()
 
     def argv(self) -> list[str]:
         keys = apiserver.Keys(self.state)
@@ -75,29 +71,6 @@ class ControlPlane:
                 return
             time.sleep(0.05)
         raise SandboxError(f"the control plane was not ready after {timeout:.0f}s; see {self.log}")
-
-    def supervise(self) -> None:
-        """Called every tick: restart it (after a second) if it exited."""
-        if self.proc is None or self.proc.poll() is None:
-            return
-        if self._restart_at is None:
-            self._restart_at = time.monotonic() + 1
-        elif time.monotonic() >= self._restart_at:
-            self._restart_at = None
-            self.restarts += 1
-            self.start()
-
-    def stop(self, *, timeout: float = 5) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(5)
 
     def status(self) -> dict[str, object]:
         alive = self.proc is not None and self.proc.poll() is None
