@@ -6,9 +6,11 @@ annotations, is upgraded rather than doubled. What counts as added is decided by
 :mod:`injector.core.rendered` (our name and our rendered shape), never by the status
 annotation, which users copy and edit: a user's container is never stripped.
 
-The patch is a diff, never hand-written indexes: we change a copy and let ``jsonpatch`` compare.
+The patch is a diff of a changed copy: ``jsonpatch`` compares, except where a list was only
+added to (the common case: injecting a fresh pod), whose adds are written at once from the
+comparison itself (``_spliced``), never from indexes assumed beforehand.
 But only the subtrees injection touches are copied and compared (annotations, init containers,
-containers): diffing a whole pod with 2,000 env vars costs ~9 ms, comparing just these
+containers, volumes): diffing a whole pod with 2,000 env vars costs ~9 ms, comparing just these
 costs far less, and everything else is shared, untouched, between input and output. The
 returned pod therefore shares unchanged subtrees with the input: treat both as read-only.
 The sidecars are rendered once per (config, overrides) and copied for each pod, except by
