@@ -17,7 +17,7 @@ import pytest
 
 from mesh.access import parse_policy
 from tests.support.accesspolicies import policy_obj
-from tests.support.lab import NAMESPACE, PY, Lab, Pod
+from tests.support.lab import NAMESPACE, PY, RAW_TCP, Lab, Pod
 from tests.support.spec import boot
 
 pytestmark = [pytest.mark.netns, pytest.mark.envoy]
@@ -39,16 +39,6 @@ try:
     print(json.dumps(r.status))
 except (OSError, http.client.HTTPException) as err:
     print(json.dumps(type(err).__name__))
-"""
-# bytes that are not HTTP, in plaintext; prints what came back (b'' when closed)
-RAW_TCP = """
-import socket, sys
-s = socket.create_connection((sys.argv[1], int(sys.argv[2])), 5)
-s.sendall(b"\\x00\\x01binary hello\\r\\n"); s.settimeout(5)
-try:
-    print(repr(s.recv(100)))
-except ConnectionResetError:
-    print(repr(b""))
 """
 CLOSED = {"RemoteDisconnected", "ConnectionResetError", "BadStatusLine", "IncompleteRead"}
 

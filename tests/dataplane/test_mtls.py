@@ -20,7 +20,7 @@ from controlplane.identity.ca import MeshCA
 from mesh.contract import MTLS_MODE
 from mesh.pki import certs
 from tests.support.capture import Capture, payload
-from tests.support.lab import NAMESPACE, PY, Lab, Pod
+from tests.support.lab import NAMESPACE, PY, RAW_TCP, Lab, Pod
 from tests.support.spec import boot
 
 pytestmark = [pytest.mark.netns, pytest.mark.envoy]
@@ -53,16 +53,6 @@ print(json.dumps(seen))
 """
 
 
-# bytes that are not HTTP: what a database client would send; prints what came back
-RAW_TCP = """
-import socket, sys
-s = socket.create_connection((sys.argv[1], int(sys.argv[2])), 5)
-s.sendall(b"\\x00\\x01binary hello\\r\\n"); s.settimeout(5)
-try:
-    print(repr(s.recv(100)))
-except ConnectionResetError:
-    print(repr(b""))
-"""
 
 
 class World:

@@ -28,6 +28,18 @@ CLIENT_IP = "198.18.5.1"
 SERVER_IP = "198.18.5.2"
 HERE = Path(__file__).parent
 PY = sys.executable
+# a client sending bytes that are not HTTP (what a database client would send), in plaintext:
+# ``PY -c RAW_TCP HOST PORT`` prints what came back (b'' when the connection was closed)
+RAW_TCP = """
+import socket, sys
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), 5)
+s.sendall(b"\\x00\\x01binary hello\\r\\n"); s.settimeout(5)
+try:
+    print(repr(s.recv(100)))
+except ConnectionResetError:
+    print(repr(b""))
+"""
+
 INIT = str(Path(sys.executable).parent / "meshinject-init")
 
 Spawn = Callable[..., subprocess.Popen[bytes]]
