@@ -19,6 +19,7 @@ import pytest
 from mesh.envoy import tls
 from mesh.envoy.binary import envoy_binary
 from mesh.pki import certs
+from tests.support.processes import stop
 
 
 def need_envoy() -> str:
@@ -149,12 +150,7 @@ def run_static(bootstrap: dict[str, Any], workdir: Path, *, timeout: float = 20
             time.sleep(0.05)
         yield running
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 def _state(envoy: RunningEnvoy) -> str:

@@ -21,6 +21,7 @@ from pathlib import Path
 import httpx
 
 from tests.support.paths import REPO
+from tests.support.processes import stop
 
 
 def free_port() -> int:
@@ -112,16 +113,6 @@ def assert_nothing_left(tmp: Path) -> None:
     """A stopped server's temporary directory must be empty: no key, no CA file."""
     left = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*"))
     assert not left, f"the stopped server left {left} in {tmp}"
-
-
-def stop(proc: subprocess.Popen[str]) -> None:
-    """End a server this test run started: TERM, and KILL if it has not gone in 10 s."""
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def _healthy(server: Server) -> bool:
