@@ -80,7 +80,8 @@ class Netns:
         prefix = ["ip", "netns", "exec", self.name]
         if mounts:
             script = "set -e; " + "".join(
-                f'mkdir -p "${{{2 * i + 2}}}"; mount --bind "${{{2 * i + 1}}}" "${{{2 * i + 2}}}"; '
+                f'mkdir -p "${{{2 * i + 2}}}"; '
+                f'mount --rbind "${{{2 * i + 1}}}" "${{{2 * i + 2}}}"; '
                 + ("" if m[1] in writable else f'mount -o remount,bind,ro "${{{2 * i + 2}}}"; ')
                 for i, m in enumerate(mounts)
             ) + f"shift {2 * len(mounts)}; exec \"$@\""

@@ -436,8 +436,8 @@ def mount_order(mounts: list[tuple[str, str]], *, keep: tuple[str, ...] = PROGRA
                 ) -> list[tuple[str, str]]:
     """Parents before children (a mount inside another volume lands in it), and last any
     mount that would hide where other volumes come from (an emptyDir on ``/tmp`` while the
-    node's state is under ``/tmp``); after them, each path of ``keep`` such a mount hid, bound
-    back where it was."""
+    node's state is under ``/tmp``); each path of ``keep`` a mount would hide is bound into
+    that mount's source first, so it stays where it was."""
     sources = [source for source, _ in mounts]
 
     def under(path: str, parent: str) -> bool:
@@ -447,6 +447,13 @@ def mount_order(mounts: list[tuple[str, str]], *, keep: tuple[str, ...] = PROGRA
         return any(under(s, path) for s in sources)
 
     ordered = sorted(mounts, key=lambda m: (hides(m[1]), m[1].count("/"), m[1]))
-    hidden = [k for k in keep if any(under(k, path) for _, path in mounts)]
-    return ordered + [(k, k) for k in hidden
-                      if not any(under(k, other) for other in hidden if other != k)]
+    # a kept path is bound into the source of the mount that covers it, before that mount
+    # (mounts are recursive binds, so it comes along): once /tmp is covered, /tmp/x names
+    # the volume's directory, no longer the checkout
+    out: list[tuple[str, str]] = []
+    for source, path in ordered:
+        covered = [k for k in keep if under(k, path)]
+        out += [(k, source.rstrip("/") + k[len(path.rstrip("/")):]) for k in covered
+                if not any(under(k, other) for other in covered if other != k)]
+        out.append((source, path))
+    return out

@@ -5,10 +5,10 @@ from __future__ import annotations
 from injector.sandbox.podworker import mount_order
 
 
-def test_a_volume_over_a_parent_of_the_checkout_gets_the_checkout_bound_back() -> None:
+def test_a_volume_over_a_parent_of_the_checkout_keeps_the_checkout_in_view() -> None:
     # a clone under /tmp and the control plane's emptyDir on /tmp: its program exited 127
     mounts = mount_order([("/var/lib/node/tmp-vol", "/tmp")], keep=("/tmp/x", "/tmp/x/.venv"))
-    assert mounts == [("/var/lib/node/tmp-vol", "/tmp"), ("/tmp/x", "/tmp/x")]
+    assert mounts == [("/tmp/x", "/var/lib/node/tmp-vol/x"), ("/var/lib/node/tmp-vol", "/tmp")]
 
 
 def test_a_checkout_no_volume_hides_is_left_alone() -> None:
