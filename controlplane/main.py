@@ -28,6 +28,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from controlplane import heap
 from controlplane.debug import DebugServer
 from controlplane.grpc import server as xds
 from controlplane.grpc.ads import AdsServer
@@ -165,7 +166,8 @@ async def serve(args: argparse.Namespace) -> int:
             host=debug_host, port=debug_port)
         registry: FileRegistry | KubeRegistry
         rotations = CaRotations(issuer, kube)
-        tasks = [asyncio.create_task(runtime.run()), asyncio.create_task(issuer.keep_fresh())]
+        tasks = [asyncio.create_task(runtime.run()), asyncio.create_task(issuer.keep_fresh()),
+                 asyncio.create_task(heap.give_back(lambda: ads.written))]
         if args.registry_file:
             registry = FileRegistry(args.registry_file, interval=args.registry_poll,
                                     metrics=metrics)

@@ -278,6 +278,7 @@ def bench(args: argparse.Namespace) -> int:
         code = TRACED.replace("TOP", str(args.tracemalloc)).replace(
             "OUT", repr(str(work / "tracemalloc")))
         command = [sys.executable, "-c", code]
+    command = [*args.plane_wrap.split(), *command]
     plane = subprocess.Popen(
         [*command, "--registry-file", str(registry), "--token-key", str(work / "token.pub"),
          "--ca-dir", str(work), "--listen", f"127.0.0.1:{port}", "--debug-listen",
@@ -387,6 +388,8 @@ def main() -> int:
                         help="all proxies start at once: time to a certificate, the CA's CPU")
     parser.add_argument("--tracemalloc", type=int, default=0, metavar="N",
                         help="the control plane under tracemalloc: its N biggest sites")
+    parser.add_argument("--plane-wrap", default="", metavar="COMMAND",
+                        help="run the control plane under this (e.g. 'heaptrack -o FILE')")
     parser.add_argument("--plane-env", action="append", default=[], metavar="NAME=VALUE",
                         help="environment for the control plane (e.g. malloc settings)")
     args = parser.parse_args()

@@ -21,7 +21,7 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -162,17 +162,25 @@ class Stream:
         return response(version=current.version, resources=resources, type_url=type_url,
                         nonce=state.nonce)
 
-    async def responses(self) -> AsyncIterator[bytes]:
-        """Every response this stream must send, as the runtime's state moves on."""
+    async def serve(self, write: Callable[[bytes], Awaitable[None]]) -> None:
+        """Write every response this stream must send, as the runtime's state moves on, until
+        the stream closes. Between pushes no response is referenced: a stream that was last
+        sent a thousand routes must not keep them (see ``_push``)."""
         while not self.closed:
             self._wakeup.clear()
             sets = self.runtime.sets_for(self.subscriber)
             if sets is not None:
                 for type_url in TYPE_ORDER:
-                    response = self._response(type_url, sets[type_url])
-                    if response is not None:
-                        yield response
+                    await self._push(type_url, sets[type_url], write)
             await self._wakeup.wait()
+
+    async def _push(self, type_url: str, current: ResourceSet,
+                    write: Callable[[bytes], Awaitable[None]]) -> None:
+        """One type's response, if any, written and forgotten when this returns (a local of
+        the serving loop would hold the last one, half a megabyte a proxy, while it waits)."""
+        response = self._response(type_url, current)
+        if response is not None:
+            await write(response)
 
     def status(self) -> dict[str, Any]:
         """What ``/debug/proxies`` and ``inspect`` show for this proxy. A type is current when
@@ -249,11 +257,15 @@ class AdsServer:
         self.metrics = metrics
         self.converter = converter or Converter()
         self.streams: set[Stream] = set()
+        self.written = 0  # responses written, on every stream
 
     async def StreamAggregatedResources(
         self, request_iterator: AsyncIterator[discovery_pb2.DiscoveryRequest],
         context: grpc.aio.ServicerContext[Any, Any],
-    ) -> AsyncIterator[bytes]:
+    ) -> None:
+        """One proxy's stream. Responses go out by ``context.write``, not by yielding them: gRPC
+        keeps a generator's last item referenced until the next, which with a thousand idle
+        streams is a thousand copies of their last (largest) response."""
         try:
             identity = await self.authenticator.authenticate(
                 bearer(context.invocation_metadata()))
@@ -276,10 +288,15 @@ class AdsServer:
         self.runtime.attach(stream.subscriber)
         self.metrics.connected.inc()
         stream.handle(first)
+        del first
         reader = asyncio.create_task(self._read(request_iterator, stream))
+
+        async def write(response: bytes) -> None:
+            await context.write(response)
+            self.written += 1
+
         try:
-            async for response in stream.responses():
-                yield response
+            await stream.serve(write)
         finally:
             reader.cancel()
             self.streams.discard(stream)
@@ -313,6 +330,7 @@ class AdsServer:
         try:
             async for request in requests:
                 stream.handle(request)
+                del request  # a request names every resource: not kept while waiting
         finally:
             stream.closed = True
             stream.wake()
