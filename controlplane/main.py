@@ -42,6 +42,7 @@ from controlplane.registry.kube import KubeRegistry
 from controlplane.runtime import Runtime
 from controlplane.secrets import SecretIssuer, union
 from mesh.contract import CONTROLPLANE_DEBUG_PORT, INJECTOR_NAMESPACE, TRUST_DOMAIN, XDS_PORT
+from mesh.envoy import bootstrap
 from mesh.errors import MeshError, SettingsError, UsageError
 from mesh.kube.client import Kube
 
@@ -165,7 +166,7 @@ async def serve(args: argparse.Namespace) -> int:
         debug = await DebugServer(runtime=runtime, ads=ads, metrics=metrics).start(
             host=debug_host, port=debug_port)
         registry: FileRegistry | KubeRegistry
-        rotations = CaRotations(issuer, kube)
+        rotations = CaRotations(issuer, kube, runtime)
         tasks = [asyncio.create_task(runtime.run()), asyncio.create_task(issuer.keep_fresh()),
                  asyncio.create_task(heap.give_back(lambda: ads.written))]
         if args.registry_file:
@@ -174,8 +175,7 @@ async def serve(args: argparse.Namespace) -> int:
         else:
             assert kube is not None
             registry = KubeRegistry(kube, config_namespace=args.namespace, metrics=metrics)
-            threading.Thread(target=castore.keep_published, name="publish-root", daemon=True,
-                             args=(kube, lambda: issuer.bundle, stop_threads)).start()
+            tasks.append(asyncio.create_task(rotations.keep_published(stop_threads)))
             threading.Thread(target=castore.watch_secret, name="watch-ca", daemon=True,
                              kwargs={"kube": kube, "namespace": args.namespace,
                                      "on_change": rotations.threadsafe(), "stop": stop_threads}
@@ -210,12 +210,43 @@ async def serve(args: argparse.Namespace) -> int:
 class CaRotations:
     """A changed CA (its directory's files, or its Secret) rotates every proxy to it, one
     rotation at a time. The xDS server keeps the certificate it started with: proxies verify it
-    against the root file they loaded when they started (see docs/security.md)."""
+    against the root file they loaded when they started (see docs/security.md).
 
-    def __init__(self, issuer: SecretIssuer, kube: Kube | None) -> None:
+    The root ConfigMap it publishes also carries the bootstrap every proxy shares, made from
+    the mesh config: published once the registry delivered that config (a proxy reads the file
+    once, at its start, so a default one published before would stay with it) and again
+    whenever it changes."""
+
+    def __init__(self, issuer: SecretIssuer, kube: Kube | None, runtime: Runtime) -> None:
         self.issuer = issuer
         self.kube = kube
+        self.runtime = runtime
         self.lock = asyncio.Lock()
+
+    def bootstrap(self) -> str:
+        return bootstrap.text(bootstrap.shared(self.runtime.state.config))
+
+    def contents(self, bundle: bytes | None = None) -> dict[str, str]:
+        return castore.contents(self.issuer.bundle if bundle is None else bundle,
+                                self.bootstrap())
+
+    async def keep_published(self, stop: threading.Event, *, interval: float = 2.0) -> None:
+        """Publish to every namespace (and each new one) once the mesh config is known, then
+        again whenever the shared bootstrap changes."""
+        assert self.kube is not None
+        await self.runtime.synced.wait()
+        self.runtime.flush()  # what the registry delivered, applied now rather than debounced
+        published = self.bootstrap()
+        threading.Thread(target=castore.keep_published, name="publish-root", daemon=True,
+                         args=(self.kube, self.contents, stop)).start()
+        while True:
+            await asyncio.sleep(interval)
+            if self.bootstrap() == published:
+                continue
+            async with self.lock:
+                published = self.bootstrap()
+                log.info("the shared bootstrap changed: publishing it to every namespace")
+                await asyncio.to_thread(castore.publish_all, self.kube, self.contents())
 
     async def apply(self, new: MeshCA) -> None:
         async with self.lock:
@@ -223,10 +254,11 @@ class CaRotations:
                 return
             if self.kube is not None:  # the mounted roots: both while the proxies move
                 await asyncio.to_thread(castore.publish_all, self.kube,
-                                        union(self.issuer.bundle, new.bundle()))
+                                        self.contents(union(self.issuer.bundle, new.bundle())))
             await self.issuer.rotate(new)
             if self.kube is not None:
-                await asyncio.to_thread(castore.publish_all, self.kube, new.bundle())
+                await asyncio.to_thread(castore.publish_all, self.kube,
+                                        self.contents(new.bundle()))
 
     def threadsafe(self) -> Callable[[MeshCA], None]:
         """``apply`` for a watch thread to call."""

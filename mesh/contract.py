@@ -116,6 +116,7 @@ CA_VOLUME = "meshinject-ca"
 CA_DIR = "/var/run/secrets/meshinject.io/ca"
 CA_FILE = "root-cert.pem"
 CA_CONFIGMAP = "meshinject-ca-root"  # the mesh's root, published in every meshed namespace
+BOOTSTRAP_FILE = "bootstrap.json"  # beside the root in that ConfigMap: the shared bootstrap
 # the downward-API variables the bootstrap's node identity is expanded from
 POD_NAME_ENV, POD_NAMESPACE_ENV, POD_IP_ENV, SERVICE_ACCOUNT_ENV = (
     "POD_NAME", "POD_NAMESPACE", "POD_IP", "SERVICE_ACCOUNT")

@@ -1,5 +1,6 @@
 """The mesh root in a cluster: one Secret, shared by every replica; its certificate published
-to every namespace as the ``meshinject-ca-root`` ConfigMap the injected proxies mount.
+to every namespace as the ``meshinject-ca-root`` ConfigMap the injected proxies mount, beside
+the bootstrap every proxy shares (``mesh.envoy.bootstrap.shared``).
 
 The Secret is created by whichever replica starts first (its create wins, the others get 409 and
 read it), so every replica serves a certificate from the same root. Publishing follows the
@@ -16,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from controlplane.identity.ca import MeshCA
-from mesh.contract import CA_CONFIGMAP, CA_FILE, SYSTEM_NAMESPACES
+from mesh.contract import BOOTSTRAP_FILE, CA_CONFIGMAP, CA_FILE, SYSTEM_NAMESPACES
 from mesh.errors import Conflict, KubeError, NotFound, SettingsError
 from mesh.kube.client import Kube
 from mesh.kube.watch import list_watch
@@ -50,38 +51,45 @@ def from_secret(secret: dict[str, Any]) -> MeshCA:
     return MeshCA.from_files(data, where=f"secret {meta.get('namespace')}/{meta.get('name')}")
 
 
-def _configmap(namespace: str, bundle: bytes) -> dict[str, Any]:
+def contents(bundle: bytes, bootstrap: str) -> dict[str, str]:
+    """What the root ConfigMap holds: the trust bundle and the proxies' shared bootstrap."""
+    return {CA_FILE: bundle.decode(), BOOTSTRAP_FILE: bootstrap}
+
+
+def _configmap(namespace: str, data: dict[str, str]) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": CA_CONFIGMAP, "namespace": namespace,
                          "labels": {"app.kubernetes.io/managed-by": "meshinject"}},
-            "data": {CA_FILE: bundle.decode()}}
+            "data": data}
 
 
-def publish(kube: Kube, namespace: str, bundle: bytes) -> None:
-    """Create or correct the root ConfigMap in one namespace."""
+def publish(kube: Kube, namespace: str, data: dict[str, str]) -> None:
+    """Create or correct the root ConfigMap in one namespace (``data`` from :func:`contents`)."""
     path = f"/api/v1/namespaces/{namespace}/configmaps"
     try:
         found = kube.request("GET", f"{path}/{CA_CONFIGMAP}")
     except NotFound:
         with contextlib.suppress(Conflict):  # another replica was first: the same root
-            kube.request("POST", path, body=_configmap(namespace, bundle))
+            kube.request("POST", path, body=_configmap(namespace, data))
         return
-    if (found.get("data") or {}).get(CA_FILE) != bundle.decode():
-        body = _configmap(namespace, bundle)
+    if (found.get("data") or {}) != data:
+        body = _configmap(namespace, data)
         body["metadata"]["resourceVersion"] = found["metadata"]["resourceVersion"]
         kube.request("PUT", f"{path}/{CA_CONFIGMAP}", body=body)
 
 
-def keep_published(kube: Kube, bundle: Callable[[], bytes], stop: threading.Event) -> None:
-    """Publish the current ``bundle()`` to every namespace, now and as namespaces come
-    (blocking; run in a thread). A rotation calls :func:`publish_all` for the ones there."""
+def keep_published(kube: Kube, data: Callable[[], dict[str, str]], stop: threading.Event
+                   ) -> None:
+    """Publish the current ``data()`` to every namespace, now and as namespaces come
+    (blocking; run in a thread). A rotation or a new bootstrap calls :func:`publish_all` for
+    the ones there."""
     def each(namespace: dict[str, Any]) -> None:
         meta = namespace.get("metadata") or {}
         name = str(meta.get("name") or "")
         if not name or name in SYSTEM_NAMESPACES or meta.get("deletionTimestamp"):
             return
         try:
-            publish(kube, name, bundle())
+            publish(kube, name, data())
         except KubeError as err:
             log.warning("cannot publish the mesh root to %s: %s", name, err)
 
@@ -96,15 +104,15 @@ def keep_published(kube: Kube, bundle: Callable[[], bytes], stop: threading.Even
     list_watch(kube, "/api/v1/namespaces", stop=stop, on_list=on_list, on_event=on_event)
 
 
-def publish_all(kube: Kube, bundle: bytes) -> None:
-    """Publish ``bundle`` to every namespace now (blocking)."""
+def publish_all(kube: Kube, data: dict[str, str]) -> None:
+    """Publish ``data`` to every namespace now (blocking)."""
     listed = kube.request("GET", "/api/v1/namespaces")
     for item in listed.get("items") or []:
         meta = item.get("metadata") or {}
         name = str(meta.get("name") or "")
         if name and name not in SYSTEM_NAMESPACES and not meta.get("deletionTimestamp"):
             try:
-                publish(kube, name, bundle)
+                publish(kube, name, data)
             except KubeError as err:
                 log.warning("cannot publish the mesh root to %s: %s", name, err)
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 from typing import Any
 
 from initcontainer.config import to_args
-from injector.core import bootstrap
 from mesh.contract import (
+    BOOTSTRAP_FILE,
     CA_CONFIGMAP,
     CA_DIR,
     CA_FILE,
@@ -35,7 +35,7 @@ from mesh.contract import (
     TOKEN_FILE,
     TOKEN_VOLUME,
 )
-from mesh.envoy import process
+from mesh.envoy import bootstrap, process
 from mesh.overrides.pod import PodOverrides
 from mesh.settings import MeshConfig, Resources
 
@@ -102,13 +102,13 @@ def _proxy_security(overrides: PodOverrides) -> dict[str, Any]:
 def proxy_container(*, config: MeshConfig, overrides: PodOverrides) -> dict[str, Any]:
     """The Envoy sidecar; ``overrides.native`` makes it a restartable init container (K8s
     1.29+)."""
-    text = bootstrap.bootstrap_text(bootstrap.bootstrap(config=config, overrides=overrides))
     container: dict[str, Any] = {
         "name": PROXY_NAME,
         "image": overrides.image,
         "command": [PROXY_COMMAND],
         "args": [
-            "--config-yaml", text,
+            "--config-yaml", bootstrap.text(bootstrap.per_pod()),
+            "--config-path", bootstrap.SHARED_PATH,
             "--disable-hot-restart",
             "--log-level", overrides.log_level,
             "--concurrency", str(overrides.concurrency),
@@ -154,6 +154,6 @@ def volumes(*, config: MeshConfig) -> list[dict[str, Any]]:
                                      "expirationSeconds": config.control_plane.token_seconds}}
     return [
         {"name": TOKEN_VOLUME, "projected": {"sources": [token]}},
-        {"name": CA_VOLUME, "configMap": {"name": CA_CONFIGMAP,
-                                          "items": [{"key": CA_FILE, "path": CA_FILE}]}},
+        {"name": CA_VOLUME, "configMap": {"name": CA_CONFIGMAP, "items": [
+            {"key": CA_FILE, "path": CA_FILE}, {"key": BOOTSTRAP_FILE, "path": BOOTSTRAP_FILE}]}},
     ]

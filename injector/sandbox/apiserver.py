@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from injector.sandbox.model import PodPlan, SandboxPlan, ServicePlan
 from injector.sandbox.state import StateDir, read_json, write_json
-from mesh.contract import CONFIG_KEY, CONFIGMAP, INJECTOR_NAMESPACE, STATUS
+from mesh.contract import BOOTSTRAP_FILE, CONFIG_KEY, CONFIGMAP, INJECTOR_NAMESPACE, STATUS
 from mesh.pki import certs, jwt
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
@@ -83,8 +83,9 @@ def volume_dir(state: StateDir, pod: PodPlan, name: str) -> Path:
     return state.root / "volumes" / pod.key / name
 
 
-def write_volumes(state: StateDir, pod: PodPlan, keys: Keys) -> None:
-    """Make the pod's volumes on disk (readable by its containers' users, as a kubelet's)."""
+def write_volumes(state: StateDir, pod: PodPlan, keys: Keys, *, bootstrap: str) -> None:
+    """Make the pod's volumes on disk (readable by its containers' users, as a kubelet's); the
+    root's holds the proxies' shared ``bootstrap`` too, as the control plane publishes it."""
     for volume in pod.volumes:
         where = volume_dir(state, pod, volume.name)
         where.mkdir(parents=True, exist_ok=True)
@@ -95,7 +96,9 @@ def write_volumes(state: StateDir, pod: PodPlan, keys: Keys) -> None:
             os.chmod(target, 0o644)
         elif volume.kind == "ca-root":
             (where / volume.path).write_bytes(keys.ca_cert_file.read_bytes())
-            os.chmod(where / volume.path, 0o644)
+            (where / BOOTSTRAP_FILE).write_text(bootstrap)
+            for name in (volume.path, BOOTSTRAP_FILE):
+                os.chmod(where / name, 0o644)
 
 
 def mounts(state: StateDir, pod: PodPlan, wanted: Iterable[tuple[str, str]]

@@ -27,6 +27,8 @@ from injector.sandbox.plane import ControlPlane
 from injector.sandbox.progress import plural
 from injector.sandbox.runtime import Container
 from injector.sandbox.state import StateDir
+from mesh.envoy import bootstrap
+from mesh.settings import MeshConfig
 
 STARTUP_TIMEOUT = 30.0
 TICK = 0.1
@@ -189,9 +191,11 @@ class Supervisor:
             print(f"{time.strftime('%T')} network for {plural(len(names), 'pod')} in {took:.2f}s",
                   flush=True)
             self._start_control_plane()
+            shared = bootstrap.text(bootstrap.shared(MeshConfig.model_validate(
+                self.plan.mesh_config)))
             for pod in self.plan.pods:
                 ns = netns.Netns(names[pod.key])
-                apiserver.write_volumes(self.state, pod, self.keys)
+                apiserver.write_volumes(self.state, pod, self.keys, bootstrap=shared)
                 self.pods[pod.key] = [
                     Container(plan=c, pod=pod, ns=ns, log=self.state.log_path(pod.key, c.name),
                               mounts=apiserver.mounts(self.state, pod, c.mounts))

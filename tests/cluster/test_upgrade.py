@@ -17,7 +17,16 @@ from typing import Any
 import pytest
 import yaml
 
-from mesh.contract import CONFIG_KEY, CONFIGMAP, INJECT, NAMESPACE_ENABLED
+from mesh.contract import (
+    BOOTSTRAP_FILE,
+    CA_CONFIGMAP,
+    CONFIG_KEY,
+    CONFIGMAP,
+    INJECT,
+    NAMESPACE_ENABLED,
+)
+from mesh.envoy import bootstrap
+from mesh.settings import MeshConfig
 from tests.support import meshapp
 from tests.support.paths import MESHINJECT
 from tests.support.realcluster import NS, LocalCluster
@@ -109,3 +118,40 @@ def test_a_changed_mesh_config_shows_pods_stale_until_a_rollout_restart_reinject
             raise AssertionError(f"{err}:\n{seen[0]}\n{one}") from None
         out = seen[0]
         assert "STALE" not in out
+
+
+def _published_bootstrap(cluster: LocalCluster, ns: str) -> str:
+    found = json.loads(cluster.kubectl("get", "configmap", CA_CONFIGMAP, "-n", ns, "-o",
+                                       "json").stdout)
+    return str(found["data"].get(BOOTSTRAP_FILE, ""))
+
+
+def test_the_proxies_shared_bootstrap_is_published_and_follows_the_mesh_config(
+    cluster: LocalCluster
+) -> None:
+    """Every namespace's root ConfigMap carries the bootstrap its proxies read at start, made
+    from the installed mesh config; a new control plane address reaches it without a restart
+    (pods started after it use it), and going back puts the old one back."""
+    out = cluster.kubectl("get", "configmap", CONFIGMAP, "-n", NS, "-o", "json").stdout
+    original = json.loads(out)["data"][CONFIG_KEY]
+    installed = MeshConfig.model_validate(yaml.safe_load(original) or {})
+    with cluster.namespace("boot", labels={INJECT: NAMESPACE_ENABLED}) as ns:
+        expected = bootstrap.text(bootstrap.shared(installed))
+        meshapp.wait_for("the root ConfigMap with the bootstrap",
+                         lambda: _published_bootstrap(cluster, ns) == expected, timeout=30)
+        changed = yaml.safe_load(original) or {}
+        changed.setdefault("controlPlane", {})["address"] = "cp.elsewhere.example:15012"
+        moved = bootstrap.text(bootstrap.shared(MeshConfig.model_validate(changed)))
+        try:
+            patch = json.dumps({"data": {CONFIG_KEY: yaml.safe_dump(changed)}})
+            cluster.kubectl("patch", "configmap", CONFIGMAP, "-n", NS, "--type=merge", "-p",
+                            patch)
+            meshapp.wait_for("the moved address published",
+                             lambda: _published_bootstrap(cluster, ns) == moved, timeout=30)
+            assert "cp.elsewhere.example:15012" in moved
+        finally:
+            patch = json.dumps({"data": {CONFIG_KEY: original}})
+            cluster.kubectl("patch", "configmap", CONFIGMAP, "-n", NS, "--type=merge", "-p",
+                            patch)
+            meshapp.wait_for("the installed address published again",
+                             lambda: _published_bootstrap(cluster, ns) == expected, timeout=30)

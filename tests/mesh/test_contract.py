@@ -15,9 +15,9 @@ from typing import Any
 from controlplane.translate.proxy import translate
 from initcontainer.config import CaptureConfig
 from initcontainer.rules import NetInfo, render
-from injector.core.bootstrap import bootstrap
 from injector.core.patch import inject_pod
 from mesh import contract
+from mesh.envoy import bootstrap
 from mesh.overrides.pod import parse_overrides
 from mesh.settings import MeshConfig
 
@@ -53,7 +53,7 @@ def test_mesh_init_redirects_to_the_ports_the_proxy_listens_on() -> None:
     listeners = translate((), overrides=overrides).listeners.values()  # over xDS
     ports = {x["name"]: x["address"]["socket_address"]["port_value"] for x in listeners}
     assert ports == {"outbound": contract.OUTBOUND_PORT, "inbound": contract.INBOUND_PORT}
-    (own,) = bootstrap(config=config, overrides=overrides)["static_resources"]["listeners"]
+    (own,) = bootstrap.shared(config)["static_resources"]["listeners"]
     served = {own["address"]["socket_address"]["port_value"],
               *(a["address"]["socket_address"]["port_value"] for a in own["additional_addresses"])}
     assert served == {contract.READINESS_PORT, contract.PROMETHEUS_PORT}

@@ -27,6 +27,7 @@ from controlplane.identity.ca import MeshCA
 from injector.sandbox import netns
 from injector.sandbox.images import expand
 from mesh.contract import (
+    BOOTSTRAP_FILE,
     CA_DIR,
     CA_FILE,
     CONFIG_KEY,
@@ -38,6 +39,7 @@ from mesh.contract import (
     TOKEN_FILE,
     XDS_PORT,
 )
+from mesh.envoy import bootstrap
 from mesh.pki import jwt
 from mesh.settings import MeshConfig
 
@@ -155,7 +157,8 @@ class LabControl:
                                     "serviceaccount": {"name": service_account}}}
         (token_dir / TOKEN_FILE).write_text(jwt.mint(claims, self.key))
         (ca_dir / CA_FILE).write_bytes((self.pki / "ca.crt").read_bytes())
-        for path in (token_dir / TOKEN_FILE, ca_dir / CA_FILE):
+        (ca_dir / BOOTSTRAP_FILE).write_text(bootstrap.text(bootstrap.shared(self.config)))
+        for path in (token_dir / TOKEN_FILE, ca_dir / CA_FILE, ca_dir / BOOTSTRAP_FILE):
             os.chmod(path, 0o644)
         for path in (self.root, self.root / "pods", home):
             os.chmod(path, 0o755)

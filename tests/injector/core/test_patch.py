@@ -71,8 +71,9 @@ def test_the_proxy_container_runs_envoy_locked_down() -> None:
     proxy = inject(pod())["spec"]["initContainers"][1]
     assert proxy["command"] == ["envoy"]
     args = proxy["args"]
-    assert args[0] == "--config-yaml" and json.loads(args[1])["admin"]
-    assert args[2:] == ["--disable-hot-restart", "--log-level", "warning", "--concurrency", "1",
+    assert args[0] == "--config-yaml" and json.loads(args[1])["node"]
+    assert args[2:4] == ["--config-path", "/var/run/secrets/meshinject.io/ca/bootstrap.json"]
+    assert args[4:] == ["--disable-hot-restart", "--log-level", "warning", "--concurrency", "1",
                         "--drain-time-s", "5", "--drain-strategy", "immediate",
                         "--file-flush-interval-msec", "1000"]
     # drained before the kubelet's SIGTERM (Envoy exits at once on it)

@@ -1,7 +1,17 @@
-"""One pod's Envoy bootstrap: only what must work before the control plane answers.
+"""The proxies' Envoy bootstrap: only what must work before the control plane answers.
 
 Everything else (the capture listeners, the Services' clusters and routes, endpoints, the L7
-policy) comes over xDS. The bootstrap holds:
+policy) comes over xDS. The bootstrap comes in two parts, which Envoy merges
+(``--config-yaml`` over ``--config-path``):
+
+- :func:`per_pod`, in the proxy's args: the node's identity and nothing else, so the injected
+  container stays about 2 KB and ``meshinject inject`` output readable;
+- :func:`shared`, the same for every proxy of the mesh: the file ``bootstrap.json`` in the
+  ``meshinject-ca-root`` ConfigMap beside the root certificate, which the control plane
+  publishes to every namespace and the proxy mounts already (no second ConfigMap a pod's start
+  would wait for).
+
+Together they hold:
 
 - the node's identity, written with ``$(VAR)`` references the kubelet expands from the proxy's
   downward-API environment (a pod's name is not known at admission, only when it is created);
@@ -21,6 +31,7 @@ import orjson
 
 from mesh.contract import (
     ADMIN_PORT,
+    BOOTSTRAP_FILE,
     CA_DIR,
     CA_FILE,
     POD_IP_ENV,
@@ -36,7 +47,6 @@ from mesh.contract import (
 )
 from mesh.envoy.base import DOWNSTREAM_CONNECTIONS, Json, socket_address
 from mesh.envoy.capture import admin_cluster, admin_paths_listener
-from mesh.overrides.pod import PodOverrides
 from mesh.settings import MeshConfig
 
 MAX_DOWNSTREAM_CONNECTIONS = 50_000
@@ -98,11 +108,13 @@ def overload_manager() -> Json:
     }]}
 
 
-def bootstrap(*, config: MeshConfig, overrides: PodOverrides) -> dict[str, Any]:
-    """The bootstrap of one pod's proxy."""
-    del overrides  # the pod's own settings reach its proxy over xDS
+SHARED_PATH = f"{CA_DIR}/{BOOTSTRAP_FILE}"  # where the proxy finds :func:`shared`
+
+
+def shared(config: MeshConfig) -> dict[str, Any]:
+    """The part every proxy of the mesh runs alike: admin, readiness and Prometheus, the ADS
+    connection (it depends on the mesh config's control plane address alone)."""
     return {
-        "node": node(),
         "admin": {"address": socket_address("127.0.0.1", ADMIN_PORT)},
         "overload_manager": overload_manager(),
         "dynamic_resources": ads(config),
@@ -116,6 +128,18 @@ def bootstrap(*, config: MeshConfig, overrides: PodOverrides) -> dict[str, Any]:
     }
 
 
-def bootstrap_text(config: dict[str, Any]) -> str:
-    """Compact JSON (which is YAML) for ``--config-yaml``; sorted keys, so equal in, equal out."""
+def per_pod() -> dict[str, Any]:
+    """The part in one pod's args: who the proxy is (the pod's own settings reach it over
+    xDS)."""
+    return {"node": node()}
+
+
+def merged(config: MeshConfig) -> dict[str, Any]:
+    """What the proxy runs: both parts, as Envoy merges them (they share no field)."""
+    return {**shared(config), **per_pod()}
+
+
+def text(config: dict[str, Any]) -> str:
+    """Compact JSON (which is YAML for ``--config-yaml``); sorted keys, so equal in, equal
+    out."""
     return orjson.dumps(config, option=orjson.OPT_SORT_KEYS).decode()
