@@ -56,7 +56,7 @@ def _classic_never_completes(pod: Mapping[str, Any], overrides: PodOverrides) ->
         return None
     owners = (pod.get("metadata") or {}).get("ownerReferences")
     job = isinstance(owners, list) and any(
-        isinstance(o, Mapping) and o.get("kind") == "Job" for o in owners)
+        isinstance(o, dict) and o.get("kind") == "Job" for o in owners)
     annotated = any(key == PROXY_NATIVE_SIDECAR for key, _ in overrides.proxy_annotations)
     source = f"{PROXY_NATIVE_SIDECAR}=false" if annotated else "the mesh config's nativeSidecars"
     what = "the Job's pod" if job else f"a pod with restartPolicy {policy} (a Job's, a CronJob's)"

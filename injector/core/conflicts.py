@@ -34,7 +34,7 @@ _PORTS = ", ".join(str(p) for p in sorted(PROXY_PORTS))
 def problems(pod: Mapping[str, Any]) -> list[SpecError]:
     """Every clash between the pod's own containers and what injection adds, in spec order."""
     spec = pod.get("spec")
-    if not isinstance(spec, Mapping):
+    if not isinstance(spec, dict):
         return []
     pod_security = spec.get("securityContext")
     found: list[SpecError] = []
@@ -43,7 +43,7 @@ def problems(pod: Mapping[str, Any]) -> list[SpecError]:
         if not isinstance(items, list):
             continue
         for index, container in enumerate(items):
-            if not isinstance(container, Mapping) or rendered.is_ours(container, init=init):
+            if not isinstance(container, dict) or rendered.is_ours(container, init=init):
                 continue
             field = f"spec.{key}[{index}] ({container.get('name')})"
             found.extend(SpecError(field, why) for why in _container(container, init=init,
@@ -64,7 +64,7 @@ def _container(container: Mapping[str, Any], *, init: bool, pod_security: Any) -
                "injects, and this one is not meshinject's: rename it")
     ports = container.get("ports")
     for port in ports if isinstance(ports, list) else []:
-        if not isinstance(port, Mapping):
+        if not isinstance(port, dict):
             continue
         number, protocol = port.get("containerPort"), port.get("protocol") or "TCP"
         if isinstance(number, int) and number in PROXY_PORTS and protocol == "TCP":
@@ -83,9 +83,9 @@ def _container(container: Mapping[str, Any], *, init: bool, pod_security: Any) -
 def _effective(container: Mapping[str, Any], pod_security: Any, field: str) -> tuple[Any, str]:
     """The container's ``field`` as the kubelet applies it: its own, else the pod's."""
     own = container.get("securityContext")
-    if isinstance(own, Mapping) and _is_int(own.get(field)):
+    if isinstance(own, dict) and _is_int(own.get(field)):
         return own[field], f"securityContext.{field}"
-    if isinstance(pod_security, Mapping) and _is_int(pod_security.get(field)):
+    if isinstance(pod_security, dict) and _is_int(pod_security.get(field)):
         return pod_security[field], f"spec.securityContext.{field}"
     return None, ""
 

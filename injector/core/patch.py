@@ -65,12 +65,12 @@ def _editable(pod: Mapping[str, Any]) -> dict[str, Any]:
     added or normalised (a null stays null), so that strip can give back the very pod."""
     new = dict(pod)
     metadata = new.get("metadata")
-    if isinstance(metadata, Mapping):
+    if isinstance(metadata, dict):
         metadata = new["metadata"] = dict(metadata)
         if isinstance(metadata.get("annotations"), Mapping):
             metadata["annotations"] = dict(metadata["annotations"])
     spec = new.get("spec")
-    if isinstance(spec, Mapping):
+    if isinstance(spec, dict):
         spec = new["spec"] = dict(spec)
         for key in _LISTS:
             if isinstance(spec.get(key), list):
@@ -91,7 +91,7 @@ def _empties(pod: Mapping[str, Any]) -> dict[str, Any]:
     found: dict[str, Any] = {}
     for name, parent, key in _EMPTY:
         holder = pod if parent is None else pod.get(parent)
-        if isinstance(holder, Mapping) and key in holder and holder[key] in (None, {}, []):
+        if isinstance(holder, dict) and key in holder and holder[key] in (None, {}, []):
             found[name] = holder[key]
     return found
 
@@ -244,8 +244,8 @@ def diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[dict[str, Any]]
     ops: list[dict[str, Any]] = []
     for parent, key in _DIFFED:
         old_parent, new_parent = old.get(parent, _MISSING), new.get(parent, _MISSING)
-        if not isinstance(old_parent, Mapping):  # a template without metadata: add it whole
-            added = isinstance(new_parent, Mapping) and key in new_parent
+        if not isinstance(old_parent, dict):  # a template without metadata: add it whole
+            added = isinstance(new_parent, dict) and key in new_parent
             if added and (not ops or ops[-1]["path"] != f"/{parent}"):
                 ops.append({"op": "add", "path": f"/{parent}", "value": new_parent})
             continue

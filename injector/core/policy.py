@@ -38,7 +38,7 @@ class Decision:
 
 def _flag(values: Mapping[str, Any] | None) -> str | None:
     """The pod's meshinject.io/inject value, lower-cased, if it is one we understand."""
-    if not isinstance(values, Mapping) or INJECT not in values:
+    if not isinstance(values, dict) or INJECT not in values:
         return None
     text = str(values[INJECT]).strip().lower()
     return text if text in (*_YES, *_NO) else None
@@ -51,7 +51,7 @@ def flag_errors(pod: Mapping[str, Any]) -> list[AnnotationError]:
     errors = []
     for where in ("label", "annotation"):
         values = metadata.get(f"{where}s")
-        if isinstance(values, Mapping) and INJECT in values:
+        if isinstance(values, dict) and INJECT in values:
             value = values[INJECT]
             if str(value).strip().lower() not in (*_YES, *_NO):
                 errors.append(AnnotationError(INJECT, str(value), "expected true or false "
@@ -62,10 +62,10 @@ def flag_errors(pod: Mapping[str, Any]) -> list[AnnotationError]:
 def _windows(spec: Mapping[str, Any]) -> str | None:
     """How the pod says it runs on Windows nodes, or None."""
     os_field = spec.get("os")
-    if isinstance(os_field, Mapping) and str(os_field.get("name", "")).lower() == "windows":
+    if isinstance(os_field, dict) and str(os_field.get("name", "")).lower() == "windows":
         return "spec.os.name: windows"
     selector = spec.get("nodeSelector")
-    if isinstance(selector, Mapping) and str(selector.get(OS_LABEL, "")).lower() == "windows":
+    if isinstance(selector, dict) and str(selector.get(OS_LABEL, "")).lower() == "windows":
         return f"nodeSelector {OS_LABEL}: windows"
     return None
 

@@ -42,7 +42,7 @@ CONFIG_FLAG = "--config-yaml"  # the proxy's first argument: its whole bootstrap
 def is_ours(container: Any, *, init: bool) -> bool:
     """Whether this entry of ``spec.initContainers`` (``init``) or ``spec.containers`` is one
     that injection rendered."""
-    if not isinstance(container, Mapping):
+    if not isinstance(container, dict):
         return False
     name, command = container.get("name"), container.get("command")
     if name == INIT_NAME:
@@ -59,13 +59,13 @@ def is_ours(container: Any, *, init: bool) -> bool:
 def reserved_but_not_ours(container: Any, *, init: bool) -> bool:
     """A container that takes one of our names without being ours: the pod must be refused,
     as injecting would either delete it or add a second container of that name."""
-    return isinstance(container, Mapping) and container.get("name") in RESERVED and \
+    return isinstance(container, dict) and container.get("name") in RESERVED and \
         not is_ours(container, init=init)
 
 
 def is_our_volume(volume: Any) -> bool:
     """Whether this entry of ``spec.volumes`` is one that injection rendered."""
-    if not isinstance(volume, Mapping):
+    if not isinstance(volume, dict):
         return False
     name = volume.get("name")
     if name == TOKEN_VOLUME:
@@ -76,11 +76,11 @@ def is_our_volume(volume: Any) -> bool:
             and sources[0]["serviceAccountToken"].get("audience") == TOKEN_AUDIENCE
     if name == CA_VOLUME:
         config_map = volume.get("configMap")
-        return isinstance(config_map, Mapping) and config_map.get("name") == CA_CONFIGMAP
+        return isinstance(config_map, dict) and config_map.get("name") == CA_CONFIGMAP
     return False
 
 
 def reserved_volume_but_not_ours(volume: Any) -> bool:
     """A volume that takes one of our names without being ours: the pod must be refused."""
-    return isinstance(volume, Mapping) and volume.get("name") in RESERVED_VOLUMES and \
+    return isinstance(volume, dict) and volume.get("name") in RESERVED_VOLUMES and \
         not is_our_volume(volume)
