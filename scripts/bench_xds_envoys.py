@@ -32,9 +32,10 @@ its RSS and peak, and the sum of the Envoys' RSS.
 
     .venv/bin/python scripts/bench_xds_envoys.py --envoys 200 --services 200
 
-Bounded: a total timeout (``--deadline``), Envoys stop starting when the machine's used memory
-passes ``--max-used-gib``; every process is stopped by its pid, the namespace deleted and the
-run's directory removed on every exit (SIGINT and SIGTERM included).
+Bounded: a total timeout (``--deadline``); no batch starts that would take the machine's used
+memory past ``--max-used-gib`` (at the memory per Envoy so far, plus a fifth), and the run
+then measures the Envoys it has and exits 1. Every process is stopped by its pid, the
+namespace deleted and the run's directory removed on every exit (SIGINT and SIGTERM included).
 """
 
 from __future__ import annotations
@@ -198,12 +199,19 @@ def start_all(run: Run, binary: str, deadline: float) -> tuple[int, float]:
     args = run.args
     begun = time.monotonic()
     started = 0
+    base = used_gib()
+    each = 0.0  # GiB per synced Envoy so far: a batch must fit under the limit before it starts
     while started < args.envoys:
-        if used_gib() > args.max_used_gib:
-            print(f"  stopping at {started} Envoys: {used_gib():.1f} GiB of memory in use "
-                  f"(limit {args.max_used_gib:g})", flush=True)
+        room = args.max_used_gib - used_gib()
+        size = min(args.batch, args.envoys - started)
+        if each:
+            size = min(size, int(room / (each * 1.2)))
+        if size <= 0 or room <= 0:
+            print(f"  stopping at {started} Envoys: {used_gib():.1f} GiB of memory in use, "
+                  f"{each * 1024:.0f} MiB per Envoy (limit {args.max_used_gib:g} GiB)",
+                  flush=True)
             break
-        batch = range(started, min(args.envoys, started + args.batch))
+        batch = range(started, started + size)
         for i in batch:
             run.start_envoy(i, binary)
         started = batch.stop
@@ -223,6 +231,7 @@ def start_all(run: Run, binary: str, deadline: float) -> tuple[int, float]:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"only {done} of {started} Envoys synced by the deadline")
             time.sleep(0.5)
+        each = max(each, (used_gib() - base) / started)
         print(f"  {started} Envoys synced ({time.monotonic() - begun:.0f} s; plane RSS "
               f"{rss_mb(run.plane.pid):.0f} MB, memory in use {used_gib():.1f} GiB)",  # type: ignore[union-attr]
               flush=True)
