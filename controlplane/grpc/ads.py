@@ -188,7 +188,9 @@ class Stream:
         """What ``/debug/proxies`` and ``inspect`` show for this proxy. A type is current when
         the proxy ACKed the last response and nothing it subscribes to changed since: a named
         type's set (routes, endpoints) moves on with other proxies' names too, which this
-        proxy is never sent, so its version alone is not the test."""
+        proxy is never sent, so its version alone is not the test. ``ackedAt`` is when the
+        last ACK of the type was read (``time.time()``; None before the first), what
+        ``scripts/bench_xds_envoys.py`` times real Envoys by."""
         latest = self.runtime.sets_for(self.subscriber) or {}
         sub = self.subscriber
         return {
