@@ -25,12 +25,15 @@ allocation sites (by line) after the sync and at the end to ``tracemalloc-*.txt`
 directory (printed); slower, for finding where the memory goes, not for the figures.
 
 Target (issue 13): at 1,000 proxies and 1,000 services, p99 under 1 s and under 300 MB.
+The same push to real Envoys: ``scripts/bench_xds_envoys.py``, which shares the registry, keys,
+tokens and control plane start-up defined here.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -39,8 +42,11 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -90,6 +96,82 @@ def write_registry(path: Path, *, services: int, proxies: int,
     os.replace(tmp, path)
 
 
+def change_slice(path: Path, extra: dict[int, list[str]], change: int, *, services: int,
+                 proxies: int) -> tuple[str, float]:
+    """Change number ``change`` (from 0): one more marker address in one Service's slice, the
+    registry rewritten; returns (the address, time.time() of the rewrite)."""
+    address = f"{MARKER}{change + 1}"
+    target = change % services
+    extra[target] = [*extra.get(target, []), address]
+    write_registry(path, services=services, proxies=proxies, extra=extra)
+    return address, time.time()
+
+
+# -- the keys and the control plane -------------------------------------------------------------
+def token_for(key: ec.EllipticCurvePrivateKey, i: int) -> str:
+    """Pod p{i}'s projected ServiceAccount token, as the kubelet would mount it."""
+    return jwt.mint({"sub": "system:serviceaccount:bench:default", "aud": ["meshinject"],
+                     "exp": time.time() + 3600,
+                     "kubernetes.io": {"pod": {"name": f"p{i}", "uid": f"u{i}"}}}, key)
+
+
+def make_keys(work: Path) -> ec.EllipticCurvePrivateKey:
+    """The token key (its public half is what the plane trusts instead of TokenReview) and the
+    mesh CA (``ca.crt`` is the root every proxy verifies the plane with), written to ``work``."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    (work / "token.key").write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
+    (work / "token.pub").write_bytes(key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    ca = MeshCA.create(trust_domain="cluster.local")
+    (work / "ca.crt").write_bytes(ca.signer.cert_pem)
+    (work / "ca.key").write_bytes(ca.signer.key_pem)
+    return key
+
+
+def loopback_status(port: int, path: str) -> int:
+    """The HTTP status of GET 127.0.0.1:``port``/``path`` here; OSError when nothing answers."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as answer:
+            return int(answer.status)
+    except urllib.error.HTTPError as err:
+        return err.code
+
+
+def start_plane(*, work: Path, registry: Path, port: int, poll: float,
+                command: Sequence[str] = (PROGRAM,), env: dict[str, str] | None = None,
+                log: IO[bytes], wrap: Sequence[str] = (),
+                status: Callable[[int, str], int] = loopback_status) -> subprocess.Popen[bytes]:
+    """The real control plane on 127.0.0.1:``port`` (debug on ``port + 1``), serving a
+    certificate for 127.0.0.1, trusting tokens of ``work/token.pub``; ready when this returns
+    (``/readyz`` answers 200), or RuntimeError with its log's tail. ``wrap`` runs it inside a
+    network namespace (``ip netns exec NAME``, which execs: the pid is still the plane's), and
+    ``status`` is how its debug port is reached from here."""
+    with contextlib.suppress(OSError):
+        status(port + 1, "/readyz")
+        raise RuntimeError(f"127.0.0.1:{port + 1} already answers (another benchmark?): "
+                           f"choose another --port")
+    plane = subprocess.Popen(
+        [*wrap, *command, "--registry-file", str(registry), "--token-key",
+         str(work / "token.pub"), "--ca-dir", str(work), "--listen", f"127.0.0.1:{port}",
+         "--debug-listen", f"127.0.0.1:{port + 1}", "--serving-ip", "127.0.0.1",
+         "--registry-poll", str(poll), "--log-level", "warning"],
+        stdout=subprocess.DEVNULL, stderr=log, env={**os.environ, **(env or {})})
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if plane.poll() is not None:
+            raise RuntimeError(f"the control plane exited {plane.returncode}: "
+                               f"{(work / 'controlplane.log').read_text()[-2000:]}")
+        with contextlib.suppress(OSError):
+            if status(port + 1, "/readyz") == 200:
+                return plane
+        time.sleep(0.1)
+    plane.kill()
+    plane.wait()
+    raise RuntimeError("the control plane was not ready in 60 s")
+
+
 # -- a client process ---------------------------------------------------------------------------
 async def clients(args: argparse.Namespace) -> None:
     import grpc
@@ -105,9 +187,7 @@ async def clients(args: argparse.Namespace) -> None:
     holding: set[int] = set()
     made = []
     for i in range(args.offset, args.offset + args.count):
-        token = jwt.mint({"sub": "system:serviceaccount:bench:default", "aud": ["meshinject"],
-                          "exp": time.time() + 3600,
-                          "kubernetes.io": {"pod": {"name": f"p{i}", "uid": f"u{i}"}}}, key)
+        token = token_for(key, i)
         channel = grpc.aio.secure_channel(
             f"127.0.0.1:{args.port}", grpc.ssl_channel_credentials(root),
             options=[("grpc.ssl_target_name_override",
@@ -259,19 +339,11 @@ def certs(args: argparse.Namespace, plane: subprocess.Popen[bytes],
 
 def bench(args: argparse.Namespace) -> int:
     work = Path(tempfile.mkdtemp(prefix="bench-xds-"))
-    key = ec.generate_private_key(ec.SECP256R1())
-    (work / "token.key").write_bytes(key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption()))
-    (work / "token.pub").write_bytes(key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
-    ca = MeshCA.create(trust_domain="cluster.local")
-    (work / "ca.crt").write_bytes(ca.signer.cert_pem)
-    (work / "ca.key").write_bytes(ca.signer.key_pem)
+    make_keys(work)
     registry = work / "registry.json"
     extra: dict[int, list[str]] = {}
     write_registry(registry, services=args.services, proxies=args.proxies, extra=extra)
-    port = 15700
+    port = args.port
     log = open(work / "controlplane.log", "wb")  # noqa: SIM115 (the plane's whole life)
     command = [PROGRAM]
     if args.tracemalloc:
@@ -279,16 +351,16 @@ def bench(args: argparse.Namespace) -> int:
             "OUT", repr(str(work / "tracemalloc")))
         command = [sys.executable, "-c", code]
     command = [*args.plane_wrap.split(), *command]
-    plane = subprocess.Popen(
-        [*command, "--registry-file", str(registry), "--token-key", str(work / "token.pub"),
-         "--ca-dir", str(work), "--listen", f"127.0.0.1:{port}", "--debug-listen",
-         f"127.0.0.1:{port + 1}", "--serving-ip", "127.0.0.1", "--registry-poll",
-         str(args.poll), "--log-level", "warning"],
-        stdout=subprocess.DEVNULL, stderr=log, env={**os.environ, **dict(
-            e.split("=", 1) for e in args.plane_env)})
+    try:
+        plane = start_plane(work=work, registry=registry, port=port, poll=args.poll,
+                            command=command, log=log,
+                            env=dict(e.split("=", 1) for e in args.plane_env))
+    except RuntimeError:
+        log.close()
+        shutil.rmtree(work, ignore_errors=True)
+        raise
     procs: list[subprocess.Popen[str]] = []
     try:
-        time.sleep(2)
         per = -(-args.proxies // args.processes)
         begun = time.monotonic()
         for offset in range(0, args.proxies, per):
@@ -325,11 +397,8 @@ def bench(args: argparse.Namespace) -> int:
         time.sleep(1)
         cpu_before, written = cpu_seconds(plane.pid), {}
         for change in range(args.changes):
-            address = f"{MARKER}{change + 1}"
-            target = change % args.services
-            extra[target] = [*extra.get(target, []), address]
-            write_registry(registry, services=args.services, proxies=args.proxies, extra=extra)
-            written[address] = time.time()
+            address, written[address] = change_slice(
+                registry, extra, change, services=args.services, proxies=args.proxies)
             time.sleep(args.interval)
         cpu = cpu_seconds(plane.pid) - cpu_before
         seen: dict[str, list[float]] = {}
@@ -370,7 +439,8 @@ def bench(args: argparse.Namespace) -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--port", type=int, default=15700, help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, default=15700,
+                        help="the control plane's port, its debug port the next (15700)")
     parser.add_argument("--key", help=argparse.SUPPRESS)
     parser.add_argument("--root", help=argparse.SUPPRESS)
     parser.add_argument("--offset", type=int, default=0, help=argparse.SUPPRESS)

@@ -58,6 +58,7 @@ class TypeState:
     version: str = ""  # the version_info of the last response
     generation: int = 0  # the runtime's generation that response carried
     acked: str = ""
+    acked_at: float = 0.0  # time.time() of the last ACK (what a benchmark times pushes by)
     nack: tuple[str, str] | None = None  # (version refused, Envoy's message)
     pushes: int = 0
 
@@ -102,6 +103,7 @@ class Stream:
                 state.nack = (state.version, message)
             else:
                 state.acked = request.version_info
+                state.acked_at = time.time()
                 self.subscriber.acked[type_url] = request.version_info
                 state.nack = None
                 started = self.runtime.stats.change_times.get(state.generation)
@@ -186,7 +188,9 @@ class Stream:
         """What ``/debug/proxies`` and ``inspect`` show for this proxy. A type is current when
         the proxy ACKed the last response and nothing it subscribes to changed since: a named
         type's set (routes, endpoints) moves on with other proxies' names too, which this
-        proxy is never sent, so its version alone is not the test."""
+        proxy is never sent, so its version alone is not the test. ``ackedAt`` is when the
+        last ACK of the type was read (``time.time()``; None before the first), what
+        ``scripts/bench_xds_envoys.py`` times real Envoys by."""
         latest = self.runtime.sets_for(self.subscriber) or {}
         sub = self.subscriber
         return {
@@ -202,7 +206,7 @@ class Stream:
             "problem": self.subscriber.problem,
             "types": {
                 short_type(t): {
-                    "sent": s.version, "acked": s.acked,
+                    "sent": s.version, "acked": s.acked, "ackedAt": s.acked_at or None,
                     "latest": latest[t].version if t in latest else "",
                     "current": t in latest and s.acked == s.version and (
                         s.acked == latest[t].version

@@ -144,6 +144,32 @@ def test_clusters_then_endpoints_then_acks_and_only_a_changed_assignment_is_sent
     run(tmp_path, scenario)
 
 
+def test_the_time_of_each_ack_is_recorded_and_shown_per_type(tmp_path: Path) -> None:
+    """``ackedAt`` is what the real-Envoy benchmark times a push by: it must move forward with
+    the ACK of the assignment a change caused, and never precede that change."""
+    async def scenario(world: World) -> None:
+        client = world.client("a")
+        task = asyncio.create_task(client.run())
+        await until(lambda: bool(world.ads.streams))
+        stream = next(iter(world.ads.streams))
+        await until(lambda: len(stream.types) >= 4 and all(
+            t["current"] for t in stream.status()["types"].values()))
+        before = stream.status()["types"]["ClusterLoadAssignment"]
+        assert before["ackedAt"] is not None and before["ackedAt"] <= time.time()
+        await asyncio.sleep(0.05)
+        changed = time.time()
+        world.runtime.submit(Change("endpoints", WEB.key, eps("198.18.0.1", "198.18.0.3")))
+        await until(lambda: stream.status()["types"]["ClusterLoadAssignment"]["acked"]
+                    != before["acked"])
+        after = stream.status()["types"]["ClusterLoadAssignment"]
+        assert after["ackedAt"] > before["ackedAt"]
+        assert after["ackedAt"] >= changed
+        assert stream.status()["types"]["Listener"]["ackedAt"] < changed  # not pushed again
+        client.close()
+        await task
+    run(tmp_path, scenario)
+
+
 def test_a_nack_is_recorded_counted_and_the_same_version_not_sent_again(tmp_path: Path) -> None:
     async def scenario(world: World) -> None:
         client = world.client("a", nack=frozenset({LISTENER}))

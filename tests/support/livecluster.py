@@ -218,7 +218,7 @@ def _sync(pod: str, *, nack: str | None = None, behind: bool = False) -> Obj:
     types = {}
     for kind in ("Cluster", "ClusterLoadAssignment", "Listener", "RouteConfiguration", "Secret"):
         latest = "4" if behind and kind == "ClusterLoadAssignment" else "3"
-        types[kind] = {"sent": latest, "acked": "3", "latest": latest,
+        types[kind] = {"sent": latest, "acked": "3", "ackedAt": 1764633601.0, "latest": latest,
                        "current": latest == "3", "nack": None, "pushes": 3}
     if nack:
         types["Listener"].update(latest="5", sent="5", current=False,
