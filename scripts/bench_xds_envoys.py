@@ -4,10 +4,10 @@
 The lightweight-client half of issue 13 is ``scripts/bench_xds.py``; this is the other half.
 The real ``meshinject-controlplane`` serves N real Envoys (``mesh.envoy.binary``) over S
 Services of three endpoints, read from the same registry file ``bench_xds`` writes. Each Envoy
-runs with the product's bootstrap (``injector.core.bootstrap``) for pod p{i} in namespace
-``bench``, its ``$(VAR)`` references expanded as the kubelet would, its projected token (a JWT
-of the bench's key, as the plane is told to trust) and the mesh root bind-mounted where the
-bootstrap reads them; ``--concurrency 1 --disable-hot-restart``.
+runs with the product's bootstrap (``mesh.envoy.bootstrap``, both parts merged) for pod p{i}
+in namespace ``bench``, its ``$(VAR)`` references expanded as the kubelet would, its projected
+token (a JWT of the bench's key, as the plane is told to trust) and the mesh root bind-mounted
+where the bootstrap reads them; ``--concurrency 1 --disable-hot-restart``.
 
 Where they run: one network namespace of their own, made for the run, holds the control plane
 and every Envoy on its loopback (the plane dials nothing, the Envoys dial 127.0.0.1, which
@@ -69,14 +69,13 @@ from bench_xds import (  # noqa: E402
     write_registry,
 )
 
-from injector.core.bootstrap import bootstrap, bootstrap_text  # noqa: E402
 from injector.sandbox import netns, nssocket  # noqa: E402
 from injector.sandbox.images import expand  # noqa: E402
 from mesh.contract import CA_DIR, CA_FILE, TOKEN_DIR, TOKEN_FILE  # noqa: E402
+from mesh.envoy import bootstrap  # noqa: E402
 from mesh.envoy.base import socket_address  # noqa: E402
 from mesh.envoy.binary import envoy_binary  # noqa: E402
 from mesh.envoy.capture import ADMIN_CLUSTER  # noqa: E402
-from mesh.overrides.pod import parse_overrides  # noqa: E402
 from mesh.settings import MeshConfig  # noqa: E402
 
 CLA = "ClusterLoadAssignment"
@@ -90,7 +89,7 @@ class Stopped(Exception):
 def envoy_bootstrap(*, config: MeshConfig, admin_port: int) -> dict[str, Any]:
     """The product's bootstrap with the admin API (and the cluster that reaches it) on
     ``admin_port``: the one port several Envoys on one loopback cannot share."""
-    boot = bootstrap(config=config, overrides=parse_overrides({}, config=config))
+    boot = bootstrap.merged(config)
     boot["admin"]["address"] = socket_address("127.0.0.1", admin_port)
     admin = [c for c in boot["static_resources"]["clusters"] if c["name"] == ADMIN_CLUSTER]
     if len(admin) != 1:
@@ -142,7 +141,7 @@ class Run:
         (home / "token" / TOKEN_FILE).write_text(token_for(self.key, i))
         env = {"POD_NAME": f"p{i}", "POD_NAMESPACE": "bench", "POD_IP": f"198.18.200.{i % 250}",
                "SERVICE_ACCOUNT": "default"}
-        text = expand(bootstrap_text(envoy_bootstrap(
+        text = expand(bootstrap.text(envoy_bootstrap(
             config=self.config, admin_port=self.args.admin_base + i)), env)
         command = [binary, "--config-yaml", text, "--disable-hot-restart", "--concurrency", "1",
                    "--log-level", "warning", "--log-path", str(home / "envoy.log")]
