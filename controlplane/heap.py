@@ -5,8 +5,10 @@ copies each message it sends), so a thousand proxies syncing pass through gigaby
 keeps what was freed for reuse, and the small allocations that stay alive between those copies
 keep it from shrinking the heap: at 600 proxies the control plane sat at 300 MB of which 145 MB
 were free pages, and ``malloc_trim`` gave them back at once. So after anything changed, once a
-few seconds pass, the heap is trimmed (a few milliseconds). Where the C library has no
-``malloc_trim`` (not glibc), nothing is done.
+few seconds pass, the heap is trimmed (a few milliseconds). And blocks of 64 KB and more (the
+messages' copies) get mappings of their own, returned whole when freed instead of splitting
+the heap (at 1,000 x 1,000: 150 against 168-175 MB at rest, 479 against 510-525 MB peak). Where
+the C library is not glibc, nothing is done.
 """
 
 from __future__ import annotations
@@ -21,14 +23,36 @@ from collections.abc import Awaitable, Callable, Hashable
 log = logging.getLogger("meshinject.heap")
 
 
-def _malloc_trim() -> Callable[[int], int] | None:
-    name = ctypes.util.find_library("c")
+_M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+BIG_BLOCK = 64 * 1024
+
+
+def _libc() -> ctypes.CDLL | None:
     try:
-        trim = ctypes.CDLL(name).malloc_trim
-    except (OSError, AttributeError, TypeError):
+        return ctypes.CDLL(ctypes.util.find_library("c"))
+    except (OSError, TypeError):
+        return None
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        trim = _libc().malloc_trim  # type: ignore[union-attr]
+    except AttributeError:
         return None
     trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
     return trim
+
+
+def map_big_blocks_apart(threshold: int = BIG_BLOCK) -> bool:
+    """Serve every allocation of ``threshold`` bytes or more from a mapping of its own (glibc
+    otherwise raises its threshold to the biggest block freed, and megabyte copies land in the
+    heap); whether the C library took it."""
+    try:
+        mallopt = _libc().mallopt  # type: ignore[union-attr]
+    except AttributeError:
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return bool(mallopt(_M_MMAP_THRESHOLD, threshold))
 
 
 async def give_back(activity: Callable[[], Hashable], *, interval: float = 3.0,

@@ -286,6 +286,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not heap.map_big_blocks_apart():
+        log.info("not glibc: big blocks share the heap")
     try:
         return asyncio.run(serve(args))
     except (UsageError, MeshError, OSError) as err:
