@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from injector.cli.files import read_input, write_documents
+from injector.cli.files import read_input, source_name, write_documents
 from injector.cli.inject import fail
 from injector.core.manifests import load_documents, uninject_documents
 from mesh.errors import MeshError
@@ -27,7 +27,8 @@ DESCRIPTION = (
 
 def run(args: argparse.Namespace) -> int:
     try:
-        docs, notes = uninject_documents(load_documents(read_input(args.filename)))
+        docs, notes = uninject_documents(load_documents(
+            read_input(args.filename), source=source_name(args.filename)))
     except MeshError as err:
         return fail(err)
     return write_documents(docs, notes)

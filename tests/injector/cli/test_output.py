@@ -43,7 +43,7 @@ def test_a_reader_that_goes_away_ends_a_command_quietly(argv: list[str]) -> None
     assert done.returncode in ((141, 0) if argv == ["--help"] else (141,))
 
 
-@pytest.mark.parametrize("command", ["inject", "check"])
+@pytest.mark.parametrize("command", ["inject", "check", "uninject"])
 def test_a_yaml_syntax_error_names_the_file(command: str, tmp_path: Path) -> None:
     path = tmp_path / "broken.yaml"
     path.write_text(BROKEN)
