@@ -45,6 +45,7 @@ from mesh.contract import CONTROLPLANE_DEBUG_PORT, INJECTOR_NAMESPACE, TRUST_DOM
 from mesh.envoy import bootstrap
 from mesh.errors import MeshError, SettingsError, UsageError
 from mesh.kube.client import Kube
+from mesh.settings import MeshConfig
 
 log = logging.getLogger("meshinject.controlplane")
 
@@ -222,9 +223,14 @@ class CaRotations:
         self.kube = kube
         self.runtime = runtime
         self.lock = asyncio.Lock()
+        self._rendered: tuple[MeshConfig | None, str] = (None, "")
 
     def bootstrap(self) -> str:
-        return bootstrap.text(bootstrap.shared(self.runtime.state.config))
+        """The shared bootstrap of the current mesh config, rendered once per config."""
+        config = self.runtime.state.config
+        if self._rendered[0] is not config:
+            self._rendered = (config, bootstrap.text(bootstrap.shared(config)))
+        return self._rendered[1]
 
     def contents(self, bundle: bytes | None = None) -> dict[str, str]:
         return castore.contents(self.issuer.bundle if bundle is None else bundle,

@@ -35,6 +35,7 @@ from controlplane.identity.ca import SVID_LIFETIME, MeshCA
 from controlplane.runtime import Runtime, Subscriber
 from controlplane.translate.proxy import SECRET
 from mesh.envoy import tls
+from mesh.pki import spiffe
 
 log = logging.getLogger("meshinject.secrets")
 
@@ -64,9 +65,8 @@ class SecretIssuer:
         runtime.on_assign = self.first_issue
 
     def spiffe_id(self, subscriber: Subscriber) -> str:
-        namespace = subscriber.workload[0]
-        return f"spiffe://{self.runtime.trust_domain}/ns/{namespace}/sa/" \
-               f"{subscriber.service_account}"
+        return spiffe.spiffe_id(self.runtime.trust_domain, subscriber.workload[0],
+                                subscriber.service_account)
 
     def refusal(self, subscriber: Subscriber) -> str:
         """Why this proxy may not have a certificate now ("" when it may): the registry must

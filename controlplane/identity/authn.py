@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from mesh.contract import TOKEN_AUDIENCE
 from mesh.errors import MeshError
-from mesh.pki import jwt
+from mesh.pki import jwt, spiffe
 
 AUDIENCE = TOKEN_AUDIENCE  # the projected token's audience: ours alone, useless to the API server
 # the claims Kubernetes puts in a bound ServiceAccount token
@@ -37,7 +37,7 @@ class Identity:
     pod_uid: str = ""
 
     def spiffe_id(self, trust_domain: str) -> str:
-        return f"spiffe://{trust_domain}/ns/{self.namespace}/sa/{self.service_account}"
+        return spiffe.spiffe_id(trust_domain, self.namespace, self.service_account)
 
 
 class Authenticator(Protocol):

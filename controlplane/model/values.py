@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from mesh.pki import spiffe
+
 LbPolicy = Literal["ROUND_ROBIN", "LEAST_REQUEST"]
 Key = tuple[str, str]  # (namespace, name)
 
@@ -83,7 +85,7 @@ class Workload:
         return (self.namespace, self.name)
 
     def spiffe_id(self, trust_domain: str) -> str:
-        return f"spiffe://{trust_domain}/ns/{self.namespace}/sa/{self.service_account}"
+        return spiffe.spiffe_id(trust_domain, self.namespace, self.service_account)
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,6 @@ from controlplane.model.values import (
     ServicePort,
     Workload,
 )
-from mesh.access import AccessPolicy, parse_policy
 from mesh.contract import CONFIG_KEY, LOAD_BALANCER, OUR_PREFIXES, STATUS
 from mesh.errors import SettingsError
 from mesh.settings import MeshConfig, config_from_yaml
@@ -158,12 +157,6 @@ def mesh_config(obj: Obj | None) -> MeshConfig:
     if text is None:
         raise SettingsError(f"configmap has no {CONFIG_KEY} key")
     return config_from_yaml(str(text))
-
-
-def access_policy(obj: Obj) -> AccessPolicy:
-    """The policy, or PolicyError listing every problem (the registry logs it and ignores the
-    policy: as if it did not exist, on every replica and after every restart alike)."""
-    return parse_policy(obj)
 
 
 def grouped_slices(slices: Iterable[Obj]) -> dict[Key, list[Obj]]:

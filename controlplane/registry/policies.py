@@ -18,7 +18,7 @@ from typing import Any
 from controlplane.metrics import ControlPlaneMetrics
 from controlplane.model.state import Change
 from controlplane.model.values import Key
-from controlplane.registry import objects
+from mesh.access import parse_policy
 from mesh.errors import MeshError
 
 log = logging.getLogger("meshinject.registry")
@@ -37,7 +37,7 @@ class PolicyBook:
             self._forget(key)
             return Change("policy", key, None)
         try:
-            policy = objects.access_policy(obj)
+            policy = parse_policy(obj)
         except MeshError as err:
             if self.invalid.get(key) != str(err):
                 log.error("AccessPolicy %s/%s is ignored (it protects nothing until fixed): %s",

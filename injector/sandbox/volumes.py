@@ -187,26 +187,26 @@ class Volumes:
         return podenv.resource_text(ref, container, self.facts)
 
     def _configmap(self, name: str, *, optional: bool) -> dict[str, bytes]:
-        try:
-            found = self.kube.request(
-                "GET", f"/api/v1/namespaces/{self.pod.namespace}/configmaps/{name}")
-        except NotFound as err:
-            if optional:
-                return {}
-            raise MissingSource(f'configmap "{name}" not found') from err
+        found = self._fetch("configmap", name, optional=optional)
         data = {k: str(v).encode() for k, v in (found.get("data") or {}).items()}
         data.update({k: base64.b64decode(v) for k, v in (found.get("binaryData") or {}).items()})
         return data
 
     def _secret(self, name: str, *, optional: bool) -> dict[str, bytes]:
+        found = self._fetch("secret", name, optional=optional)
+        return {k: base64.b64decode(v) for k, v in (found.get("data") or {}).items()}
+
+    def _fetch(self, kind: str, name: str, *, optional: bool) -> dict[str, Any]:
+        """The pod's namespace's ``kind`` (configmap, secret) ``name``; empty when it is
+        optional and missing, as the kubelet treats it."""
         try:
-            found = self.kube.request(
-                "GET", f"/api/v1/namespaces/{self.pod.namespace}/secrets/{name}")
+            found: dict[str, Any] = self.kube.request(
+                "GET", f"/api/v1/namespaces/{self.pod.namespace}/{kind}s/{name}")
         except NotFound as err:
             if optional:
                 return {}
-            raise MissingSource(f'secret "{name}" not found') from err
-        return {k: base64.b64decode(v) for k, v in (found.get("data") or {}).items()}
+            raise MissingSource(f'{kind} "{name}" not found') from err
+        return found
 
     def _token(self, volume: str, spec: Obj) -> str:
         seconds = int(spec.get("expirationSeconds", 3600))

@@ -50,10 +50,6 @@ class Selector:
         return all(labels.get(k) == v for k, v in self.match_labels) and all(
             r.matches(labels) for r in self.match_expressions)
 
-    @property
-    def empty(self) -> bool:
-        return not self.match_labels and not self.match_expressions
-
 
 @dataclass(frozen=True)
 class Callers:

@@ -59,18 +59,15 @@ def healthy(port: int, path: str, *, ctx: ssl.SSLContext | None = None, host: st
         ctx = ssl.create_default_context()
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
-    conn = http.client.HTTPSConnection(host, port, context=ctx, timeout=timeout)
-    try:
-        conn.request("GET", path)
-        return conn.getresponse().status == 200
-    except (OSError, http.client.HTTPException):
-        return False
-    finally:
-        conn.close()
+    return _answers_200(http.client.HTTPSConnection(host, port, context=ctx, timeout=timeout),
+                        path)
 
 
 def plain_healthy(port: int, path: str) -> bool:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+    return _answers_200(http.client.HTTPConnection("127.0.0.1", port, timeout=2), path)
+
+
+def _answers_200(conn: http.client.HTTPConnection, path: str) -> bool:
     try:
         conn.request("GET", path)
         return conn.getresponse().status == 200
