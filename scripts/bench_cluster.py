@@ -50,6 +50,9 @@ import httpx
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from bench_xds import percentile  # noqa: E402
+
 CLUSTER_PY = REPO / "scripts" / "cluster" / "cluster.py"
 NULL_WEBHOOK = REPO / "scripts" / "cluster" / "go" / "nullwebhook"
 PORT_BASE = 26600
@@ -95,11 +98,6 @@ def quantile(buckets: dict[float, float], q: float) -> float:
             return lower + (bound - lower) * (rank - below) / max(count - below, 1e-9)
         lower, below = bound, count
     return lower
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 class Cluster:
@@ -346,10 +344,10 @@ def report(args: argparse.Namespace, latencies: dict[str, list[float]], errors: 
     plain = latencies["plain"]
     for ns, v in latencies.items():
         added = "" if ns == "plain" else (
-            f"  adds p50 {(pct(v, 0.5) - pct(plain, 0.5)) * 1e3:+.1f} ms, "
-            f"p99 {(pct(v, 0.99) - pct(plain, 0.99)) * 1e3:+.1f} ms")
-        print(f"  {names[ns]:<21} {len(v):4d} pods  p50 {pct(v, 0.5) * 1e3:6.1f} ms  p90 "
-              f"{pct(v, 0.9) * 1e3:6.1f} ms  p99 {pct(v, 0.99) * 1e3:6.1f} ms{added}")
+            f"  adds p50 {(percentile(v, 0.5) - percentile(plain, 0.5)) * 1e3:+.1f} ms, "
+            f"p99 {(percentile(v, 0.99) - percentile(plain, 0.99)) * 1e3:+.1f} ms")
+        print(f"  {names[ns]:<21} {len(v):4d} pods  p50 {percentile(v, 0.5) * 1e3:6.1f} ms  p90 "
+              f"{percentile(v, 0.9) * 1e3:6.1f} ms  p99 {percentile(v, 0.99) * 1e3:6.1f} ms{added}")
     print(f"\n{WEBHOOK_METRIC} (the API server's, per call):")
     for name, ns in (("namespace.meshinject.io", "mesh"), ("object.meshinject.io", "mesh"),
                      ("floor.bench.local", "floor")):

@@ -350,10 +350,9 @@ def bench(args: argparse.Namespace) -> int:
         code = TRACED.replace("TOP", str(args.tracemalloc)).replace(
             "OUT", repr(str(work / "tracemalloc")))
         command = [sys.executable, "-c", code]
-    command = [*args.plane_wrap.split(), *command]
     try:
         plane = start_plane(work=work, registry=registry, port=port, poll=args.poll,
-                            command=command, log=log,
+                            command=command, log=log, wrap=args.plane_wrap.split(),
                             env=dict(e.split("=", 1) for e in args.plane_env))
     except RuntimeError:
         log.close()

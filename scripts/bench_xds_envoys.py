@@ -70,7 +70,7 @@ from bench_xds import (  # noqa: E402
 )
 
 from injector.sandbox import netns, nssocket  # noqa: E402
-from injector.sandbox.images import expand  # noqa: E402
+from injector.sandbox.podspec import expand  # noqa: E402
 from mesh.contract import CA_DIR, CA_FILE, TOKEN_DIR, TOKEN_FILE  # noqa: E402
 from mesh.envoy import bootstrap  # noqa: E402
 from mesh.envoy.base import socket_address  # noqa: E402

@@ -67,7 +67,7 @@ def _editable(pod: Mapping[str, Any]) -> dict[str, Any]:
     metadata = new.get("metadata")
     if isinstance(metadata, dict):
         metadata = new["metadata"] = dict(metadata)
-        if isinstance(metadata.get("annotations"), Mapping):
+        if isinstance(metadata.get("annotations"), dict):
             metadata["annotations"] = dict(metadata["annotations"])
     spec = new.get("spec")
     if isinstance(spec, dict):

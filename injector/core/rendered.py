@@ -20,7 +20,6 @@ between pods, edited by hand, garbled.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from mesh.contract import (
@@ -69,10 +68,10 @@ def is_our_volume(volume: Any) -> bool:
         return False
     name = volume.get("name")
     if name == TOKEN_VOLUME:
-        sources = (volume.get("projected") or {}).get("sources") if isinstance(
-            volume.get("projected"), Mapping) else None
+        projected = volume.get("projected")
+        sources = projected.get("sources") if isinstance(projected, dict) else None
         return isinstance(sources, list) and len(sources) == 1 and isinstance(
-            sources[0], Mapping) and isinstance(sources[0].get("serviceAccountToken"), Mapping) \
+            sources[0], dict) and isinstance(sources[0].get("serviceAccountToken"), dict) \
             and sources[0]["serviceAccountToken"].get("audience") == TOKEN_AUDIENCE
     if name == CA_VOLUME:
         config_map = volume.get("configMap")

@@ -11,19 +11,18 @@ is checked while planning, before anything starts.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from injector.sandbox.podspec import expand
 from mesh.contract import INIT_COMMAND, INIT_NAME, PROXY_COMMAND, PROXY_NAME
 from mesh.errors import SandboxError
 from mesh.settings import MeshConfig
 
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-_VAR = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
 
 
 def tools_dir() -> Path:
@@ -59,15 +58,6 @@ def mesh_program(container: Mapping[str, Any], *, config: MeshConfig) -> str | N
     return None
 
 
-def expand(text: str, env: Mapping[str, str]) -> str:
-    """Kubernetes' ``$(VAR)`` expansion in command and args; ``$$`` is a literal ``$``."""
-
-    def sub(match: re.Match[str]) -> str:
-        if match.group(0) == "$$":
-            return "$"
-        return env.get(match.group(1), match.group(0))
-
-    return _VAR.sub(sub, text)
 
 
 def _which(program: str) -> str | None:

@@ -14,7 +14,6 @@ The node agent restarts it if it exits, as a kubelet would a static pod.
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 from injector.sandbox import netns, nssocket
@@ -26,10 +25,9 @@ HEALTHZ_PORT = 10256
 class KubeProxy(RestartingProcess):
     def __init__(self, *, node: netns.Netns, binary: str, kubeconfig: Path, node_name: str,
                  node_ip: str, cluster_cidr: str, log: Path) -> None:
-        self.node, self.binary, self.kubeconfig = node, binary, kubeconfig
+        super().__init__(node=node, log=log)
+        self.binary, self.kubeconfig = binary, kubeconfig
         self.node_name, self.node_ip, self.cluster_cidr = node_name, node_ip, cluster_cidr
-        self.log = log
-        super().__init__()
 
     def argv(self) -> list[str]:
         return [
@@ -43,12 +41,6 @@ class KubeProxy(RestartingProcess):
             f"--healthz-bind-address=127.0.0.1:{HEALTHZ_PORT}",
             "--metrics-bind-address=127.0.0.1:10249", "--v=1",
         ]
-
-    def start(self) -> None:
-        with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(self.node.argv(self.argv()), stdin=subprocess.DEVNULL,
-                                         stdout=out, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
 
     def healthy(self) -> bool:
         """Its /healthz: 200 once it has synced the rules at least once and keeps syncing."""

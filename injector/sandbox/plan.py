@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
 from injector.core.patch import inject_pod
-from injector.sandbox import images
+from injector.sandbox import images, podspec
 from injector.sandbox.model import (
     POD_LIMIT,
     ContainerPlan,
@@ -63,7 +63,7 @@ def _env(container: Mapping[str, Any], *, pod: Mapping[str, str]) -> dict[str, s
               "spec.serviceAccountName": pod["service_account"]}
     for item in container.get("env") or []:
         if "value" in item:
-            env[item["name"]] = images.expand(str(item["value"]), env)
+            env[item["name"]] = podspec.expand(str(item["value"]), env)
             continue
         ref = ((item.get("valueFrom") or {}).get("fieldRef") or {}).get("fieldPath")
         env[item["name"]] = fields.get(str(ref), "")

@@ -10,7 +10,6 @@ pod.
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -32,10 +31,8 @@ def program() -> str:
 
 class ControlPlane(RestartingProcess):
     def __init__(self, state: StateDir, node: netns.Netns) -> None:
+        super().__init__(node=node, log=state.root / "controlplane.log")
         self.state = state
-        self.node = node
-        self.log = state.root / "controlplane.log"
-        super().__init__()
 
     def argv(self) -> list[str]:
         keys = apiserver.Keys(self.state)
@@ -46,12 +43,6 @@ class ControlPlane(RestartingProcess):
             "--debug-listen", f"{NODE_ADDRESS}:{CONTROLPLANE_DEBUG_PORT}",
             "--serving-ip", NODE_ADDRESS,
         ]
-
-    def start(self) -> None:
-        with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(
-                self.node.argv(self.argv()), stdin=subprocess.DEVNULL, stdout=out,
-                stderr=subprocess.STDOUT, start_new_session=True)
 
     def ready(self) -> bool:
         try:

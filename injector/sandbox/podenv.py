@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
+from injector.sandbox.podspec import expand
 from mesh.quantity import parse_quantity
 
 Obj = Mapping[str, Any]
 Data = Mapping[str, str] | None  # a ConfigMap's or Secret's data (decoded); None: not found
-_VAR = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
 _KEYED = re.compile(r"^metadata\.(labels|annotations)\['(.+)'\]$")
 _ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
 
@@ -37,13 +37,6 @@ class Facts:
     node_name: str
     cpus: int = 1
     memory: int = 1 << 30
-
-
-def expand(text: str, env: Mapping[str, str]) -> str:
-    def sub(match: re.Match[str]) -> str:
-        return "$" if match.group(0) == "$$" else env.get(match.group(1), match.group(0))
-
-    return _VAR.sub(sub, text)
 
 
 def field_text(path: str, facts: Facts) -> str | None:

@@ -10,9 +10,24 @@ half-run.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+_VAR = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
+
+
+def expand(text: str, env: Mapping[str, str]) -> str:
+    """Kubernetes' ``$(VAR)`` expansion in command and args; ``$$`` is a literal ``$``."""
+
+    def sub(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        return env.get(match.group(1), match.group(0))
+
+    return _VAR.sub(sub, text)
+
 
 Obj = Mapping[str, Any]
 INIT, SIDECAR, APP = "init", "sidecar", "app"
@@ -60,10 +75,6 @@ class Container:
     liveness: Probe | None = None
     pre_stop: Probe | None = None
     mounts: tuple[Mount, ...] = ()
-
-    @property
-    def restarts_always(self) -> bool:
-        return self.role == SIDECAR
 
 
 @dataclass(frozen=True)

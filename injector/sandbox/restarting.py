@@ -8,18 +8,38 @@ import os
 import signal
 import subprocess
 import time
+from pathlib import Path
+from typing import Protocol
+
+
+class Node(Protocol):
+    """Where it runs: the node's network namespace (:class:`injector.sandbox.netns.Netns`)."""
+
+    @property
+    def name(self) -> str: ...
+
+    def argv(self, argv: list[str]) -> list[str]: ...
 
 
 class RestartingProcess:
-    """What both node services share; a subclass says how to ``start`` (setting ``proc``)."""
+    """What both node services share; a subclass says what to run (``argv``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, node: Node, log: Path) -> None:
+        self.node, self.log = node, log
         self.proc: subprocess.Popen[bytes] | None = None
         self.restarts = 0
         self._restart_at: float | None = None
 
-    def start(self) -> None:
+    def argv(self) -> list[str]:
         raise NotImplementedError
+
+    def start(self) -> None:
+        """Run ``argv()`` in the node's namespace, in a process group of its own, its output
+        appended to ``log``."""
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(self.node.argv(self.argv()), stdin=subprocess.DEVNULL,
+                                         stdout=out, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
 
     def supervise(self) -> None:
         """Called every few ticks: restart it (after a second) if it exited."""

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from controlplane.identity.ca import MeshCA
 from injector.sandbox import netns
-from injector.sandbox.images import expand
+from injector.sandbox.podspec import expand
 from mesh.contract import (
     BOOTSTRAP_FILE,
     CA_DIR,

@@ -103,12 +103,7 @@ def _start_kwok(journal: Journal, state: State, count: int) -> list[Proc]:
 
 def _kwok_ready(state: State, count: int) -> bool:
     nodes = api.call(state, "GET", "/api/v1/nodes?labelSelector=type%3Dkwok")["items"]
-    ready = [
-        n for n in nodes
-        if any(c["type"] == "Ready" and c["status"] == "True"
-               for c in (n.get("status") or {}).get("conditions") or [])
-    ]
-    return len(ready) >= count
+    return sum(map(_ready, nodes)) >= count
 
 
 # -- the sandbox: the node that runs pods for real ------------------------------------------
