@@ -91,12 +91,14 @@ def wait_for_binaries(say: Any) -> Path:
     if found is None:
         say("cluster binaries: waiting for scripts/cluster/build.sh (progress every 20 s)")
         subprocess.run([str(BUILD_SH), "--background"], check=True, capture_output=True)
-        proc = subprocess.Popen([str(BUILD_SH), "--wait", str(BUILD_BOUND)],
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            say("  " + line.rstrip())
-        if proc.wait() != 0:
+        # closed on leaving (its pipe left open was a ResourceWarning, an error in the suite)
+        with subprocess.Popen([str(BUILD_SH), "--wait", str(BUILD_BOUND)],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True) as proc:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                say("  " + line.rstrip())
+        if proc.returncode != 0:
             raise RuntimeError("the cluster binaries' build failed (log above)")
         found = _cached_bin()
         assert found is not None
