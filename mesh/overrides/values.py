@@ -16,6 +16,7 @@ from typing import Any, Literal, TypeVar
 from initcontainer import config as capture_config
 from initcontainer.config import ConfigError, PortRange
 from mesh.errors import AnnotationError, MeshError, PodErrors, one_or_all
+from mesh.quantity import parse_quantity as exact_quantity
 
 T = TypeVar("T")
 
@@ -105,6 +106,11 @@ def parse_quantity(name: str, value: str, *, pattern: re.Pattern[str], example: 
     # a quantity must fit Kubernetes' int64 milli-units; a few dozen characters is plenty
     if len(text) > 24 or not pattern.match(text):
         raise AnnotationError(name, value, f"expected a Kubernetes quantity like {example}")
+    try:  # the pattern admits the shape; the exact reading bounds the exponent ("0E100")
+        exact_quantity(text)
+    except ValueError:
+        raise AnnotationError(name, value, "the exponent is out of range; expected a Kubernetes "
+                              f"quantity like {example}") from None
     return text
 
 

@@ -132,7 +132,7 @@ def test_resource_annotations_accept_kubernetes_quantities(key: str, value: str)
     ("log-level", "verbose"), ("concurrency", "0"), ("concurrency", "65"),
     ("concurrency", "two"), ("native-sidecar", "maybe"), ("concurrency", "9" * 5000),
     ("concurrency", "\u00b2"), ("cpu", "1" * 5000), ("memory", "1" * 30 + "Mi"),
-    ("image", "a" * 2000),
+    ("image", "a" * 2000), ("memory", "0E100"), ("memory-limit", "1e65"),
 ])
 def test_a_bad_proxy_annotation_is_refused_naming_annotation_and_value(
     key: str, value: str

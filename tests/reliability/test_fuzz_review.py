@@ -94,6 +94,18 @@ def test_a_number_int_cannot_read_is_denied_naming_the_annotation(key: str, valu
     assert key in orjson.loads(out.body)["response"]["status"]["message"]
 
 
+@pytest.mark.parametrize("value", ["0E100", "1e65", "5E-99"])
+def test_a_memory_quantity_with_an_exponent_out_of_range_is_denied_naming_it(value: str) -> None:
+    """Found by the fuzzer: the shape check let "0E100" through, and comparing the request
+    with its limit read it exactly, which refuses such an exponent with a bare ValueError."""
+    key = "proxy.meshinject.io/memory"
+    pod = {"metadata": {"annotations": {key: value}}, "spec": {"containers": [{"name": "a"}]}}
+    doc = admission_review(pod, namespace="shop", uid="u")
+    out = review(orjson.dumps(doc), config=CONFIG)
+    assert check_answer(out.status_code, out.body, doc) == "denied"
+    assert f'{key}="{value}"' in orjson.loads(out.body)["response"]["status"]["message"]
+
+
 @pytest.mark.parametrize("volume", [{"name": ["x"]}, {"name": {"a": 1}}, {}, "data", 7])
 def test_a_volume_without_a_string_name_is_a_bad_request(volume: Any) -> None:
     """Found by the fuzzer: a volume named by a list reached the re-injection strip (a set
