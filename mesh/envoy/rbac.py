@@ -49,7 +49,7 @@ from mesh.pki.spiffe import namespace_prefix, spiffe_id
 RBAC_HTTP = EXTENSIONS + "filters.http.rbac.v3.RBAC"
 RBAC_NETWORK = EXTENSIONS + "filters.network.rbac.v3.RBAC"
 STAT_PREFIX = "accesspolicy"  # the per-pod counters' label (a policy's always holds a "/")
-# What the HTTP connection manager of every chain carrying :func:`http_filter` must set, so the
+# What the HTTP connection manager of every chain carrying :func:`http_filters` must set, so the
 # path a rule is compared with is the path the app receives (see mesh/access/paths.py).
 HCM_PATH_OPTIONS: Json = {
     "normalize_path": True,
@@ -105,65 +105,39 @@ def envoy_policies(policy: AccessPolicy, *, trust_domain: str, tcp: bool) -> dic
     return out
 
 
-def _rules(policies: Sequence[AccessPolicy], *, trust_domain: str, tcp: bool) -> Json:
-    found: dict[str, Json] = {}
-    for policy in sorted(policies, key=lambda p: p.counter_name):
-        found.update(envoy_policies(policy, trust_domain=trust_domain, tcp=tcp))
-    return {"action": "ALLOW", "policies": found}
-
-
-def http_filter(policies: Sequence[AccessPolicy], *, trust_domain: str) -> Json | None:
-    """The ``envoy.filters.http.rbac`` entry for the inbound HTTP chains (before the router;
-    their connection manager needs :data:`HCM_PATH_OPTIONS`), or None without policies."""
+def _filters(policies: Sequence[AccessPolicy], *, trust_domain: str, tcp: bool) -> list[Json]:
+    """One shadow (counting, never enforcing) filter per policy, then the enforcing one over
+    all of them; each policy translated once. Counting first: a denial stops the chain at the
+    enforcing filter, and what follows never sees the request or connection."""
     if not policies:
-        return None
-    return {"name": "envoy.filters.http.rbac", "typed_config": {
-        "@type": RBAC_HTTP,
-        "rules": _rules(policies, trust_domain=trust_domain, tcp=False),
-        "rules_stat_prefix": f"{STAT_PREFIX}.",
-        "track_per_rule_stats": True,
-    }}
+        return []
+    name, kind = (("envoy.filters.network.rbac", RBAC_NETWORK) if tcp
+                  else ("envoy.filters.http.rbac", RBAC_HTTP))
+    each = [(policy.counter_name, envoy_policies(policy, trust_domain=trust_domain, tcp=tcp))
+            for policy in sorted(policies, key=lambda p: p.counter_name)]
+    counting = [{"name": name, "typed_config": {
+        "@type": kind, "shadow_rules": {"action": "ALLOW", "policies": own},
+        **({"stat_prefix": f"{counter}."} if tcp else {"shadow_rules_stat_prefix": f"{counter}."}),
+    }} for counter, own in each]
+    rules = {"action": "ALLOW", "policies": {k: v for _, own in each for k, v in own.items()}}
+    enforcing: Json = {"@type": kind, "rules": rules}
+    if tcp:
+        enforcing["stat_prefix"] = f"{STAT_PREFIX}."
+    else:
+        enforcing |= {"rules_stat_prefix": f"{STAT_PREFIX}.", "track_per_rule_stats": True}
+    return [*counting, {"name": name, "typed_config": enforcing}]
 
 
 def http_filters(policies: Sequence[AccessPolicy], *, trust_domain: str) -> list[Json]:
-    """What an inbound HTTP chain puts first: one shadow (never enforcing) filter per policy,
-    whose counters say what that policy alone allows and denies, then :func:`http_filter`.
-    Counting first, as over TCP: a denial stops the request at the enforcing filter."""
-    enforcing = http_filter(policies, trust_domain=trust_domain)
-    if enforcing is None:
-        return []
-    counting = [{"name": "envoy.filters.http.rbac", "typed_config": {
-        "@type": RBAC_HTTP,
-        "shadow_rules": {"action": "ALLOW", "policies": envoy_policies(
-            policy, trust_domain=trust_domain, tcp=False)},
-        "shadow_rules_stat_prefix": f"{policy.counter_name}.",
-    }} for policy in sorted(policies, key=lambda p: p.counter_name)]
-    return [*counting, enforcing]
-
-
-def network_filter(policies: Sequence[AccessPolicy], *, trust_domain: str) -> Json | None:
-    """The enforcing ``envoy.filters.network.rbac`` for the inbound TCP chains (before the
-    tcp_proxy), or None without policies. A denied connection is closed."""
-    if not policies:
-        return None
-    return {"name": "envoy.filters.network.rbac", "typed_config": {
-        "@type": RBAC_NETWORK,
-        "stat_prefix": f"{STAT_PREFIX}.",
-        "rules": _rules(policies, trust_domain=trust_domain, tcp=True),
-    }}
+    """What an inbound HTTP chain puts first (before the router; its connection manager needs
+    :data:`HCM_PATH_OPTIONS`): one shadow filter per policy, whose counters say what that policy
+    alone allows and denies, then the enforcing ``envoy.filters.http.rbac`` (HTTP 403); nothing
+    without policies."""
+    return _filters(policies, trust_domain=trust_domain, tcp=False)
 
 
 def network_filters(policies: Sequence[AccessPolicy], *, trust_domain: str) -> list[Json]:
     """What an inbound TCP chain puts before its tcp_proxy: one shadow filter per policy (its
-    counters), then :func:`network_filter`. The counting filters must come first: a denial
-    stops the chain at the enforcing filter, and what follows never sees the connection."""
-    enforcing = network_filter(policies, trust_domain=trust_domain)
-    if enforcing is None:
-        return []
-    counting = [{"name": "envoy.filters.network.rbac", "typed_config": {
-        "@type": RBAC_NETWORK,
-        "stat_prefix": f"{policy.counter_name}.",
-        "shadow_rules": {"action": "ALLOW", "policies": envoy_policies(
-            policy, trust_domain=trust_domain, tcp=True)},
-    }} for policy in sorted(policies, key=lambda p: p.counter_name)]
-    return [*counting, enforcing]
+    counters), then the enforcing ``envoy.filters.network.rbac`` (a denied connection is
+    closed); nothing without policies."""
+    return _filters(policies, trust_domain=trust_domain, tcp=True)

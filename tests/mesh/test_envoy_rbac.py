@@ -36,16 +36,13 @@ def test_the_rbac_filters_match_their_golden(name: str, golden: Callable[[str, s
 
 
 def test_no_policy_means_no_filter_at_all() -> None:
-    assert rbac.http_filter([], trust_domain=TD) is None
     assert rbac.http_filters([], trust_domain=TD) == []
-    assert rbac.network_filter([], trust_domain=TD) is None
     assert rbac.network_filters([], trust_domain=TD) == []
 
 
 def test_a_deny_all_policy_leaves_an_engine_with_no_policy_which_denies_everything() -> None:
-    http = rbac.http_filter(load(DENY_ALL), trust_domain=TD)
-    assert http is not None and http["typed_config"]["rules"] == {"action": "ALLOW",
-                                                                  "policies": {}}
+    http = rbac.http_filters(load(DENY_ALL), trust_domain=TD)[-1]
+    assert http["typed_config"]["rules"] == {"action": "ALLOW", "policies": {}}
 
 
 def test_rules_are_grouped_by_port_list_and_tcp_keeps_only_rules_without_http_parts() -> None:
@@ -61,8 +58,7 @@ def test_rules_are_grouped_by_port_list_and_tcp_keeps_only_rules_without_http_pa
 
 
 def test_callers_are_matched_by_their_spiffe_id() -> None:
-    http = rbac.http_filter(load(FRONTEND_ONLY), trust_domain=TD)
-    assert http is not None
+    http = rbac.http_filters(load(FRONTEND_ONLY), trust_domain=TD)[-1]
     principal = http["typed_config"]["rules"]["policies"]["shop/frontend-only"]["principals"]
     assert principal == [{"authenticated": {"principal_name": {
         "exact": "spiffe://example.org/ns/shop/sa/frontend"}}}]
