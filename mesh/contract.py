@@ -133,6 +133,13 @@ ACCESS_POLICY_VERSION = "v1alpha1"
 ACCESS_POLICY_KIND = "AccessPolicy"
 ACCESS_POLICY_PLURAL = "accesspolicies"
 
+
+def access_policies_path(namespace: str | None = None) -> str:
+    """The API server's path of the AccessPolicies of one namespace, or of all (None)."""
+    where = f"/namespaces/{namespace}" if namespace else ""
+    return f"/apis/{ACCESS_POLICY_GROUP}/{ACCESS_POLICY_VERSION}{where}/{ACCESS_POLICY_PLURAL}"
+
+
 # -- the installation (manifests/) ----------------------------------------------------------
 INJECTOR_NAMESPACE = "meshinject-system"
 CONTROLPLANE_SERVICE = "meshinject-controlplane"

@@ -22,12 +22,7 @@ from controlplane.model.values import Key
 from controlplane.registry import objects
 from controlplane.registry.policies import PolicyBook
 from controlplane.runtime import Runtime
-from mesh.contract import (
-    ACCESS_POLICY_GROUP,
-    ACCESS_POLICY_PLURAL,
-    ACCESS_POLICY_VERSION,
-    CONFIGMAP,
-)
+from mesh.contract import CONFIGMAP, access_policies_path
 from mesh.errors import MeshError
 from mesh.kube.client import Kube
 from mesh.kube.watch import list_watch
@@ -40,7 +35,7 @@ SERVICES = "/api/v1/services"
 SLICES = "/apis/discovery.k8s.io/v1/endpointslices"
 PODS = "/api/v1/pods"
 NAMESPACES = "/api/v1/namespaces"
-ACCESS_POLICIES = f"/apis/{ACCESS_POLICY_GROUP}/{ACCESS_POLICY_VERSION}/{ACCESS_POLICY_PLURAL}"
+ACCESS_POLICIES = access_policies_path()
 
 
 class KubeRegistry:

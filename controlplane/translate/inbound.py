@@ -28,7 +28,6 @@ HTTP chain's RBAC. A pod no policy selects gets no RBAC at all.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from mesh.access import AccessPolicy
 from mesh.contract import TRUST_DOMAIN
@@ -73,18 +72,17 @@ def probe_filter(probes: tuple[tuple[int, str], ...]) -> Json:
                              "rules": rules}}
 
 
-def _authorized_http(hcm: Json, security: InboundSecurity, *, plaintext: bool) -> Json:
-    """``hcm`` with the policies' HTTP RBAC first (and, in plaintext, the probes allowed),
-    comparing the normalized path (:data:`mesh.envoy.rbac.HCM_PATH_OPTIONS`)."""
+def _authorized_http(security: InboundSecurity, *, plaintext: bool) -> tuple[list[Json], Json]:
+    """The policies' HTTP RBAC filters (in plaintext, with the probes allowed) and what they need
+    of the connection manager, comparing the normalized path
+    (:data:`mesh.envoy.rbac.HCM_PATH_OPTIONS`); nothing for a pod no policy selects."""
     found = rbac.http_filters(security.policies, trust_domain=security.trust_domain)
     if not found:
-        return hcm
+        return [], {}
     if plaintext and security.probes:
         found[-1]["typed_config"]["rules"]["policies"][PROBE_POLICY] = _probe_policy(
             security.probes)
-    config = hcm["typed_config"]
-    return {**hcm, "typed_config": {**config, **rbac.HCM_PATH_OPTIONS,
-                                    "http_filters": [*found, *config["http_filters"]]}}
+    return found, rbac.HCM_PATH_OPTIONS
 
 
 def _authorized_tcp(proxy: Json, security: InboundSecurity) -> list[Json]:
@@ -97,23 +95,15 @@ def _authorized_tcp(proxy: Json, security: InboundSecurity) -> list[Json]:
                                                    **rbac.TCP_PROXY_OPTIONS}}]
 
 
-def _plaintext_http(chain: Json, security: InboundSecurity) -> Json:
-    if not security.policies or chain.get("name") != "inbound_http":
-        return chain
-    filters: list[Any] = chain["filters"]
-    return {**chain, "filters": [_authorized_http(filters[0], security, plaintext=True),
-                                 *filters[1:]]}
-
-
 def _mesh_chains(overrides: PodOverrides, security: InboundSecurity) -> list[Json]:
-    policy = overrides.traffic
+    first, options = _authorized_http(security, plaintext=False)
     http: Json = {
         "name": "inbound-mtls-http",
         "filter_chain_match": {**tls.mesh_chain_match(), "application_protocols": [*HTTP_ALPN]},
         "transport_socket": tls.downstream_socket(alpn=HTTP_ALPN),
-        "filters": [_authorized_http(envoy_http.http_connection_manager(
-            policy, direction="inbound", stat_prefix="inbound_mtls_http", peer_identity=True),
-            security, plaintext=False)],
+        "filters": [envoy_http.http_connection_manager(
+            overrides.traffic, direction="inbound", stat_prefix="inbound_mtls_http",
+            first_filters=first, options=options, peer_identity=True)],
     }
     tcp: Json = {
         "name": "inbound-mtls-tcp",
@@ -128,23 +118,22 @@ def _mesh_chains(overrides: PodOverrides, security: InboundSecurity) -> list[Jso
 def inbound_listener(overrides: PodOverrides, security: InboundSecurity) -> Json:
     policy = overrides.traffic
     extras = capture.l7_extras(overrides, "inbound")
-    detection = extras["listener_filters"]
     tls_inspector = {"name": "envoy.filters.listener.tls_inspector",
                      "typed_config": {"@type": TLS_INSPECTOR}}
-    passthrough: Json | None = capture.tcp_proxy(
-        stat_prefix="inbound", cluster=capture.INBOUND_PASSTHROUGH,
-        access_log=envoy_http.access_log("inbound", tcp=True) if policy.access_log else None)
-    plaintext = [_plaintext_http(c, security) for c in extras["chains"]]
     if security.mode == "STRICT":
-        passthrough = None
+        passthrough = []
         plaintext = [envoy_http.http_filter_chain(
             policy, direction="inbound", first_filters=[probe_filter(security.probes)])
         ] if security.probes else []
-    first: list[Json] = []
-    if passthrough is not None:
-        *first, passthrough = _authorized_tcp(passthrough, security)
+    else:
+        passthrough = _authorized_tcp(capture.tcp_proxy(
+            stat_prefix="inbound", cluster=capture.INBOUND_PASSTHROUGH,
+            access_log=envoy_http.access_log("inbound", tcp=True) if policy.access_log else None),
+            security)
+        first, options = _authorized_http(security, plaintext=True)
+        plaintext = [envoy_http.http_filter_chain(
+            policy, direction="inbound", first_filters=first, options=options)]
     return capture.capture_listener(
         name="inbound", port=overrides.capture.inbound_port, passthrough=passthrough,
-        overrides=overrides, listener_filters=[tls_inspector, *detection],
-        chains=[*_mesh_chains(overrides, security), *plaintext], options=extras["options"],
-        passthrough_first=first)
+        overrides=overrides, listener_filters=[tls_inspector, *extras["listener_filters"]],
+        chains=[*_mesh_chains(overrides, security), *plaintext], options=extras["options"])

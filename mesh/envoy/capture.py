@@ -72,17 +72,16 @@ def capture_listener(
     *,
     name: str,
     port: int,
-    passthrough: Json | None,
+    passthrough: Sequence[Json],
     overrides: PodOverrides,
     listener_filters: Sequence[Json] = (),
     chains: Sequence[Json] = (),
     options: Mapping[str, Any] | None = None,
-    passthrough_first: Sequence[Json] = (),
 ) -> Json:
     """A capture listener: loop guard for its own port first, then ``chains`` (the L7 module's
-    HTTP chains, after its ``listener_filters``), then ``passthrough`` as the default chain
-    (None: no default, a connection no chain matches is closed), after the filters
-    ``passthrough_first`` (authorization)."""
+    HTTP chains, after its ``listener_filters``), then the default chain of the filters
+    ``passthrough`` (its tcp_proxy, after any authorization; none: no default, a connection no
+    chain matches is closed)."""
     listener: Json = {
         "name": name,
         **any_address(port),
@@ -97,9 +96,9 @@ def capture_listener(
         }, *chains],
         **(options or {}),
     }
-    if passthrough is not None:
+    if passthrough:
         listener["default_filter_chain"] = {"name": f"{name}-passthrough",
-                                            "filters": [*passthrough_first, passthrough]}
+                                            "filters": list(passthrough)}
     if overrides.capture.interception_mode == "TPROXY":
         listener["transparent"] = True
     return listener
@@ -128,8 +127,8 @@ def direction_listener(direction: envoy_http.Direction, *, overrides: PodOverrid
     return capture_listener(
         name=direction,
         port=capture.outbound_port if direction == "outbound" else capture.inbound_port,
-        passthrough=tcp_proxy(stat_prefix=direction, cluster=_PASSTHROUGH[direction],
-                              access_log=_connection_log(overrides, direction)),
+        passthrough=[tcp_proxy(stat_prefix=direction, cluster=_PASSTHROUGH[direction],
+                               access_log=_connection_log(overrides, direction))],
         overrides=overrides,
         **extras,
     )

@@ -21,8 +21,8 @@ Pure: plain dicts in, plain dicts out.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Literal
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
 
 from mesh.contract import INBOUND_SOURCE4, INBOUND_SOURCE6, NOT_DELIVERED_HEADER
 from mesh.envoy.base import (
@@ -212,13 +212,14 @@ def route_config(policy: TrafficPolicy, *, direction: Direction) -> Json:
 def http_connection_manager(
     policy: TrafficPolicy, *, direction: Direction, rds: str | None = None,
     stat_prefix: str | None = None, first_filters: Sequence[Json] = (),
-    peer_identity: bool = False,
+    options: Mapping[str, Any] | None = None, peer_identity: bool = False,
 ) -> Json:
     """The HTTP connection manager of a capture listener's HTTP chain: the direction's catch-all
     route inline, or the route configuration ``rds`` names, fetched over xDS. ``first_filters``
-    run before everything else (authorization); ``peer_identity`` (a mutual TLS chain) tells
-    the app who called in ``x-forwarded-client-cert``, which is otherwise removed, so no
-    caller can claim an identity by sending the header itself."""
+    run before everything else (authorization), ``options`` are what they need of the manager
+    (authorization's path normalization); ``peer_identity`` (a mutual TLS chain) tells the app
+    who called in ``x-forwarded-client-cert``, which is otherwise removed, so no caller can
+    claim an identity by sending the header itself."""
     filters: list[Json] = list(first_filters)
     if direction == "inbound" and (policy.fault_delay or policy.fault_abort):
         filters.append(_fault_filter(policy.fault_delay, policy.fault_abort))
@@ -236,6 +237,7 @@ def http_connection_manager(
         "http_protocol_options": {"accept_http_10": True},
         "server_header_transformation": "PASS_THROUGH",
         "upgrade_configs": [{"upgrade_type": "websocket"}],
+        **(options or {}),
     }
     if rds is None:
         hcm["route_config"] = route_config(policy, direction=direction)
@@ -262,13 +264,14 @@ def not_delivered_reply() -> Json:
 
 
 def http_filter_chain(policy: TrafficPolicy, *, direction: Direction,
-                      first_filters: Sequence[Json] = ()) -> Json:
+                      first_filters: Sequence[Json] = (),
+                      options: Mapping[str, Any] | None = None) -> Json:
     """The chain for connections the inspector recognised as HTTP; the rest stay TCP."""
     return {
         "name": f"{direction}_http",
         "filter_chain_match": {"application_protocols": list(HTTP_PROTOCOLS)},
         "filters": [http_connection_manager(policy, direction=direction,
-                                            first_filters=first_filters)],
+                                            first_filters=first_filters, options=options)],
     }
 
 

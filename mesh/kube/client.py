@@ -21,7 +21,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 from urllib3.exceptions import HTTPError
 
-from mesh.contract import ACCESS_POLICY_GROUP, ACCESS_POLICY_PLURAL, ACCESS_POLICY_VERSION
+from mesh.contract import access_policies_path
 from mesh.errors import Conflict, KubeError, NotFound
 
 Obj = dict[str, Any]
@@ -198,10 +198,7 @@ class Kube:
 
     def list_access_policies(self, namespace: str | None = None) -> list[Obj]:
         """The AccessPolicies of one namespace, or of all (None), as the API server has them."""
-        where = f"/namespaces/{namespace}" if namespace else ""
-        path = (f"/apis/{ACCESS_POLICY_GROUP}/{ACCESS_POLICY_VERSION}{where}/"
-                f"{ACCESS_POLICY_PLURAL}")
-        found = self.request("GET", path)
+        found = self.request("GET", access_policies_path(namespace))
         return list(found.get("items") or [])
 
     def list_all_pods(self, *, label_selector: str) -> list[Obj]:
