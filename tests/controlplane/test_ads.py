@@ -213,7 +213,7 @@ def test_an_idle_stream_keeps_no_copy_of_what_it_was_sent(tmp_path: Path) -> Non
             await until(lambda count=count, client=client: len(world.ads.streams) == count
                         and len(client.got.versions) >= 4 and all(
                             all(t["current"] for t in s.status()["types"].values())
-                            for s in world.ads.streams))
+                            for s in world.ads.streams), timeout=30)  # tracemalloc is slow
             if count == 1:
                 one = big_blocks()
         assert big_blocks() <= one
