@@ -11,6 +11,7 @@ what its proxy verified of the caller's certificate.
 
     python -m injector.sandbox.demo_app backend --name catalog --port 8080
     python -m injector.sandbox.demo_app backend --name reviews --port 8080 --fail-every 5
+    python -m injector.sandbox.demo_app backend --name slow --port 8080 --delay-ms 400
     python -m injector.sandbox.demo_app frontend --port 8080 --call catalog=catalog:80/items ...
 """
 
@@ -23,6 +24,7 @@ import json
 import os
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 _LOG = threading.Lock()
@@ -55,9 +57,10 @@ class _Handler(BaseHTTPRequestHandler):
         return
 
 
-def backend(name: str, port: int, fail_every: int) -> None:
+def backend(name: str, port: int, fail_every: int, delay_ms: int = 0) -> None:
     """Answers every request with its pod's name; with ``fail_every=N`` every Nth gets a 503
-    (flaky, but exactly). Logs each distinct ``x-forwarded-client-cert`` it is given (what its
+    (flaky, but exactly); with ``delay_ms`` each answer waits that long first (slow, to show a
+    timeout). Logs each distinct ``x-forwarded-client-cert`` it is given (what its
     proxy says about the caller's certificate) once."""
     counter = itertools.count(1)
     lock = threading.Lock()
@@ -71,6 +74,7 @@ def backend(name: str, port: int, fail_every: int) -> None:
                 if cert and cert not in certs and len(certs) < MAX_CERTS_LOGGED:
                     certs.add(cert)
                     log(f"client-cert {cert.replace(' ', '')}")
+            time.sleep(delay_ms / 1000)
             if fail_every and n % fail_every == 0:
                 self.answer(503, {"service": name, "error": "flaky by design"})
             else:
@@ -149,12 +153,13 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--name", required=True)
     b.add_argument("--port", type=int, default=8080)
     b.add_argument("--fail-every", type=int, default=0)
+    b.add_argument("--delay-ms", type=int, default=0)
     f = sub.add_parser("frontend")
     f.add_argument("--port", type=int, default=8080)
     f.add_argument("--call", action="append", default=[], metavar="NAME=HOST:PORT/PATH")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     if args.role == "backend":
-        backend(args.name, args.port, args.fail_every)
+        backend(args.name, args.port, args.fail_every, args.delay_ms)
     else:
         frontend(args.port, dict(item.split("=", 1) for item in args.call))
     return 0

@@ -42,9 +42,14 @@ def ready(pod: Obj) -> bool:
                for c in (pod.get("status") or {}).get("conditions") or [])
 
 
-def deploy(cluster: LocalCluster, ns: str, *, count: int = 3, timeout: float = 180) -> None:
-    """``kubectl apply -n NS -f examples/shop.yaml``, then wait for ``count`` Ready pods."""
-    cluster.kubectl("apply", "-n", ns, "-f", str(SHOP))
+def deploy(cluster: LocalCluster, ns: str, *, count: int = 3, timeout: float = 180,
+           manifest: str | None = None) -> None:
+    """``kubectl apply -n NS -f examples/shop.yaml`` (or the ``manifest`` text given), then
+    wait for ``count`` Ready pods."""
+    if manifest is None:
+        cluster.kubectl("apply", "-n", ns, "-f", str(SHOP))
+    else:
+        cluster.kubectl("apply", "-n", ns, "-f", "-", stdin=manifest)
 
     def all_ready() -> bool:
         found = pods(cluster, ns)
