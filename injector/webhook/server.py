@@ -59,9 +59,45 @@ class ServeOptions:
     log_level: str = "info"
 
 
+class CoalescedWrites:
+    """A transport whose writes made in one turn of the event loop go out as one.
+
+    uvicorn writes a response's head and its body separately; over TLS each write is a record
+    of its own and a send of its own. Joined, every answer is one record and one send: the
+    realistic pod's ``/mutate`` took 131 instead of 158 us of server CPU, ``/healthz`` 89
+    instead of 120, and the p99 at 32 connections fell from 9.5-10.1 to 5.2-5.4 ms
+    (``scripts/bench_webhook.py``; three interleaved rounds). Everything but ``write`` and
+    ``close`` is the transport's own; ``close`` sends what is pending first, and what is
+    pending when the transport is already closing is dropped, as the transport would drop it.
+    """
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._pending: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        if not self._pending:
+            self._loop.call_soon(self._flush)
+        self._pending.append(data)
+
+    def _flush(self) -> None:
+        pending, self._pending = self._pending, []
+        if pending and not self._transport.is_closing():
+            self._transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+
+    def close(self) -> None:
+        self._flush()
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
 def http_protocol(choice: str, *, header_seconds: float) -> Any:
     """The uvicorn HTTP protocol: httptools (when installed and not refused) with a deadline on
-    request headers; plain h11 otherwise (uvicorn's own, with no such deadline)."""
+    request headers and one write per answer (:class:`CoalescedWrites`); plain h11 otherwise
+    (uvicorn's own, with neither)."""
     if choice == "h11":
         return "h11"
     try:
@@ -72,12 +108,14 @@ def http_protocol(choice: str, *, header_seconds: float) -> Any:
         return "h11"
 
     class HeaderDeadlineProtocol(HttpToolsProtocol):
-        """Closes the connection when a request's headers are not complete in time."""
+        """Closes the connection when a request's headers are not complete in time, and
+        writes each answer at once."""
 
         _deadline: asyncio.TimerHandle | None = None
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            super().connection_made(transport)
+            coalesced = CoalescedWrites(transport, self.loop)
+            super().connection_made(coalesced)  # type: ignore[arg-type]
             self._arm()
 
         def on_message_begin(self) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import signal
 import socket
 import ssl
@@ -171,6 +172,53 @@ def test_the_probes_answer(server: Server) -> None:
     with server.client() as client:
         assert client.get("/healthz").text == "ok"
         assert client.get("/readyz").text == "ok"
+
+
+def _answer_records(server: Server, request: bytes) -> tuple[bytes, int]:
+    """Send one request over TLS 1.2 (no post-handshake messages to tell apart) and read the
+    answer; it and how many TLS application-data records it came in."""
+    ctx = server.ssl_context()
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = ctx.wrap_bio(incoming, outgoing, server_hostname="localhost")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as raw:
+        while True:
+            try:
+                tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                raw.sendall(outgoing.read())
+                incoming.write(raw.recv(65536))
+        tls.write(request)
+        raw.sendall(outgoing.read())
+        wire, plain, records = b"", b"", 0
+        while b"\r\n\r\n" not in plain or len(plain.partition(b"\r\n\r\n")[2]) < int(
+                plain.lower().partition(b"content-length: ")[2].split(b"\r\n")[0] or 0):
+            chunk = raw.recv(65536)
+            assert chunk, f"the server closed after {plain!r}"
+            wire += chunk
+            while len(wire) >= 5 and len(wire) >= 5 + int.from_bytes(wire[3:5], "big"):
+                size = 5 + int.from_bytes(wire[3:5], "big")
+                records += wire[0] == 23  # application data
+                incoming.write(wire[:size])
+                wire = wire[size:]
+            with contextlib.suppress(ssl.SSLWantReadError):
+                while data := tls.read(65536):
+                    plain += data
+    return plain, records
+
+
+@pytest.mark.parametrize("request_line", [
+    b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    b"POST /mutate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+    b"Content-Length: 2\r\n\r\n{}",
+])
+def test_an_answer_goes_out_in_one_tls_record(server: Server, request_line: bytes) -> None:
+    """Its head and body written as one (injector.webhook.server.CoalescedWrites): one record,
+    one send, where uvicorn alone makes two of each."""
+    answer, records = _answer_records(server, request_line)
+    assert answer.startswith(b"HTTP/1.1 "), answer
+    assert records == 1, (records, answer)
 
 
 def _handshake(port: int, ctx: ssl.SSLContext, name: str) -> dict[str, Any]:
