@@ -163,10 +163,34 @@ class Mutator:
             if not message.get("more_body", False):
                 return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
+    async def _read_in_time(self, headers: list[tuple[bytes, bytes]], receive: Receive) -> bytes:
+        """The body, or TimeoutError when it has not all arrived within ``body_timeout``.
+
+        A timer that cancels this task, not ``asyncio.timeout``: the body has nearly always
+        arrived with the headers, and asyncio.timeout's bookkeeping (pure Python in 3.11) took
+        5 us of each ``/mutate``, 4% of its server CPU for a realistic pod; this takes one."""
+        task = asyncio.current_task()
+        assert task is not None, "a request is always served by a task"
+        expired = False
+
+        def expire() -> None:
+            nonlocal expired
+            expired = True
+            task.cancel()
+
+        timer = asyncio.get_running_loop().call_later(self.body_timeout, expire)
+        try:
+            return await self._read(headers, receive)
+        except asyncio.CancelledError:
+            if expired and task.uncancel() == 0:  # ours, not a shutdown's
+                raise TimeoutError from None
+            raise
+        finally:
+            timer.cancel()
+
     async def outcome(self, headers: list[tuple[bytes, bytes]], receive: Receive) -> ReviewOutcome:
         try:
-            async with asyncio.timeout(self.body_timeout):
-                body = await self._read(headers, receive)
+            body = await self._read_in_time(headers, receive)
         except _TooLarge:
             out = bad_request(f"body larger than {self.max_body} bytes", "too-large", 413)
         except TimeoutError:

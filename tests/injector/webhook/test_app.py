@@ -67,6 +67,33 @@ def test_a_body_that_stops_arriving_gets_408_and_frees_the_worker() -> None:
     assert b"not received within 0.2 s" in body
 
 
+def test_a_request_cancelled_while_its_body_is_awaited_stays_cancelled() -> None:
+    """A server shutting down cancels the request's task: that is no 408 of the body's
+    deadline, and nothing is answered."""
+    app = create_app(config=MeshConfig(), body_timeout=5)
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        await asyncio.sleep(3600)
+        raise AssertionError("unreachable")
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    async def cancelled() -> bool:
+        task = asyncio.create_task(app(scope("POST", "/mutate", BODY), receive, send))
+        await asyncio.sleep(0.05)
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            return True
+        return False
+
+    assert asyncio.run(cancelled())
+    assert sent == []
+
+
 def test_a_client_that_goes_away_gets_no_answer_and_breaks_nothing() -> None:
     app = create_app(config=MeshConfig())
     assert call(app, "POST", "/mutate", [{"type": "http.disconnect"}]) == []
