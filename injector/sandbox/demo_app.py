@@ -26,6 +26,7 @@ import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import NamedTuple
 
 _LOG = threading.Lock()
 CLIENT_CERT_HEADER = "x-forwarded-client-cert"
@@ -74,7 +75,8 @@ def backend(name: str, port: int, fail_every: int, delay_ms: int = 0) -> None:
                 if cert and cert not in certs and len(certs) < MAX_CERTS_LOGGED:
                     certs.add(cert)
                     log(f"client-cert {cert.replace(' ', '')}")
-            time.sleep(delay_ms / 1000)
+            if delay_ms:
+                time.sleep(delay_ms / 1000)
             if fail_every and n % fail_every == 0:
                 self.answer(503, {"service": name, "error": "flaky by design"})
             else:
@@ -112,6 +114,24 @@ class Caller:
                 self.conn, status, body = None, 599, b""
             log(f"call {self.target} -> {status} {_answered_by(body)} {self.opened}")
             return status
+
+
+class CallLine(NamedTuple):
+    """One ``call TARGET -> STATUS POD CONNECTION`` line of a frontend's log."""
+
+    target: str  # HOST:PORT/PATH
+    status: int  # 599 when the connection itself failed
+    pod: str  # the pod that answered, ``-`` when none said
+    connection: int  # the keep-alive connection's number, from 1
+
+
+def parse_call(line: str) -> CallLine | None:
+    """The call a log line records, or None when it records none."""
+    parts = line.split()
+    if (len(parts) != 6 or parts[0] != "call" or parts[2] != "->"
+            or not parts[3].isdigit() or not parts[5].isdigit()):
+        return None
+    return CallLine(parts[1], int(parts[3]), parts[4], int(parts[5]))
 
 
 def _answered_by(body: bytes) -> str:

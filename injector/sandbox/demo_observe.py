@@ -15,6 +15,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from injector.sandbox import stats
+from injector.sandbox.demo_app import parse_call
 from injector.sandbox.model import SandboxPlan
 from injector.sandbox.state import StateDir
 from mesh.contract import PROXY_NAME
@@ -47,13 +48,12 @@ def app_log(text: str) -> AppLog:
         if len(parts) == 5 and parts[3] == "->":
             seen.peers[parts[0]] += 1
             seen.statuses[parts[4]] += 1
-        elif len(parts) == 6 and parts[0] == "call" and parts[2] == "->":
-            host = parts[1].partition("/")[0].partition(":")[0]
+        elif (call := parse_call(line)) is not None:
+            host = call.target.partition("/")[0].partition(":")[0]
             seen.calls[host] += 1
-            if parts[4] != "-":
-                seen.answered_by.setdefault(host, Counter())[parts[4]] += 1
-            if parts[5].isdigit():
-                seen.connections[host] = max(seen.connections[host], int(parts[5]))
+            if call.pod != "-":
+                seen.answered_by.setdefault(host, Counter())[call.pod] += 1
+            seen.connections[host] = max(seen.connections[host], call.connection)
         elif len(parts) == 2 and parts[0] == "client-cert":
             seen.client_certs.append(parts[1])
         elif "proxy settings: " in line:

@@ -14,23 +14,17 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from typing import NamedTuple
 
 import pytest
 import yaml
 
+from injector.sandbox.demo_app import CallLine, parse_call
 from mesh.contract import CONFIG_KEY, CONFIGMAP, INJECT, NAMESPACE_ENABLED, PROXY_NAME
 from tests.support import meshapp
 from tests.support.realcluster import NS, LocalCluster
 
 pytestmark = pytest.mark.cluster
 FRONT_PORT = 8080
-
-
-class Call(NamedTuple):
-    status: int
-    pod: str  # the backend pod that answered ("-" when none did)
-    connection: int  # the frontend's keep-alive connection, numbered from 1
 
 
 class Frontend:
@@ -46,13 +40,13 @@ class Frontend:
             return api.get(f"/api/v1/namespaces/{self.ns}/pods/{self.pod}:{FRONT_PORT}"
                            "/proxy/").status_code
 
-    def logged(self) -> list[Call]:
-        """Every call it logged to its target (``call TARGET -> STATUS POD CONN``)."""
+    def logged(self) -> list[CallLine]:
+        """Every call it logged to its target."""
         out = self.cluster.kubectl("logs", "-n", self.ns, self.pod, "-c", self.app).stdout
-        return [Call(int(w[3]), w[4], int(w[5])) for w in map(str.split, out.splitlines())
-                if w[:2] == ["call", self.target]]
+        return [call for call in map(parse_call, out.splitlines())
+                if call is not None and call.target == self.target]
 
-    def timed_calls(self, *, count: int = 0, seconds: float = 0) -> list[tuple[float, Call]]:
+    def timed_calls(self, *, count: int = 0, seconds: float = 0) -> list[tuple[float, CallLine]]:
         """``count`` requests (or as many as fit in ``seconds``), each with the monotonic time
         it was sent and the call the frontend made for it."""
         before = len(self.logged())
@@ -61,7 +55,7 @@ class Frontend:
         while len(sent) < count or time.monotonic() < end:
             sent.append(time.monotonic())
             self.get()
-        found: list[Call] = []
+        found: list[CallLine] = []
 
         def all_logged() -> bool:
             found[:] = self.logged()[before:]
@@ -71,7 +65,7 @@ class Frontend:
                          every=0.2)
         return list(zip(sent, found, strict=False))
 
-    def calls(self, count: int) -> list[Call]:
+    def calls(self, count: int) -> list[CallLine]:
         return [call for _, call in self.timed_calls(count=count)]
 
 
@@ -85,8 +79,8 @@ def ready_endpoints(cluster: LocalCluster, ns: str, service: str) -> set[str]:
             if (e.get("conditions") or {}).get("ready")}
 
 
-def wait_endpoints(cluster: LocalCluster, ns: str, service: str, count: int) -> tuple[float,
-                                                                                       set[str]]:
+def wait_endpoints(cluster: LocalCluster, ns: str, service: str, count: int
+                   ) -> tuple[float, set[str]]:
     """When (monotonic) the Service's EndpointSlices first listed ``count`` ready pods, and
     which (polled every 20 ms: the test's own view of the change the control plane watches)."""
     deadline = time.monotonic() + 120
@@ -103,7 +97,7 @@ def healthy_members(cluster: LocalCluster, ns: str, pod: str, service: str) -> f
                            envoy_cluster_name=f"outbound|80||{service}")
 
 
-def moved_within(timeline: list[tuple[float, Call]], since: float,
+def moved_within(timeline: list[tuple[float, CallLine]], since: float,
                  where: set[str]) -> float:
     """Seconds from ``since`` to the first request after which every call went to ``where``
     (and at least one did)."""
@@ -151,48 +145,37 @@ def test_one_connection_is_balanced_and_scaling_moves_traffic_within_a_second(
         assert {c.connection for _, c in timeline} == {1}, timeline
 
 
-SLOW_SHOP = """
+_APP = """
 apiVersion: apps/v1
 kind: Deployment
-metadata: {name: slow, labels: {app: slow}}
+metadata: {{name: {name}, labels: {{app: {name}}}}}
 spec:
   replicas: 1
-  selector: {matchLabels: {app: slow}}
+  selector: {{matchLabels: {{app: {name}}}}}
   template:
-    metadata: {labels: {app: slow}}
+    metadata: {{labels: {{app: {name}}}}}
     spec:
       containers:
-        - name: slow
-          image: example.com/shop/slow:1.0
+        - name: {name}
+          image: example.com/shop/{name}:1.0
           command: [python3, -m, injector.sandbox.demo_app]
-          args: [backend, --name=slow, --delay-ms=400]
-          ports: [{name: http, containerPort: 8080}]
-          readinessProbe: {tcpSocket: {port: http}, periodSeconds: 2}
----
+          args: [{args}]
+          ports: [{{name: http, containerPort: 8080}}]
+          readinessProbe: {{tcpSocket: {{port: http}}, periodSeconds: 2}}
+"""
+# a backend that answers after 400 ms, behind its Service, and a frontend that calls it
+SLOW_SHOP = "---".join([
+    _APP.format(name="slow", args="backend, --name=slow, --delay-ms=400"),
+    """
 apiVersion: v1
 kind: Service
 metadata: {name: slow}
 spec:
   selector: {app: slow}
   ports: [{name: http, port: 80, targetPort: http}]
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: front, labels: {app: front}}
-spec:
-  replicas: 1
-  selector: {matchLabels: {app: front}}
-  template:
-    metadata: {labels: {app: front}}
-    spec:
-      containers:
-        - name: front
-          image: example.com/shop/front:1.0
-          command: [python3, -m, injector.sandbox.demo_app]
-          args: [frontend, --call=slow=slow:80/items]
-          ports: [{name: http, containerPort: 8080}]
-          readinessProbe: {tcpSocket: {port: http}, periodSeconds: 2}
-"""
+""",
+    _APP.format(name="front", args="frontend, --call=slow=slow:80/items"),
+])
 
 
 def proxy_restarts(cluster: LocalCluster, ns: str, pod: str) -> int:

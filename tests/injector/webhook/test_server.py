@@ -174,6 +174,13 @@ def test_the_probes_answer(server: Server) -> None:
         assert client.get("/readyz").text == "ok"
 
 
+def _whole(answer: bytes) -> bool:
+    """Whether an HTTP/1.1 answer has its head and all the body its Content-Length says."""
+    head, found, body = answer.partition(b"\r\n\r\n")
+    length = head.lower().partition(b"content-length: ")[2].split(b"\r\n")[0]
+    return bool(found) and len(body) >= int(length or 0)
+
+
 def _answer_records(server: Server, request: bytes) -> tuple[bytes, int]:
     """Send one request over TLS 1.2 (no post-handshake messages to tell apart) and read the
     answer; it and how many TLS application-data records it came in."""
@@ -192,8 +199,7 @@ def _answer_records(server: Server, request: bytes) -> tuple[bytes, int]:
         tls.write(request)
         raw.sendall(outgoing.read())
         wire, plain, records = b"", b"", 0
-        while b"\r\n\r\n" not in plain or len(plain.partition(b"\r\n\r\n")[2]) < int(
-                plain.lower().partition(b"content-length: ")[2].split(b"\r\n")[0] or 0):
+        while not _whole(plain):
             chunk = raw.recv(65536)
             assert chunk, f"the server closed after {plain!r}"
             wire += chunk
